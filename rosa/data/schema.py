@@ -1,0 +1,110 @@
+"""The data layer's types: Example, DatasetSpec, LoadReport, FeatureStats and DataError.
+
+A *raw row* is a dict in the dataset's original release schema (E2E ``{mr, ref}``, GSM8k
+``{question, answer}``, ...). A ``DatasetSpec`` turns a raw row into an ``Example``: a rendered
+prompt and the response to learn. Every dataset module (``e2e.py``, ``gsm8k.py``, ...) builds
+exactly one spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CANONICAL_SPLITS = ("train", "validation", "test")
+EVAL_KINDS = ("generation", "lm")
+
+RawRow = dict[str, Any]
+# A reader yields (1-based row number, raw row); the row is None when the record could not be parsed.
+RowReader = Callable[[Path], Iterator[tuple[int, RawRow | None]]]
+
+
+class DataError(ValueError):
+    """Bad data or data configuration. The message is one line: where, the bad value, what is allowed."""
+
+
+@dataclass
+class Example:
+    id: str
+    prompt: str  # rendered prompt, without the separator; "" for language modelling
+    target: str  # the response text (no EOS); for language modelling the whole text
+    references: list[str]  # every gold response for this prompt in the split
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    hub_id: str
+    hub_config: str | None
+    fields: tuple[str, ...]  # raw (release) field names a row must have
+    hub_fields: Mapping[str, str]  # raw field name -> HF field name
+    local_files: Mapping[str, str]  # source split name -> file name in `dataset.path`
+    default_splits: Mapping[str, str]  # canonical split -> source split (or "carve:<source>")
+    eval_kind: str  # "generation" | "lm"
+    headline_metric: str
+    render_prompt: Callable[[Mapping[str, Any]], str]
+    target: Callable[[Mapping[str, Any]], str]
+    read_local: RowReader  # reads one local file of the original release
+    sample: Callable[[str, int, int], list[RawRow]]  # (canonical split, rows, seed) -> raw rows
+    separator: str = " "  # text between prompt and target in the training sequence
+    stop_strings: list[str] = field(default_factory=list)
+    max_new_tokens: int = 256
+    decoding: Mapping[str, Any] = field(default_factory=dict)
+    carve_rows: int = 1000  # rows per split carved out of a source split ("carve:<source>")
+    block_size: int | None = None  # language modelling: fixed block length in tokens
+
+    def __post_init__(self) -> None:
+        if self.eval_kind not in EVAL_KINDS:
+            raise DataError(f"DatasetSpec {self.name}: eval_kind {self.eval_kind!r}; allowed: {', '.join(EVAL_KINDS)}")
+        if self.eval_kind == "lm" and not self.block_size:
+            raise DataError(f"DatasetSpec {self.name}: eval_kind 'lm' needs a block_size")
+
+
+@dataclass
+class LoadReport:
+    dataset: str
+    split: str  # canonical split
+    origin: str  # where the rows came from: a file path, "hub <id>:<split>", or "sample"
+    rows_read: int = 0
+    kept: int = 0
+    malformed: int = 0
+    first_bad_row: int | None = None
+    first_bad_reason: str | None = None
+    carved_out: int = 0  # rows of the source split that belong to a carved split
+    over_limit: int = 0  # valid rows dropped by `dataset.limit`
+
+    def skip(self, row_number: int, reason: str) -> None:
+        self.malformed += 1
+        if self.first_bad_row is None:
+            self.first_bad_row, self.first_bad_reason = row_number, reason
+
+    def summary(self) -> str:
+        line = (
+            f"{self.dataset}/{self.split} from {self.origin}: {self.rows_read} rows read, {self.kept} kept, "
+            f"{self.malformed} malformed skipped, {self.carved_out} carved out, {self.over_limit} over limit"
+        )
+        if self.first_bad_row is not None:
+            line += f" (first malformed: row {self.first_bad_row}: {self.first_bad_reason})"
+        return line
+
+
+@dataclass
+class FeatureStats:
+    examples: int = 0
+    features: int = 0
+    truncated: int = 0  # target cut to fit max_length (EOS lost with it)
+    skipped_long_prompt: int = 0  # prompt alone >= max_length
+    boundary_fallbacks: int = 0  # prompt tokens were not a prefix of prompt+target tokens
+    tokens: int = 0  # tokens in all features
+    label_tokens: int = 0  # tokens that carry a loss
+    dropped_tail_tokens: int = 0  # language modelling: the last partial block
+
+    def summary(self) -> str:
+        return (
+            f"{self.features} features from {self.examples} examples: {self.truncated} truncated, "
+            f"{self.skipped_long_prompt} skipped (prompt too long), {self.tokens} tokens, "
+            f"{self.label_tokens} with loss, {self.dropped_tail_tokens} tail tokens dropped"
+        )

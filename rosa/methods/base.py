@@ -1,0 +1,297 @@
+"""The method interface, and the helpers every adapter method shares.
+
+A *method* turns a pretrained causal LM into a model whose trainable parameters are the method's
+own (adapters, or every weight for full fine-tuning), and talks to the training loop through a few
+hooks. The loop (``rosa/training/loop.py``) never needs to know which method it runs.
+
+Lifecycle, as the loop drives it::
+
+    method = get_method(cfg.fnmodel, seed=cfg.seed)
+    model = method.prepare(model)                    # inject adapters, freeze the base
+    groups = method.param_groups(model, cfg.train)   # optimizer groups, each with its own lr
+    for every optimizer step:
+        req = method.before_step(ctx)                # e.g. ROSA resamples its subspace here
+        ... forward / backward over the micro-batches ...
+        req |= method.after_step(ctx)                # e.g. RoSA builds its masks here
+        # the loop honours req: rebuild the optimizer (new parameters) and/or restart the schedule
+    method.on_epoch_end(ctx)
+
+Checkpoints hold ``method.state_dict(model)`` (every adapter tensor, parameters *and* buffers
+such as masks or indices) and ``method.extra_state()`` (small JSON-able bookkeeping). On resume the
+loop builds a fresh model, calls ``prepare`` and then ``load_state_dict`` / ``load_extra_state``;
+a method whose structure changes during training (masks, subspaces) rebuilds it from those.
+
+Adapters are initialised from a generator seeded with the run's seed (``self.generator``), not
+from the global RNG, so the initial adapter does not depend on what ran before it and a restart
+re-creates exactly the same initial LoRA.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- loop <-> method
+@dataclass
+class StepContext:
+    """What a hook sees of the loop. ``step`` counts optimizer steps done so far (monotonic over
+    the whole run, restarts included); ``phase_step`` counts them since the last restart."""
+
+    model: nn.Module
+    step: int
+    phase_step: int
+    epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    micro_batches_per_step: int
+    run_dir: Path | None = None
+
+
+@dataclass
+class LoopRequest:
+    """What a hook may ask of the loop.
+
+    rebuild_optimizer: the set of trainable parameters changed (new tensors). The loop builds a new
+        optimizer from ``param_groups`` with the same hyperparameters; parameters it already knew
+        keep their moments, new ones start fresh. The LR schedule continues.
+    restart: start training over (RoSA's restart after mask selection): fresh optimizer, schedule and
+        data order from the beginning; the global step keeps counting for logs and checkpoints.
+    """
+
+    rebuild_optimizer: bool = False
+    restart: bool = False
+
+    def __or__(self, other: "LoopRequest | None") -> "LoopRequest":
+        if other is None:
+            return self
+        return LoopRequest(self.rebuild_optimizer or other.rebuild_optimizer,
+                           self.restart or other.restart)
+
+
+# --------------------------------------------------------------------------- base layers
+def is_conv1d(module: nn.Module) -> bool:
+    """GPT-2's Conv1D: a linear layer whose weight is stored transposed, as [in, out]."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
+def is_linear_like(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or is_conv1d(module)
+
+
+def linear_shape(module: nn.Module) -> tuple[int, int]:
+    """(out_features, in_features) of an nn.Linear or a Conv1D."""
+    if is_conv1d(module):
+        n_in, n_out = module.weight.shape
+        return n_out, n_in
+    return module.out_features, module.in_features
+
+
+def dense_weight(module: nn.Module, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The weight as an [out, in] dense tensor (dequantised when the base is 4-bit)."""
+    weight = module.weight
+    if hasattr(weight, "get_original_weight"):  # torchao NF4Tensor
+        weight = weight.get_original_weight()
+    weight = weight.detach()
+    if is_conv1d(module):
+        weight = weight.t()
+    return weight.to(dtype) if dtype is not None else weight
+
+
+def set_dense_weight(module: nn.Module, weight_out_in: torch.Tensor) -> None:
+    """Write an [out, in] weight back into an nn.Linear or Conv1D (in place, same dtype)."""
+    target = module.weight
+    new = weight_out_in.t() if is_conv1d(module) else weight_out_in
+    with torch.no_grad():
+        target.copy_(new.to(target.dtype).contiguous())
+
+
+class AdaptedLayer(nn.Module):
+    """A frozen base linear layer plus a method's trainable update.
+
+    Subclasses implement ``forward`` and ``delta_weight`` (the [out, in] change that merging adds to
+    the base weight). ``base`` keeps the original module so that merging and un-wrapping are exact.
+    """
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.base = base
+        self.out_features, self.in_features = linear_shape(base)
+
+    @property
+    def weight(self) -> torch.Tensor:  # HF code sometimes reads `.weight.dtype` / `.device`
+        return self.base.weight
+
+    def delta_weight(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def merged_base(self) -> nn.Module:
+        """The base module with the update folded in (returns ``base``, modified in place)."""
+        delta = self.delta_weight().to(torch.float32)
+        set_dense_weight(self.base, dense_weight(self.base, torch.float32) + delta)
+        return self.base
+
+
+# --------------------------------------------------------------------------- target modules
+ALL_LINEAR = "all-linear"
+
+
+def find_target_modules(model: nn.Module, target_modules: str | Iterable[str]) -> list[str]:
+    """Names of the linear layers to adapt, with HF PEFT's matching rules.
+
+    - ``"all-linear"``: every nn.Linear / Conv1D except the output head;
+    - a string otherwise: a regular expression that must match the full module name;
+    - a list: a module matches if its name equals an entry or ends with ``"." + entry``.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = []
+    for name, module in model.named_modules():
+        if not is_linear_like(module) or isinstance(module, AdaptedLayer):
+            continue
+        if target_modules == ALL_LINEAR:
+            hit = module is not head
+        elif isinstance(target_modules, str):
+            hit = re.fullmatch(target_modules, name) is not None
+        else:
+            hit = any(name == t or name.endswith("." + t) for t in target_modules)
+        if hit:
+            names.append(name)
+    if not names:
+        raise ValueError(f"fnmodel.target_modules: {target_modules!r} matches no linear layer of the model; "
+                         "use 'all-linear', a list of names (e.g. [q_proj, v_proj]) or a regex")
+    return names
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def adapted_layers(model: nn.Module) -> dict[str, AdaptedLayer]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, AdaptedLayer)}
+
+
+# --------------------------------------------------------------------------- the interface
+class Method:
+    """Base class: full behaviour of a method that adds nothing and trains nothing; subclasses
+    override what they need. ``cfg`` is the method's own config section (``cfg.fnmodel``)."""
+
+    name: str = "base"
+    mergeable: bool = True  # whether merge() folds the method into plain base weights
+
+    def __init__(self, cfg: Any, seed: int = 0):
+        self.cfg = cfg
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    # -- building
+    def prepare(self, model: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def param_groups(self, model: nn.Module, train_cfg: Any) -> list[dict]:
+        params = [p for p in model.parameters() if p.requires_grad]
+        return [{"name": "all", "params": params, "lr": float(train_cfg.lr)}]
+
+    def trainable_parameters(self, model: nn.Module) -> int:
+        """Exact count of trainable scalars (sparse values count once each)."""
+        return sum(p.numel() for g in self.param_groups(model, _LR1) for p in g["params"])
+
+    # -- hooks (return None or a LoopRequest)
+    def before_step(self, ctx: StepContext) -> LoopRequest | None:
+        return None
+
+    def after_step(self, ctx: StepContext) -> LoopRequest | None:
+        return None
+
+    def on_epoch_end(self, ctx: StepContext) -> None:
+        return None
+
+    def describe(self) -> str:
+        """One line for the log: what the method is doing (e.g. its phase)."""
+        return self.name
+
+    # -- state
+    def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Every tensor that defines the adapter: trainable parameters and method buffers."""
+        return {n: t.detach() for n, t in _adapter_tensors(model).items()}
+
+    def load_state_dict(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        current = _adapter_tensors(model)
+        missing = sorted(set(current) - set(state))
+        unexpected = sorted(set(state) - set(current))
+        if missing or unexpected:
+            raise ValueError(f"adapter state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        with torch.no_grad():
+            for name, tensor in current.items():
+                tensor.copy_(state[name].to(tensor.dtype))
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        return None
+
+    # -- after training
+    def merge(self, model: nn.Module) -> nn.Module:
+        """Fold every adapter into its base weight and unwrap it (in place)."""
+        for name, layer in adapted_layers(model).items():
+            replace_module(model, name, layer.merged_base())
+        return model
+
+    def save_adapter(self, model: nn.Module, directory: Path, extra_config: dict | None = None) -> None:
+        """``adapter.safetensors`` (all adapter tensors) + ``adapter.json`` (method config)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {n: t.contiguous().cpu() for n, t in self.state_dict(model).items()}
+        save_file(tensors, str(directory / "adapter.safetensors"))
+        config = {"method": self.name, "config": _plain(self.cfg), "extra_state": self.extra_state()}
+        config.update(extra_config or {})
+        (directory / "adapter.json").write_text(json.dumps(config, indent=2))
+
+    def load_adapter(self, model: nn.Module, directory: Path) -> None:
+        directory = Path(directory)
+        config = json.loads((directory / "adapter.json").read_text())
+        self.load_extra_state(config.get("extra_state", {}))
+        self.load_state_dict(model, load_file(str(directory / "adapter.safetensors")))
+
+
+class _LR1:
+    lr = 1.0
+
+
+def _adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable parameters plus the buffers of adapted layers (masks, indices, frozen factors)."""
+    tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for layer_name, layer in adapted_layers(model).items():
+        for n, b in layer.named_buffers():
+            if not n.startswith("base."):
+                tensors[f"{layer_name}.{n}"] = b
+        for n, p in layer.named_parameters():
+            if not n.startswith("base.") and not p.requires_grad:  # frozen adapter parts (ROSA's W_fixed)
+                tensors[f"{layer_name}.{n}"] = p
+    return tensors
+
+
+def _plain(cfg: Any) -> Any:
+    try:
+        from omegaconf import OmegaConf
+        if OmegaConf.is_config(cfg):
+            return OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(cfg, "__dataclass_fields__"):
+        from dataclasses import asdict
+        return asdict(cfg)
+    if hasattr(cfg, "__dict__"):
+        return dict(vars(cfg))
+    return cfg

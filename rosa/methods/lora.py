@@ -1,0 +1,94 @@
+"""LoRA: low-rank adaptation (Hu et al. 2021, arXiv 2106.09685).
+
+For a frozen linear layer W0 (out x in) LoRA trains two factors A (r x in) and B (out x r)::
+
+    y = W0 x + s * B A dropout(x) (+ bias),     s = alpha / r   (rsLoRA: alpha / sqrt(r))
+
+A is initialised kaiming-uniform with a = sqrt(5) (nn.Linear's default), B = 0, so training starts
+from the pretrained function. Merging adds s * B A to W0. Dropout acts on the LoRA input only.
+
+The adapter is saved in our own format (``adapter.safetensors`` + ``adapter.json``) and in HF PEFT's
+(``adapter_config.json`` + ``adapter_model.safetensors`` with PEFT's key names), so that
+``peft.PeftModel.from_pretrained(base, dir)`` loads it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from rosa.methods.base import AdaptedLayer, Method, adapted_layers, find_target_modules, is_conv1d, replace_module
+
+
+def lora_scale(rank: int, alpha: float, rslora: bool) -> float:
+    return alpha / math.sqrt(rank) if rslora else alpha / rank
+
+
+class LoRALayer(AdaptedLayer):
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float, rslora: bool,
+                 generator: torch.Generator):
+        super().__init__(base)
+        self.rank = rank
+        self.scale = lora_scale(rank, alpha, rslora)
+        self.lora_A = nn.Parameter(torch.empty(rank, self.in_features))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)
+            self.lora_B.zero_()
+
+    def lora_forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(x).to(self.lora_A.dtype)
+        return (F.linear(F.linear(h, self.lora_A), self.lora_B) * self.scale).to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.lora_forward(x)
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.scale * (self.lora_B.float() @ self.lora_A.float())
+
+
+class LoRA(Method):
+    name = "lora"
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        cfg = self.cfg
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.target_names = find_target_modules(model, cfg.target_modules)
+        for name in self.target_names:
+            layer = LoRALayer(model.get_submodule(name), int(cfg.rank), float(cfg.alpha), float(cfg.dropout),
+                              bool(cfg.rslora), self.generator)
+            replace_module(model, name, layer)
+        return model
+
+    def save_adapter(self, model: nn.Module, directory: Path, extra_config: dict | None = None) -> None:
+        super().save_adapter(model, directory, extra_config)
+        save_peft_adapter(model, Path(directory), self.cfg, (extra_config or {}).get("base_model"))
+
+
+def save_peft_adapter(model: nn.Module, directory: Path, cfg, base_model: str | None) -> None:
+    """Write the LoRA layers of ``model`` in HF PEFT's on-disk format."""
+    layers = {n: m for n, m in adapted_layers(model).items() if isinstance(m, LoRALayer)}
+    tensors = {}
+    for name, layer in layers.items():
+        prefix = f"base_model.model.{name}"
+        tensors[f"{prefix}.lora_A.weight"] = layer.lora_A.detach().float().contiguous().cpu()
+        tensors[f"{prefix}.lora_B.weight"] = layer.lora_B.detach().float().contiguous().cpu()
+    save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+    fan_in_fan_out = any(is_conv1d(layer.base) for layer in layers.values())
+    peft_config = {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
+        "r": int(cfg.rank), "lora_alpha": float(cfg.alpha), "lora_dropout": float(cfg.dropout),
+        "use_rslora": bool(cfg.rslora), "target_modules": sorted(layers), "fan_in_fan_out": fan_in_fan_out,
+        "bias": "none", "init_lora_weights": True, "inference_mode": True, "modules_to_save": None,
+    }
+    (directory / "adapter_config.json").write_text(json.dumps(peft_config, indent=2))

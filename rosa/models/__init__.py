@@ -1,0 +1,72 @@
+"""Model and tokenizer loading: the built-in tiny model, or any HF causal LM (hub id or folder).
+
+``trust_remote_code`` is off unless ``model.trust_remote_code=true``. A pad token is always set
+(EOS when the tokenizer has none) and padding is on the left, as batched generation needs.
+Frozen weights are stored in ``precision.base_dtype``; the method decides what trains.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from rosa.models.tiny import tiny_model, tiny_tokenizer
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def load_tokenizer(model_cfg):
+    if model_cfg.name == "tiny":
+        return tiny_tokenizer()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_cfg.name, revision=model_cfg.revision,
+                                              cache_dir=model_cfg.cache,
+                                              trust_remote_code=model_cfg.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(model_cfg, tokenizer, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """The pretrained model in ``dtype`` on ``device``, in eval mode, all parameters frozen."""
+    if model_cfg.name == "tiny":
+        model = tiny_model(tokenizer).to(dtype)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_cfg.name, revision=model_cfg.revision,
+                                                     cache_dir=model_cfg.cache, dtype=dtype,
+                                                     trust_remote_code=model_cfg.trust_remote_code)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model_cfg, "gradient_checkpointing", False):
+        model.gradient_checkpointing_enable()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision_cfg, device: torch.device) -> dict:
+    """Concrete dtypes for ``precision=auto`` and friends: bf16 on a bf16-capable GPU, else fp32."""
+    gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    name = precision_cfg.name
+    if name == "auto":
+        name = "bf16" if gpu_bf16 else "fp32"
+    base = precision_cfg.base_dtype
+    if base == "auto":
+        base = {"bf16": "bf16", "fp16": "fp16", "nf4": "bf16"}.get(name, "fp32")
+    autocast = precision_cfg.autocast
+    if autocast == "auto":
+        autocast = {"bf16": "bf16", "fp16": "fp16", "nf4": "bf16"}.get(name, "none")
+    return {"name": name, "base_dtype": DTYPES[base], "param_dtype": DTYPES[precision_cfg.param_dtype],
+            "autocast": None if autocast == "none" else DTYPES[autocast]}

@@ -1,0 +1,396 @@
+"""The training loop: plain PyTorch, written out in one place (no Trainer, no Lightning).
+
+One optimizer step = ``batch_size / micro_batch_size`` micro-batches whose summed token losses are
+divided by the step's number of target tokens, so gradient accumulation gives the same gradient as
+one big batch. The data order is a seeded permutation per epoch, so the micro-batches of any step
+are a function of (seed, step): resuming needs only the step counter.
+
+The method talks to the loop through ``before_step`` / ``after_step`` / ``on_epoch_end`` and may ask
+for a rebuilt optimizer (new parameters) or a restart (RoSA's restart after mask selection).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import resource
+import shutil
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from rosa import atomic
+from rosa.config import RunConfig
+from rosa.data import build_train_features, collate_batch, get_spec, load_examples
+from rosa.methods import LoopRequest, StepContext, get_method
+from rosa.models import load_model, load_tokenizer, resolve_device, resolve_precision
+from rosa.training import checkpoint as ckpt
+from rosa.training.optim import build_optimizer, lr_factor, rebuild_optimizer, set_learning_rates
+from rosa.training.rundir import read_status, run_dir_for, update_status
+
+log = logging.getLogger("rosa")
+
+
+class TrainingFailed(RuntimeError):
+    pass
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def weight_memory_gb(model: torch.nn.Module) -> float:
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total / 2**30
+
+
+# ----------------------------------------------------------------------------- data order
+class Batches:
+    """Deterministic micro-batches: a seeded permutation per epoch, sliced by step."""
+
+    def __init__(self, features: list[dict], micro_batch_size: int, accumulation: int, seed: int, pad_id: int):
+        self.features, self.micro, self.accum, self.seed, self.pad_id = features, micro_batch_size, accumulation, seed, pad_id
+        self.micro_per_epoch = math.ceil(len(features) / micro_batch_size)
+        self.steps_per_epoch = math.ceil(self.micro_per_epoch / accumulation)
+
+    def order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+        return torch.randperm(len(self.features), generator=generator).tolist()
+
+    def step(self, phase_step: int) -> list[dict[str, torch.Tensor]]:
+        epoch, index = divmod(phase_step, self.steps_per_epoch)
+        order = self.order(epoch)
+        first = index * self.accum
+        micro = range(first, min(first + self.accum, self.micro_per_epoch))
+        return [collate_batch([self.features[i] for i in order[m * self.micro:(m + 1) * self.micro]], self.pad_id)
+                for m in micro]
+
+
+def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Sum of next-token cross-entropy over the target tokens, and their count."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
+    return loss, int((labels != -100).sum())
+
+
+# ----------------------------------------------------------------------------- the run
+class Trainer:
+    """Builds everything a run needs, then ``fit()``s. Attributes are the run's live state."""
+
+    def __init__(self, run: RunConfig, run_dir: Path):
+        self.run, self.run_dir = run, run_dir
+        self.device = resolve_device(run.device)
+        self.precision = resolve_precision(run.precision, self.device)
+        t = run.train
+        self.accumulation = t.batch_size // t.micro_batch_size
+
+        seed_everything(run.seed)
+        self.tokenizer = load_tokenizer(run.model)
+        self.spec = get_spec(run.dataset.name)
+        self.model = load_model(run.model, self.tokenizer, self.precision["base_dtype"], self.device)
+        self.method = get_method(run.fnmodel, seed=run.seed)
+        self.model = self.method.prepare(self.model)
+        self.cast_trainable()
+        self.weight_memory_gb = weight_memory_gb(self.model)
+
+        self.features, self.val_features = self.load_data()
+        self.batches = Batches(self.features, t.micro_batch_size, self.accumulation, run.seed, self.tokenizer.pad_token_id)
+        self.total_steps = t.max_steps or t.epochs * self.batches.steps_per_epoch
+
+        self.optimizer = build_optimizer(self.method.param_groups(self.model, t), t)
+        scaler_on = self.precision["autocast"] == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
+        self.step = self.phase_step = 0
+        self.history: list[dict] = []      # per-step train losses (kept in checkpoints for tests/figures)
+        self.val_history: list[dict] = []
+        self.stop_signal: int | None = None
+
+    # -- setup helpers
+    def cast_trainable(self) -> None:
+        for p in self.model.parameters():
+            if p.requires_grad and p.dtype != self.precision["param_dtype"]:
+                p.data = p.data.to(self.precision["param_dtype"])
+        self.model.to(self.device)
+
+    def load_data(self):
+        run, report_lines = self.run, []
+        train_examples, report = load_examples(run.dataset, "train")
+        report_lines.append(report.summary())
+        val_examples, val_report = load_examples(run.dataset, "validation")
+        report_lines.append(val_report.summary())
+        features, stats = build_train_features(train_examples, self.tokenizer, self.spec, run.dataset.max_length, run.train.loss_on)
+        val_features, val_stats = build_train_features(val_examples, self.tokenizer, self.spec, run.dataset.max_length, run.train.loss_on)
+        for line in report_lines + [f"train features: {stats.summary()}", f"validation features: {val_stats.summary()}"]:
+            log.info(line)
+        if not features:
+            raise TrainingFailed(f"dataset {run.dataset.name}: no training example survived tokenisation")
+        self.val_examples = val_examples
+        return features, val_features
+
+    def context(self) -> StepContext:
+        return StepContext(model=self.model, step=self.step, phase_step=self.phase_step,
+                           epoch=self.phase_step // self.batches.steps_per_epoch,
+                           steps_per_epoch=self.batches.steps_per_epoch, total_steps=self.total_steps,
+                           micro_batches_per_step=self.accumulation, run_dir=self.run_dir)
+
+    def autocast(self):
+        dtype = self.precision["autocast"]
+        return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    # -- requests from the method
+    def handle(self, request: LoopRequest | None) -> None:
+        if request is None:
+            return
+        groups = self.method.param_groups(self.model, self.run.train)
+        if request.restart:
+            log.info("restart at step %d: fresh optimizer, schedule and data order (%s)", self.step, self.method.describe())
+            seed_everything(self.run.seed)
+            self.cast_trainable()
+            self.optimizer = build_optimizer(groups, self.run.train)
+            self.phase_step = 0
+        elif request.rebuild_optimizer:
+            self.cast_trainable()
+            self.optimizer = rebuild_optimizer(self.optimizer, groups, self.run.train)
+
+    # -- checkpoints
+    def save(self) -> None:
+        trainer_state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state()}
+        state = {"step": self.step, "phase_step": self.phase_step, "method": self.method.extra_state(),
+                 "history": self.history, "val_history": self.val_history}
+        ckpt.save_checkpoint(self.run_dir, self.step, self.method.state_dict(self.model), trainer_state, state)
+
+    def resume(self) -> bool:
+        path = ckpt.latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        tensors, trainer_state, state = ckpt.load_checkpoint(path, self.device)
+        self.method.load_extra_state(state["method"])
+        self.method.load_state_dict(self.model, tensors)
+        self.cast_trainable()
+        self.optimizer = build_optimizer(self.method.param_groups(self.model, self.run.train), self.run.train)
+        self.optimizer.load_state_dict(trainer_state["optimizer"])
+        self.scaler.load_state_dict(trainer_state["scaler"])
+        ckpt.set_rng_state(trainer_state["rng"])
+        self.step, self.phase_step = state["step"], state["phase_step"]
+        self.history, self.val_history = state["history"], state["val_history"]
+        log.info("resumed from %s (step %d, %s)", path, self.step, self.method.describe())
+        return True
+
+    # -- one optimizer step
+    def train_step(self) -> dict:
+        micro_batches = self.batches.step(self.phase_step)
+        n_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro_batches)
+        n_tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches)
+        self.model.train()
+        total = 0.0
+        for batch in micro_batches:
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with self.autocast():
+                loss_sum, _ = token_loss_sum(self.model, batch)
+            loss = loss_sum / max(n_targets, 1)
+            self.scaler.scale(loss).backward()
+            total += float(loss.detach())
+        if not math.isfinite(total):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingFailed(f"loss is {total} at step {self.step + 1}; the last good checkpoint is kept")
+        self.scaler.unscale_(self.optimizer)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        max_norm = self.run.train.max_grad_norm or float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        lr_scale = lr_factor(self.phase_step, self.total_steps, self.run.train.warmup_steps, self.run.train.scheduler)
+        set_learning_rates(self.optimizer, lr_scale)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": total, "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"], "tokens": n_tokens}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        self.model.eval()
+        loss_sum, count = 0.0, 0
+        limit = self.run.train.eval_batches
+        micro = self.run.train.micro_batch_size
+        for i, start in enumerate(range(0, len(self.val_features), micro)):
+            if limit and i >= limit:
+                break
+            batch = collate_batch(self.val_features[start:start + micro], self.tokenizer.pad_token_id)
+            with self.autocast():
+                loss, n = token_loss_sum(self.model, {k: v.to(self.device) for k, v in batch.items()})
+            loss_sum, count = loss_sum + float(loss), count + n
+        val_loss = loss_sum / max(count, 1)
+        return {"loss": val_loss, "ppl": math.exp(min(val_loss, 50.0))}
+
+    @torch.no_grad()
+    def sample_text(self) -> str:
+        """A short greedy continuation of the first validation prompt, for TensorBoard."""
+        example = self.val_examples[0]
+        prompt = example.prompt or example.target[:64]
+        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids.to(self.device)
+        self.model.eval()
+        with self.autocast():
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=48,
+                                      do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+        return prompt + " ->" + self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+    # -- the loop
+    def fit(self, writer) -> dict:
+        t = self.run.train
+        bar = tqdm(total=self.total_steps, initial=min(self.phase_step, self.total_steps), desc=self.run_dir.name,
+                   dynamic_ncols=True, disable=None)
+        last_saved = self.step
+        while self.phase_step < self.total_steps:
+            self.handle(self.method.before_step(self.context()))
+            if self.phase_step == 0:
+                bar.reset(total=self.total_steps)
+            started = time.perf_counter()
+            stats = self.train_step()
+            elapsed = time.perf_counter() - started
+            self.step += 1
+            self.phase_step += 1
+            self.handle(self.method.after_step(self.context()))
+            tokens_per_s = stats["tokens"] / elapsed
+            self.history.append({"step": self.step, "loss": stats["loss"]})
+            if self.step % t.log_every == 0:
+                writer.add_scalar("train/loss", stats["loss"], self.step)
+                writer.add_scalar("train/lr", stats["lr"], self.step)
+                writer.add_scalar("train/grad_norm", stats["grad_norm"], self.step)
+                writer.add_scalar("train/tokens_per_s", tokens_per_s, self.step)
+                writer.add_scalar("train/peak_mem_gb", peak_memory_gb(self.device), self.step)
+            bar.update(0 if self.phase_step == 0 else 1)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{tokens_per_s:.0f}")
+            if t.eval_every and self.step % t.eval_every == 0 and self.phase_step < self.total_steps:
+                self.log_validation(writer)
+            if self.step % t.checkpoint_every == 0 or self.stop_signal is not None:
+                self.save()
+                last_saved = self.step
+                update_status(self.run_dir, steps=self.step, total_steps=self.total_steps)
+            if self.stop_signal is not None:
+                bar.close()
+                raise InterruptedError(f"stopped by signal {self.stop_signal} at step {self.step}; checkpoint saved")
+        bar.close()
+        final = self.log_validation(writer)
+        if last_saved != self.step:
+            self.save()
+        return final
+
+    def log_validation(self, writer) -> dict:
+        metrics = self.validate()
+        writer.add_scalar("val/loss", metrics["loss"], self.step)
+        writer.add_scalar("val/ppl", metrics["ppl"], self.step)
+        self.val_history.append({"step": self.step, **metrics})
+        if self.run.train.sample_at_eval:
+            writer.add_text("val/sample", self.sample_text(), self.step)
+        log.info("step %d: val loss %.4f, ppl %.2f", self.step, metrics["loss"], metrics["ppl"])
+        return metrics
+
+
+# ----------------------------------------------------------------------------- entry
+def setup_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def flat_hparams(run: RunConfig) -> dict:
+    def flatten(prefix, value, out):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                flatten(f"{prefix}{k}.", v, out)
+        else:
+            out[prefix[:-1]] = value if isinstance(value, (int, float, str, bool)) else str(value)
+        return out
+    return flatten("", asdict(run), {})
+
+
+def train(run: RunConfig, config_yaml: str) -> int:
+    """Train (or resume, or skip) the run this config names. Returns the process exit status."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = run_dir_for(run)
+    status = read_status(run_dir)
+    if status and status.get("state") == "done":
+        print(f"run {run_dir} is already done ({status.get('steps')} steps, finished {status.get('ended')}); nothing to do")
+        return 0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = setup_logging(run_dir)
+    atomic.write_text(run_dir / "config.yaml", config_yaml)
+    started = time.time()
+    trainer = None
+    try:
+        trainer = Trainer(run, run_dir)
+        resumed = trainer.resume()
+        trainable = trainer.method.trainable_parameters(trainer.model)
+        log.info("run %s: %s on %s (%s), %d trainable parameters, %d steps", run_dir, trainer.method.describe(),
+                 run.dataset.name, trainer.precision["name"], trainable, trainer.total_steps)
+        update_status(run_dir, state="running", error=None, pid=_pid(), method=run.fnmodel.name, dataset=run.dataset.name,
+                      model=run.model.name, precision=trainer.precision["name"], trainable_params=trainable,
+                      weight_memory_gb=trainer.weight_memory_gb, total_steps=trainer.total_steps,
+                      **({} if resumed else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        _install_stop_signals(trainer)
+        writer = SummaryWriter(log_dir=str(run_dir), purge_step=trainer.step + 1 if resumed else None)
+        final = trainer.fit(writer)
+        adapter_dir = run_dir / "adapter"
+        tmp_dir = run_dir / "adapter.tmp"
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        trainer.method.save_adapter(trainer.model, tmp_dir, {"base_model": run.model.name})
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        tmp_dir.rename(adapter_dir)
+        train_time = (status or {}).get("train_time_s", 0) + time.time() - started
+        summary = dict(state="done", ended=time.strftime("%Y-%m-%dT%H:%M:%S"), steps=trainer.step,
+                       final_val_loss=final["loss"], final_val_ppl=final["ppl"], train_time_s=train_time,
+                       peak_mem_gb=peak_memory_gb(trainer.device))
+        writer.add_hparams(flat_hparams(run), {"hparam/val_loss": final["loss"], "hparam/val_ppl": final["ppl"]}, run_name=".")
+        writer.close()
+        update_status(run_dir, **summary)
+        print(f"run {run_dir}: done in {trainer.step} steps, val loss {final['loss']:.4f}, val ppl {final['ppl']:.2f}")
+        return 0
+    except InterruptedError as stop:
+        update_status(run_dir, state="interrupted", error=str(stop))
+        print(f"run {run_dir}: {stop}", file=sys.stderr)
+        return 3
+    except Exception as err:  # the run is marked failed with its error, then the error propagates
+        update_status(run_dir, state="failed", error=f"{type(err).__name__}: {err}".splitlines()[0],
+                      ended=time.strftime("%Y-%m-%dT%H:%M:%S"), steps=trainer.step if trainer else 0)
+        log.error("run %s failed: %s", run_dir, err)
+        raise
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def _install_stop_signals(trainer: Trainer) -> None:
+    """SIGTERM / SIGUSR2 (SLURM preemption, time limit): finish the step, checkpoint, exit."""
+    def request_stop(signum, _frame):
+        trainer.stop_signal = signum
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        try:
+            signal.signal(sig, request_stop)
+        except ValueError:  # not in the main thread
+            pass

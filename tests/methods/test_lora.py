@@ -1,0 +1,127 @@
+"""LoRA: the layer equals its dense reference, Conv1D works, merging is exact, PEFT loads our export."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from rosa.methods.base import adapted_layers, find_target_modules
+from rosa.methods.lora import LoRA, LoRALayer
+
+
+def lora_cfg(**kw):
+    return SimpleNamespace(**{"name": "lora", "rank": 4, "alpha": 8.0, "dropout": 0.0, "rslora": False,
+                              "target_modules": "all-linear", **kw})
+
+
+def randomise(layer: LoRALayer):
+    with torch.no_grad():
+        layer.lora_B.normal_()
+
+
+def test_linear_layer_equals_dense_reference():
+    torch.manual_seed(0)
+    base = nn.Linear(12, 10)
+    layer = LoRALayer(base, rank=3, alpha=6.0, dropout=0.0, rslora=False, generator=torch.Generator().manual_seed(0))
+    randomise(layer)
+    x = torch.randn(5, 7, 12)
+    dense = base.weight + (6.0 / 3) * layer.lora_B @ layer.lora_A
+    torch.testing.assert_close(layer(x), x @ dense.T + base.bias)
+
+
+def test_rslora_scale():
+    layer = LoRALayer(nn.Linear(4, 4), rank=4, alpha=8.0, dropout=0.0, rslora=True, generator=torch.Generator())
+    assert layer.scale == pytest.approx(8.0 / 2.0)
+
+
+def test_init_kaiming_a_and_zero_b_and_seeded():
+    a = LoRALayer(nn.Linear(64, 32), 8, 16.0, 0.0, False, torch.Generator().manual_seed(3))
+    b = LoRALayer(nn.Linear(64, 32), 8, 16.0, 0.0, False, torch.Generator().manual_seed(3))
+    assert torch.equal(a.lora_A, b.lora_A) and torch.count_nonzero(a.lora_B) == 0
+    bound = 1 / 64 ** 0.5  # kaiming_uniform(a=sqrt 5) on fan_in 64
+    assert a.lora_A.abs().max() <= bound and a.lora_A.abs().max() > 0.8 * bound
+
+
+def test_conv1d_variant_matches_dense_reference():
+    from transformers.pytorch_utils import Conv1D
+    torch.manual_seed(0)
+    base = Conv1D(10, 12)  # nf=10 outputs, nx=12 inputs; weight [12, 10]
+    layer = LoRALayer(base, rank=2, alpha=2.0, dropout=0.0, rslora=False, generator=torch.Generator().manual_seed(0))
+    randomise(layer)
+    assert (layer.out_features, layer.in_features) == (10, 12)
+    x = torch.randn(3, 12)
+    dense = base.weight.T + layer.lora_B @ layer.lora_A
+    torch.testing.assert_close(layer(x), x @ dense.T + base.bias)
+    merged = layer.merged_base()
+    torch.testing.assert_close(merged(x), x @ dense.T + base.bias)
+
+
+def test_target_modules_rules(tiny_tokenizer):
+    from rosa.models.tiny import tiny_model
+    model = tiny_model(tiny_tokenizer)
+    all_linear = find_target_modules(model, "all-linear")
+    assert "lm_head" not in all_linear and len(all_linear) == 4 * 7
+    assert find_target_modules(model, ["q_proj", "v_proj"]) == [n for n in all_linear if n.endswith(("q_proj", "v_proj"))]
+    assert find_target_modules(model, r"model\.layers\.0\.mlp\..*") == [n for n in all_linear if n.startswith("model.layers.0.mlp.")]
+    with pytest.raises(ValueError, match="matches no linear layer"):
+        find_target_modules(model, ["nothing"])
+
+
+def test_merged_model_equals_unmerged(tiny_tokenizer):
+    from rosa.models.tiny import tiny_model
+    model = tiny_model(tiny_tokenizer).eval()
+    method = LoRA(lora_cfg(), seed=0)
+    model = method.prepare(model)
+    for layer in adapted_layers(model).values():
+        randomise(layer)
+    ids = torch.randint(3, 259, (2, 17))
+    unmerged = model(input_ids=ids).logits
+    merged = method.merge(model)
+    assert not adapted_layers(merged)
+    torch.testing.assert_close(merged(input_ids=ids).logits, unmerged, atol=1e-4, rtol=1e-4)
+
+
+def test_only_adapters_train_and_count(tiny_tokenizer):
+    from rosa.models.tiny import tiny_model
+    model = LoRA(lora_cfg(rank=2), seed=0).prepare(tiny_model(tiny_tokenizer))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(n.endswith(("lora_A", "lora_B")) for n in trainable)
+    expected = sum(2 * (m.in_features + m.out_features) for m in adapted_layers(model).values())
+    assert LoRA(lora_cfg(rank=2)).trainable_parameters(model) == expected
+
+
+def test_peft_export_loads_with_equal_logits(tmp_path, tiny_tokenizer):
+    peft = pytest.importorskip("peft")
+    from rosa.models.tiny import tiny_model
+    model = tiny_model(tiny_tokenizer).eval()
+    method = LoRA(lora_cfg(target_modules=["q_proj", "v_proj", "down_proj"]), seed=0)
+    model = method.prepare(model)
+    for layer in adapted_layers(model).values():
+        randomise(layer)
+    method.save_adapter(model, tmp_path, {"base_model": "tiny"})
+    ids = torch.randint(3, 259, (2, 11))
+    ours = model(input_ids=ids).logits
+    peft_model = peft.PeftModel.from_pretrained(tiny_model(tiny_tokenizer).eval(), str(tmp_path))
+    torch.testing.assert_close(peft_model(input_ids=ids).logits, ours, atol=1e-5, rtol=1e-5)
+
+
+def test_peft_export_gpt2_conv1d(tmp_path):
+    peft = pytest.importorskip("peft")
+    from transformers import GPT2Config, GPT2LMHeadModel
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=64)
+    torch.manual_seed(0)
+    base_state = GPT2LMHeadModel(config).state_dict()
+
+    def fresh():
+        model = GPT2LMHeadModel(config).eval()
+        model.load_state_dict(base_state)
+        return model
+
+    method = LoRA(lora_cfg(target_modules=["c_attn", "c_proj", "c_fc"]), seed=0)
+    model = method.prepare(fresh())
+    for layer in adapted_layers(model).values():
+        randomise(layer)
+    method.save_adapter(model, tmp_path, {"base_model": "gpt2-test"})
+    ids = torch.randint(0, 50, (2, 9))
+    peft_model = peft.PeftModel.from_pretrained(fresh(), str(tmp_path))
+    torch.testing.assert_close(peft_model(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,71 @@
+"""Config validation: each kind of bad input stops with one line naming key, value and what is
+allowed, exit status 2, before anything is loaded and without creating a run directory."""
+import pytest
+
+from tests.conftest import run_train
+from rosa.cli import check_command_line
+from rosa.config import compose, rewrite_overrides, validate
+
+
+def rejected(capsys, *args) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        check_command_line(["train.py", *args])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train.lrr=1e-3"], "train.lrr: unknown key (did you mean 'lr'?)"),
+    (["fnmodel.name=lorra"], "fnmodel.name='lorra' is unknown (did you mean 'lora'?); choose one of: fft, lora"),
+    (["fnmodel=lorra"], "fnmodel.name='lorra' is unknown"),
+    (["dataset.name=gsm9k"], "dataset.name='gsm9k' is unknown (did you mean 'gsm8k'?); choose one of: e2e, eli5, gsm8k, sql, viggo"),
+    (["train.lr=0"], "train.lr=0.0 is out of range; allowed: a number > 0"),
+    (["train.lr=-1e-4"], "train.lr=-0.0001 is out of range"),
+    (["fnmodel.rank=0"], "fnmodel.rank=0 is out of range; allowed: an integer >= 1"),
+    (["fnmodel.dropout=1.0"], "fnmodel.dropout=1.0 is out of range; allowed: a number in [0, 1)"),
+    (["train.batch_size=8", "train.micro_batch_size=3"], "train.batch_size=8 is not a multiple of train.micro_batch_size=3"),
+    (["train.scheduler=step"], "train.scheduler='step' is not allowed; choose one of: linear, cosine, constant"),
+    (["train.epochs=many"], "train.epochs='many' is not allowed; expected an integer"),
+    (["dataset.source=local"], "dataset.path=None is not allowed with dataset.source=local"),
+    (["dataset.source=web"], "dataset.source='web' is not allowed; choose one of: sample, local, hub"),
+    (["precision=fp8"], "precision.name='fp8' is unknown"),
+    (["-m", "train.lr=1e-3,-1"], "train.lr=-1.0 is out of range"),
+])
+def test_bad_input_one_line_exit_2(capsys, args, expected):
+    assert expected in rejected(capsys, *args)
+
+
+def test_both_spellings_select_the_same_choice_with_its_defaults():
+    by_value = validate(compose(rewrite_overrides(["fnmodel.name=fft", "dataset.name=gsm8k"])))
+    by_group = validate(compose(["fnmodel=fft", "dataset=gsm8k"]))
+    assert by_value == by_group
+    assert by_value.fnmodel.name == "fft" and not hasattr(by_value.fnmodel, "rank")
+    assert by_value.dataset.max_length == 1024  # gsm8k.yaml's own default, not e2e's
+
+
+@pytest.mark.parametrize("alias, group, canonical", [("none", "fnmodel", "fft"), ("e2e_nlg", "dataset", "e2e")])
+def test_aliases(alias, group, canonical):
+    assert rewrite_overrides([f"{group}.name={alias}"]) == [f"{group}={canonical}"]
+    assert rewrite_overrides([f"{group}={alias}"]) == [f"{group}={canonical}"]
+
+
+def test_sweeps_are_rewritten_elementwise():
+    assert rewrite_overrides(["fnmodel.name=lora,none", "train.lr=1e-3"]) == ["fnmodel=lora,fft", "train.lr=1e-3"]
+
+
+def test_default_is_the_embedded_setup():
+    run = validate(compose([]))
+    assert (run.model.name, run.dataset.name, run.dataset.source, run.fnmodel.name, run.precision.name) == \
+        ("tiny", "e2e", "sample", "lora", "auto")
+
+
+def test_subprocess_exit_2_and_no_run_directory(tmp_path):
+    result = run_train("fnmodel.name=lorra", f"output.path={tmp_path / 'runs'}", timeout=120)
+    assert result.returncode == 2
+    assert "choose one of: fft, lora" in result.stderr
+    assert not (tmp_path / "runs").exists()
+    result = run_train("train.lr=-1", f"output.path={tmp_path / 'runs'}", timeout=120)
+    assert result.returncode == 2 and "train.lr=-1.0 is out of range" in result.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,23 @@
+"""Train one run (or a Hydra multirun sweep): ``python train.py fnmodel.name=rosa dataset.name=e2e``.
+
+The command line is checked before anything is loaded: a wrong key, name or value prints one line
+and exits with status 2. Re-running a finished command says so and exits 0; re-running an
+unfinished one resumes it from its last checkpoint.
+"""
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from rosa.cli import check_command_line, run_task
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_task(cfg)
+
+
+if __name__ == "__main__":
+    sys.argv = check_command_line(sys.argv)
+    main()
