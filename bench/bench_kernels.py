@@ -1,0 +1,143 @@
+"""Benchmark RoSA's sparse adapter kernels: forward + backward of y = x @ S^T.
+
+For Llama-2-7B shapes (4096x4096, 4096x11008 = out x in), tokens T and densities d, times
+(median of reps, after warm-up) forward+backward of:
+
+  dense      baseline: y = x @ W^T with grads to x and W (a trainable dense layer of the same shape)
+  torch      sparse_linear(impl="torch")       grads to x and values
+  triton     sparse_linear(impl="triton")      (CUDA only)
+  dense-S    sparse_linear(impl="dense")       S materialised, dense matmuls (not in CPU --quick)
+  sp.mm      torch.sparse.mm(csr_tensor(values), x^T)^T with autograd (PyTorch baseline)
+  W0+S       dense_plus_sparse_linear, W0 frozen (RoSA's default sp_add path): grads to x, values
+
+and prints each time with its ratio to the dense baseline measured in the same run.
+
+    python bench/bench_kernels.py --device cpu --quick
+    python bench/bench_kernels.py --device cuda            # bf16, T in {512, 2048}
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rosa.kernels import (CSRMatrix, dense_plus_sparse_linear, sparse_linear,  # noqa: E402
+                          triton_available)
+
+SHAPES = [(4096, 4096), (4096, 11008)]
+DENSITIES = [0.0015, 0.006, 0.018]
+
+
+def random_mask(n, m, density, device, gen):
+    # exactly int(d*n*m) nonzeros, uniformly placed (as a top-k over random scores)
+    k = int(density * n * m)
+    idx = torch.randperm(n * m, generator=gen)[:k]
+    mask = torch.zeros(n * m, dtype=torch.bool)
+    mask[idx] = True
+    return mask.view(n, m).to(device)
+
+
+def timeit(fn, device, warmup, reps):
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    for _ in range(warmup):
+        fn()
+    sync()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1e3
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=["cuda", "cpu"],
+                    default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="fewer reps / tokens (CPU: ~1-2 min)")
+    ap.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
+                    help="default: bf16 on cuda, fp32 on cpu")
+    ap.add_argument("--tokens", type=int, nargs="*", default=None)
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = ap.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: CUDA is not available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
+        args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    gpu = device.type == "cuda"
+    tokens = args.tokens or ([512] if (args.quick or not gpu) else [512, 2048])
+    reps = args.reps or ((10 if args.quick else 30) if gpu else (2 if args.quick else 5))
+    warmup = 3 if gpu else 1
+    impls = ["torch"] + (["triton"] if gpu and triton_available() else []) + ["dense-S", "sp.mm", "W0+S"]
+    if args.quick and not gpu:
+        impls.remove("dense-S")  # always >= the dense baseline; the slowest column on CPU
+    warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+
+    dev_name = torch.cuda.get_device_name(device) if gpu else f"cpu x{torch.get_num_threads()} threads"
+    print(f"# sparse_linear fwd+bwd, {dev_name}, {str(dtype).replace('torch.', '')}, "
+          f"median of {reps} (warm-up {warmup}); ms (ratio to dense x@W^T fwd+bwd)")
+    cols = ["shape", "T", "density", "nnz", "dense"] + impls
+    widths = [11, 5, 7, 8, 9] + [16] * len(impls)
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    gen = torch.Generator().manual_seed(0)
+    t_start = time.time()
+    for n, m in SHAPES:
+        for T in tokens:
+            x = torch.randn(T, m, generator=gen).to(device, dtype).requires_grad_(True)
+            W = (torch.randn(n, m, generator=gen) * 0.02).to(device, dtype)
+            Wt = W.clone().requires_grad_(True)
+            gy = torch.randn(T, n, generator=gen).to(device, dtype)
+
+            def dense_step():
+                x.grad = Wt.grad = None
+                (x @ Wt.t()).backward(gy)
+
+            t_dense = timeit(dense_step, device, warmup, reps)
+            for d in DENSITIES:
+                mask = random_mask(n, m, d, device, gen)
+                csr = CSRMatrix.from_mask(mask)
+                v = (torch.randn(csr.nnz, generator=gen) * 0.01).to(device, dtype).requires_grad_(True)
+                crow = csr.row_offsets.long()
+                colx = csr.col_indices.long()
+
+                def step(kind):
+                    x.grad = v.grad = None
+                    if kind in ("torch", "triton", "dense-S"):
+                        y = sparse_linear(x, v, csr, impl="dense" if kind == "dense-S" else kind)
+                    elif kind == "sp.mm":
+                        S = torch.sparse_csr_tensor(crow, colx, v, (n, m))
+                        y = torch.sparse.mm(S, x.t()).t()
+                    else:
+                        y = dense_plus_sparse_linear(x, W, v, csr)
+                    y.backward(gy)
+
+                row = [f"{n}x{m}", str(T), f"{d:.2%}", str(csr.nnz), f"{t_dense:9.1f}"]
+                for kind in impls:
+                    try:
+                        t = timeit(lambda: step(kind), device, warmup, reps)
+                        row.append(f"{t:8.1f} ({t / t_dense:4.2f}x)")
+                    except Exception as e:  # e.g. a baseline unsupported for this dtype/device
+                        row.append(f"n/a:{type(e).__name__}"[:16])
+                print("  ".join(c.rjust(w) for c, w in zip(row, widths)), flush=True)
+                del mask, csr, v
+    print(f"# total {time.time() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
