@@ -4,11 +4,10 @@ The command line is checked before anything is loaded: a wrong key, name or valu
 and exits with status 2. Re-running a finished command says so and exits 0; re-running an
 unfinished one resumes it from its last checkpoint.
 """
-import logging
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from rosa.cli import check_command_line, run_task
 

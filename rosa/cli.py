@@ -12,6 +12,7 @@ import sys
 from omegaconf import DictConfig, OmegaConf
 
 from rosa.config import ConfigError, compose, expand_sweeps, rewrite_overrides, validate
+from rosa.launcher import check_launcher_overrides
 
 log = logging.getLogger("rosa")
 _FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--cfg", "-c",
@@ -36,6 +37,7 @@ def check_command_line(argv: list[str]) -> list[str]:
         combos = expand_sweeps(rewritten) if any(a in ("-m", "--multirun") for a in args) else [rewritten]
         for combo in combos:
             validate(compose(combo))
+        check_launcher_overrides(rewritten)  # hydra/launcher=slurm, hydra.launcher.<key>=...
     except ConfigError as err:
         fail(str(err))
     return [program] + args

@@ -93,7 +93,7 @@ SPEC = DatasetSpec(
     },
     default_splits={"train": "train", "validation": "validation1", "test": "test"},
     eval_kind="lm",
-    headline_metric="val_ppl",
+    headline_metric="ppl",
     render_prompt=render_prompt,
     target=target,
     read_local=read_json_gz_array,

@@ -28,3 +28,10 @@ def get_method(cfg, seed: int = 0) -> Method:
 
 
 __all__ = ["METHODS", "LoopRequest", "Method", "StepContext", "get_method", "register"]
+
+from rosa.methods.rosa_orthogonal import RosaOrthogonal, RosaOrthogonalConfig  # noqa: E402
+register("rosa-orthogonal", RosaOrthogonal, RosaOrthogonalConfig)
+
+from rosa.methods.rosa_robust import RosaRobust, RosaRobustConfig, SpA, SpAConfig  # noqa: E402
+register("rosa-robust", RosaRobust, RosaRobustConfig)
+register("spa", SpA, SpAConfig)

@@ -108,9 +108,15 @@ def dense_weight(module: nn.Module, dtype: torch.dtype | None = None) -> torch.T
 
 
 def set_dense_weight(module: nn.Module, weight_out_in: torch.Tensor) -> None:
-    """Write an [out, in] weight back into an nn.Linear or Conv1D (in place, same dtype)."""
+    """Write an [out, in] weight back into an nn.Linear or Conv1D (in place, same dtype).
+
+    A 4-bit (torchao NF4) weight is replaced by a dense frozen parameter in its compute dtype
+    (bf16): merging onto a 4-bit base yields a plain bf16 layer, with no re-quantisation."""
     target = module.weight
     new = weight_out_in.t() if is_conv1d(module) else weight_out_in
+    if hasattr(target, "get_original_weight"):  # torchao NF4Tensor
+        module.weight = nn.Parameter(new.to(target.dtype).contiguous(), requires_grad=False)
+        return
     with torch.no_grad():
         target.copy_(new.to(target.dtype).contiguous())
 

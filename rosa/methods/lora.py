@@ -41,8 +41,12 @@ class LoRALayer(AdaptedLayer):
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator) -> None:
+        """A kaiming-uniform(a=sqrt 5), B = 0. A is drawn into an fp32 CPU tensor from the (CPU)
+        ``generator`` and then copied, so a seed gives the same A on every device and dtype."""
         with torch.no_grad():
-            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)
+            initial_a = torch.empty(self.lora_A.shape)
+            nn.init.kaiming_uniform_(initial_a, a=math.sqrt(5), generator=generator)
+            self.lora_A.copy_(initial_a)
             self.lora_B.zero_()
 
     def lora_forward(self, x: torch.Tensor) -> torch.Tensor:

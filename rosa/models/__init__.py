@@ -31,8 +31,10 @@ def load_tokenizer(model_cfg):
     return tokenizer
 
 
-def load_model(model_cfg, tokenizer, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """The pretrained model in ``dtype`` on ``device``, in eval mode, all parameters frozen."""
+def load_model(model_cfg, tokenizer, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+               quantize: str | None = None):
+    """The pretrained model in ``dtype`` on ``device``, in eval mode, all parameters frozen.
+    ``quantize="nf4"`` stores the decoder's linear weights in 4 bits (``rosa.models.quantize``)."""
     if model_cfg.name == "tiny":
         model = tiny_model(tokenizer).to(dtype)
     else:
@@ -47,7 +49,11 @@ def load_model(model_cfg, tokenizer, dtype: torch.dtype = torch.float32, device:
         model.gradient_checkpointing_enable()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model.to(device)
+    model = model.to(device)
+    if quantize == "nf4":
+        from rosa.models.quantize import quantize_model
+        quantize_model(model)
+    return model
 
 
 def resolve_device(name: str) -> torch.device:

@@ -16,7 +16,6 @@ import os
 import random
 import resource
 import shutil
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -34,6 +33,7 @@ from rosa.data import build_train_features, collate_batch, get_spec, load_exampl
 from rosa.methods import LoopRequest, StepContext, get_method
 from rosa.models import load_model, load_tokenizer, resolve_device, resolve_precision
 from rosa.training import checkpoint as ckpt
+from rosa.training import distributed, preemption
 from rosa.training.optim import build_optimizer, lr_factor, rebuild_optimizer, set_learning_rates
 from rosa.training.rundir import read_status, run_dir_for, update_status
 
@@ -57,12 +57,8 @@ def peak_memory_gb(device: torch.device) -> float:
 
 
 def weight_memory_gb(model: torch.nn.Module) -> float:
-    seen, total = set(), 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        if id(t) not in seen:
-            seen.add(id(t))
-            total += t.numel() * t.element_size()
-    return total / 2**30
+    from rosa.models.quantize import weight_bytes  # counts NF4 tensors at their real (4-bit) size
+    return weight_bytes(model) / 2**30
 
 
 # ----------------------------------------------------------------------------- data order
@@ -101,7 +97,7 @@ class Trainer:
 
     def __init__(self, run: RunConfig, run_dir: Path):
         self.run, self.run_dir = run, run_dir
-        self.device = resolve_device(run.device)
+        self.device = distributed.local_device(resolve_device(run.device))
         self.precision = resolve_precision(run.precision, self.device)
         t = run.train
         self.accumulation = t.batch_size // t.micro_batch_size
@@ -109,7 +105,8 @@ class Trainer:
         seed_everything(run.seed)
         self.tokenizer = load_tokenizer(run.model)
         self.spec = get_spec(run.dataset.name)
-        self.model = load_model(run.model, self.tokenizer, self.precision["base_dtype"], self.device)
+        self.model = load_model(run.model, self.tokenizer, self.precision["base_dtype"], self.device,
+                                quantize="nf4" if self.precision["name"] == "nf4" else None)
         self.method = get_method(run.fnmodel, seed=run.seed)
         self.model = self.method.prepare(self.model)
         self.cast_trainable()
@@ -176,6 +173,8 @@ class Trainer:
 
     # -- checkpoints
     def save(self) -> None:
+        if not distributed.is_main():  # rank 0 writes; every rank holds the same state
+            return
         trainer_state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state()}
         state = {"step": self.step, "phase_step": self.phase_step, "method": self.method.extra_state(),
                  "history": self.history, "val_history": self.val_history}
@@ -205,18 +204,20 @@ class Trainer:
         n_tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches)
         self.model.train()
         total = 0.0
-        for batch in micro_batches:
+        for batch in distributed.shard(micro_batches):  # all of them in one process; a share per rank
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with self.autocast():
                 loss_sum, _ = token_loss_sum(self.model, batch)
             loss = loss_sum / max(n_targets, 1)
             self.scaler.scale(loss).backward()
             total += float(loss.detach())
+        total = distributed.all_reduce_scalar(total)
         if not math.isfinite(total):
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingFailed(f"loss is {total} at step {self.step + 1}; the last good checkpoint is kept")
-        self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        distributed.all_reduce_grads(params)  # sum of the ranks' shares = the global batch's gradient
+        self.scaler.unscale_(self.optimizer)
         max_norm = self.run.train.max_grad_norm or float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         lr_scale = lr_factor(self.phase_step, self.total_steps, self.run.train.warmup_steps, self.run.train.scheduler)
@@ -282,10 +283,12 @@ class Trainer:
             bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{tokens_per_s:.0f}")
             if t.eval_every and self.step % t.eval_every == 0 and self.phase_step < self.total_steps:
                 self.log_validation(writer)
+            self.stop_signal = distributed.agree_stop(self.stop_signal)
             if self.step % t.checkpoint_every == 0 or self.stop_signal is not None:
                 self.save()
                 last_saved = self.step
-                update_status(self.run_dir, steps=self.step, total_steps=self.total_steps)
+                if distributed.is_main():
+                    update_status(self.run_dir, steps=self.step, total_steps=self.total_steps)
             if self.stop_signal is not None:
                 bar.close()
                 raise InterruptedError(f"stopped by signal {self.stop_signal} at step {self.step}; checkpoint saved")
@@ -329,6 +332,9 @@ def train(run: RunConfig, config_yaml: str) -> int:
     """Train (or resume, or skip) the run this config names. Returns the process exit status."""
     from torch.utils.tensorboard import SummaryWriter
 
+    distributed.init_from_env(resolve_device(run.device))
+    if not distributed.is_main():
+        return _train_worker(run)
     run_dir = run_dir_for(run)
     status = read_status(run_dir)
     if status and status.get("state") == "done":
@@ -360,16 +366,19 @@ def train(run: RunConfig, config_yaml: str) -> int:
         tmp_dir.rename(adapter_dir)
         train_time = (status or {}).get("train_time_s", 0) + time.time() - started
         summary = dict(state="done", ended=time.strftime("%Y-%m-%dT%H:%M:%S"), steps=trainer.step,
+                       trainable_params=trainer.method.trainable_parameters(trainer.model),
                        final_val_loss=final["loss"], final_val_ppl=final["ppl"], train_time_s=train_time,
                        peak_mem_gb=peak_memory_gb(trainer.device))
         writer.add_hparams(flat_hparams(run), {"hparam/val_loss": final["loss"], "hparam/val_ppl": final["ppl"]}, run_name=".")
         writer.close()
         update_status(run_dir, **summary)
         print(f"run {run_dir}: done in {trainer.step} steps, val loss {final['loss']:.4f}, val ppl {final['ppl']:.2f}")
-        return 0
+        if not run.train.eval_at_end:
+            return 0
     except InterruptedError as stop:
         update_status(run_dir, state="interrupted", error=str(stop))
         print(f"run {run_dir}: {stop}", file=sys.stderr)
+        preemption.hand_over(trainer)  # under submitit: requeue now that the checkpoint is saved
         return 3
     except Exception as err:  # the run is marked failed with its error, then the error propagates
         update_status(run_dir, state="failed", error=f"{type(err).__name__}: {err}".splitlines()[0],
@@ -377,8 +386,30 @@ def train(run: RunConfig, config_yaml: str) -> int:
         log.error("run %s failed: %s", run_dir, err)
         raise
     finally:
+        preemption.restore(getattr(trainer, "previous_signal_handlers", {}))
         logging.getLogger().removeHandler(handler)
         handler.close()
+    trainer = None  # free the training model; the run is done whatever its evaluation gives
+    from rosa.evaluation.runner import evaluate_after_training
+    return evaluate_after_training(run, run_dir)
+
+
+def _train_worker(run: RunConfig) -> int:
+    """Ranks > 0 of a torchrun / srun job: the same steps as rank 0, no writes, no evaluation."""
+    run_dir = run_dir_for(run)
+    status = read_status(run_dir)
+    if status and status.get("state") == "done":
+        return 0
+    trainer = Trainer(run, run_dir)
+    trainer.resume()
+    preemption.install(trainer)
+    try:
+        trainer.fit(distributed.NullWriter())
+    except InterruptedError:
+        return 3
+    finally:
+        preemption.restore(trainer.previous_signal_handlers)
+    return 0
 
 
 def _pid() -> int:
@@ -386,11 +417,6 @@ def _pid() -> int:
 
 
 def _install_stop_signals(trainer: Trainer) -> None:
-    """SIGTERM / SIGUSR2 (SLURM preemption, time limit): finish the step, checkpoint, exit."""
-    def request_stop(signum, _frame):
-        trainer.stop_signal = signum
-    for sig in (signal.SIGTERM, signal.SIGUSR2):
-        try:
-            signal.signal(sig, request_stop)
-        except ValueError:  # not in the main thread
-            pass
+    """SIGTERM / SIGUSR2 (SLURM preemption, time limit): finish the step, checkpoint, exit (and
+    under submitit requeue: see rosa/training/preemption.py)."""
+    preemption.install(trainer)

@@ -30,7 +30,10 @@ def readable_name(run: RunConfig) -> str:
     for key, short in (("rank", "r"), ("density", "d"), ("budget", "b")):
         if method.get(key) not in (None, 0, 0.0) or (key == "rank" and method.get(key) == 0):
             parts.append(f"{short}{method[key]}")
-    parts.append(f"lr{run.train.lr:g}")
+    if "lora_lr" in method:
+        parts.append(f"lr{method['lora_lr']:g}-{method['sparse_lr']:g}" if method.get("rank") else f"lr{method['sparse_lr']:g}")
+    else:
+        parts.append(f"lr{run.train.lr:g}")
     if run.precision.name not in ("auto", "fp32"):
         parts.append(run.precision.name)
     return re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join(parts))

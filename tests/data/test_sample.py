@@ -15,7 +15,7 @@ def test_registry_and_unknown_name():
     assert list(DATASETS) == NAMES
     assert {name: get_spec(name).headline_metric for name in NAMES} == {
         "e2e": "bleu",
-        "eli5": "val_ppl",
+        "eli5": "ppl",
         "gsm8k": "exact_match_strict",
         "viggo": "exact_match",
         "sql": "exact_match",

@@ -150,7 +150,7 @@ def test_eli5_rouge_l_by_hand():
 
 def test_lm_metrics():
     got = lm_metrics(math.log(8.0))
-    assert got["val_ppl"] == pytest.approx(8.0) and got["bits_per_token"] == pytest.approx(3.0)
+    assert got["ppl"] == pytest.approx(8.0) and got["bits_per_token"] == pytest.approx(3.0)
 
 
 # ----------------------------------------------------------------------------------- API

@@ -67,7 +67,7 @@ def test_sigkill_then_rerun_resumes_with_equal_losses(tmp_path, uninterrupted):
 
     result = run_train(*SMALL, f"output.path={root}")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"resumed from" in result.stderr
+    assert "resumed from" in result.stderr
     resumed, straight = final_history(run_dir), final_history(uninterrupted)
     assert [h["step"] for h in resumed] == list(range(1, 9))
     assert [h["loss"] for h in resumed] == [h["loss"] for h in straight]
@@ -75,8 +75,6 @@ def test_sigkill_then_rerun_resumes_with_equal_losses(tmp_path, uninterrupted):
 
 
 def test_nan_loss_fails_the_run_and_keeps_last_checkpoint(tmp_path, monkeypatch):
-    import torch
-
     from rosa.config import compose, validate
     from rosa.training import loop
 

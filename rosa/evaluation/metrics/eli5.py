@@ -24,9 +24,9 @@ def score(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> di
 
 
 def lm_metrics(mean_nll_nats: float) -> dict[str, float]:
-    """``val_ppl = exp(nll)`` and ``bits_per_token = nll / ln 2`` from a mean NLL in nats per token."""
+    """``ppl = exp(nll)`` and ``bits_per_token = nll / ln 2`` from a mean NLL in nats per token."""
     nll = float(mean_nll_nats)
-    return {"val_ppl": math.exp(nll) if nll < 709.0 else math.inf, "bits_per_token": nll / math.log(2.0)}
+    return {"ppl": math.exp(nll) if nll < 709.0 else math.inf, "bits_per_token": nll / math.log(2.0)}
 
 
 def postprocess(text: str) -> str:

@@ -1,0 +1,149 @@
+"""precision=nf4 benchmark: step time and memory of lora / rosa-robust on a 4-bit versus a bf16 base
+(same model, one run), evaluation time merged versus unmerged on the 4-bit base, and Llama-2-7B
+weight bytes nf4 vs bf16 (analytic, from shapes). Prints a table. Under 3 minutes on CPU.
+
+    python bench/bench_nf4.py [--device cpu|cuda] [--steps 3] [--batch 4] [--seq 64]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rosa.models import quantize as q  # noqa: E402
+
+
+def llama7b_bytes() -> tuple[int, int]:
+    """(nf4, bf16) weight bytes of Llama-2-7B: 32 layers of q,k,v,o 4096x4096 and gate,up 11008x4096,
+    down 4096x11008 in NF4; embeddings, head (32000x4096) and norms in bf16."""
+    d, f, layers, vocab = 4096, 11008, 32, 32000
+    linears = [(d, d)] * 4 + [(f, d), (f, d), (d, f)]
+    dense_rest = 2 * vocab * d * 2 + (2 * layers + 1) * d * 2
+    nf4 = layers * sum(q.nf4_bytes(s) for s in linears) + dense_rest
+    bf16 = layers * sum(a * b * 2 for a, b in linears) + dense_rest
+    return nf4, bf16
+
+
+def build(method_name: str, nf4: bool, device):
+    from rosa.config import compose, validate
+    from rosa.methods import get_method
+    from rosa.models.tiny import tiny_model, tiny_tokenizer
+    torch.manual_seed(0)
+    model = tiny_model(tiny_tokenizer()).to(torch.bfloat16).to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if nf4:
+        q.quantize_model(model)
+    extra = ["fnmodel.rank=8", "fnmodel.density=0.01", "fnmodel.mask_criterion=random"] if method_name == "rosa-robust" else []
+    run = validate(compose([f"fnmodel={method_name}", "precision=bf16", *extra]))
+    method = get_method(run.fnmodel, seed=0)
+    model = method.prepare(model)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.to(torch.bfloat16)
+    return method, model
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def step_time(method, model, batch, steps, device) -> tuple[float, float]:
+    params = [p for g in method.param_groups(model, argparse.Namespace(lr=1e-4)) for p in g["params"]]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(steps + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            logits = model(input_ids=batch).logits
+        loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync(device)
+        if i:
+            times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    return sum(times) / len(times), peak
+
+
+@torch.no_grad()
+def eval_time(model, batch, reps, device) -> float:
+    model.eval()
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        model(input_ids=batch)
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            model(input_ids=batch)
+        sync(device)
+    return (time.perf_counter() - t0) / reps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=64)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    batch = torch.randint(3, 200, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)).to(device)
+    from rosa.methods import METHODS
+    methods = ["lora"] + (["rosa-robust"] if "rosa-robust" in METHODS else [])
+
+    print(f"device={device} tiny Llama, batch {args.batch}x{args.seq}, {args.steps} steps, bf16 autocast")
+    print(f"{'method':<12} {'base':<5} {'step ms':>9} {'peak MiB':>9} {'weight KiB':>11}")
+    for name in methods:
+        for nf4 in (False, True):
+            method, model = build(name, nf4, device)
+            ms, peak = step_time(method, model, batch, args.steps, device)
+            print(f"{name:<12} {'nf4' if nf4 else 'bf16':<5} {ms * 1e3:9.1f} {peak:9.1f} {q.weight_bytes(model) / 2**10:11.1f}")
+
+    method, model = build("lora", True, device)
+    for layer in model.modules():     # a non-zero adapter, as after training
+        if hasattr(layer, "lora_B"):
+            nn.init.normal_(layer.lora_B, std=0.01)
+    reps = 10
+    unmerged = eval_time(model, batch, reps, device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        ref = model(input_ids=batch).logits.float()
+    merged_model = method.merge(model)
+    merged = eval_time(merged_model, batch, reps, device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        out = merged_model(input_ids=batch).logits.float()
+    # re-quantizing the merged weights (an option): its extra rounding error on the logits
+    requant = [m for m in merged_model.modules() if isinstance(m, nn.Linear) and m is not merged_model.lm_head]
+    before = {id(m): m.weight.detach().float().clone() for m in requant}
+    q.quantize_model(merged_model)
+    werr = max(((q.dequantize(m.weight).float() - before[id(m)]).abs().max() / before[id(m)].abs().max()).item()
+               for m in requant)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        out_rq = merged_model(input_ids=batch).logits.float()
+    print(f"\neval forward (lora, 4-bit base): unmerged {unmerged * 1e3:.1f} ms, merged bf16 {merged * 1e3:.1f} ms, "
+          f"speed-up x{unmerged / merged:.2f}")
+    print(f"merged vs unmerged logits: mean |diff| / mean |logit| = {((out - ref).abs().mean() / ref.abs().mean()).item():.4f}")
+    print(f"re-quantized merged: max weight error / max |w| = {werr:.4f}; "
+          f"logits mean |diff| / mean |logit| = {((out_rq - ref).abs().mean() / ref.abs().mean()).item():.4f}")
+
+    nf4, bf16 = llama7b_bytes()
+    print(f"\nLlama-2-7B weights (analytic): bf16 {bf16 / 2**30:.2f} GiB, nf4 {nf4 / 2**30:.2f} GiB "
+          f"(x{bf16 / nf4:.2f} smaller; linear layers at {8 * q.nf4_bytes((4096, 4096)) / (4096 * 4096):.3f} bits/weight)")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from record import recording  # --record: write this output into docs/benchmarks.md
+    with recording("nf4"):
+        main()

@@ -1,0 +1,51 @@
+"""What ``eval.py`` does: evaluate every run below a folder, one line per run, never stopping at one."""
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+
+from rosa.training.rundir import find_runs
+
+log = logging.getLogger("rosa")
+
+
+def evaluate_tree(root: Path, **options) -> int:
+    """Evaluate the runs below ``root``. Exit status: 0, 1 if a run failed, 2 if there is no run."""
+    if not root.exists():
+        print(f"error: {root} does not exist", file=sys.stderr)
+        return 2
+    runs = find_runs(root)
+    if not runs:
+        print(f"error: no runs below {root} (a run is a folder holding config.yaml)", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+
+    from rosa.evaluation.runner import evaluate_run, summary_line
+
+    counts = {"evaluated": 0, "skipped": 0, "failed": 0}
+    for run_dir in runs:
+        name = str(run_dir)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the previous run's model is gone
+        try:
+            result = evaluate_run(run_dir, **options)
+        except Exception as err:  # report, go on with the other runs
+            counts["failed"] += 1
+            message = f"{type(err).__name__}: {err}".splitlines()[0]
+            print(f"{name}: FAILED {message}", file=sys.stderr)
+            log.debug("".join(traceback.format_exception(err)))
+            continue
+        counts[result["state"]] += 1
+        if result["state"] == "skipped":
+            print(f"{name}: skipped ({result['reason']})")
+        else:
+            print(summary_line(name, result))
+            if not result.get("merged"):
+                print(f"{name}: generated unmerged ({result.get('merge_note')})")
+    print(f"{len(runs)} run(s): {counts['evaluated']} evaluated, {counts['skipped']} skipped, {counts['failed']} failed",
+          file=sys.stderr)
+    return 1 if counts["failed"] else 0

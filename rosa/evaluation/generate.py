@@ -1,0 +1,130 @@
+"""Batched generation for evaluation: left padding, KV cache, per-dataset stop strings.
+
+Prompts are tokenized with :func:`rosa.data.features.prompt_ids` (BOS included when the tokenizer
+has one), exactly as training saw them, then sorted by length and cut into batches, so little
+padding is wasted; outputs come back in the input order. Each batch is padded on the *left* (the
+last prompt token of every row sits in the last column, so one decoding step serves every row) and
+decoded by HF ``model.generate`` with its KV cache. A stopping criterion ends a row once its
+generated text contains a stop string; the text is then cut at the first stop string.
+
+Decoding per dataset comes from ``DatasetSpec.decoding`` / ``max_new_tokens`` (E2E: ROSA's beam
+search, 5 beams, no repeated 4-gram; the others greedy), overridable per call.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from rosa.data.features import prompt_ids
+
+DECODING_KEYS = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "early_stopping")
+
+
+def decoding_for(spec, **overrides) -> dict:
+    """The decoding settings of a dataset, with the non-None ``overrides`` applied (greedy default)."""
+    decoding = {"num_beams": 1, "max_new_tokens": spec.max_new_tokens, "no_repeat_ngram_size": 0,
+                "early_stopping": False}
+    decoding.update({k: v for k, v in dict(spec.decoding).items() if k in DECODING_KEYS})
+    unknown = set(overrides) - set(DECODING_KEYS)
+    if unknown:
+        raise ValueError(f"unknown decoding setting(s) {sorted(unknown)}; allowed: {', '.join(DECODING_KEYS)}")
+    decoding.update({k: v for k, v in overrides.items() if v is not None})
+    decoding["stop_strings"] = list(spec.stop_strings)
+    return decoding
+
+
+def cut_at_stop(text: str, stop_strings: list[str]) -> str:
+    """``text`` up to (not including) the first occurrence of any stop string."""
+    cut = min((i for i in (text.find(s) for s in stop_strings if s) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+class StopOnStrings(StoppingCriteria):
+    """Per row: True once the generated part (after ``prompt_width`` columns) holds a stop string.
+
+    Only the last ``window`` generated tokens are decoded at each step (a stop string cannot hide
+    in fewer tokens than it has bytes / 4), so the check costs the same at every step."""
+
+    def __init__(self, tokenizer, stop_strings: list[str], prompt_width: int):
+        self.tokenizer, self.stops, self.prompt_width = tokenizer, [s for s in stop_strings if s], prompt_width
+        self.window = 4 * max((len(s.encode()) for s in self.stops), default=1) + 4
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        generated = input_ids[:, self.prompt_width:]
+        if not self.stops or generated.shape[1] == 0:
+            return done
+        tails = self.tokenizer.batch_decode(generated[:, -self.window:].tolist(), skip_special_tokens=True)
+        for row, text in enumerate(tails):
+            done[row] = any(s in text for s in self.stops)
+        return done
+
+
+@dataclass
+class GenerationResult:
+    texts: list[str]          # generated text of each prompt, cut at the first stop string
+    new_tokens: int           # tokens generated in all (padding after a finished row excluded)
+    seconds: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / max(self.seconds, 1e-9)
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], *, batch_size: int = 16, max_new_tokens: int = 128,
+             stop_strings: list[str] | None = None, num_beams: int = 1, no_repeat_ngram_size: int = 0,
+             early_stopping: bool = False, autocast: torch.dtype | None = None, use_cache: bool = True,
+             progress: Callable[[int], None] | None = None) -> GenerationResult:
+    """Greedy (``num_beams=1``) or beam-search continuations of ``prompts``, ``batch_size`` at a time."""
+    stops = list(stop_strings or [])
+    ids = prompt_ids(tokenizer, prompts)
+    if any(not r for r in ids):
+        raise ValueError("an empty prompt cannot be continued (the tokenizer adds no BOS)")
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    specials = {t for t in (pad_id, tokenizer.eos_token_id) if t is not None}
+    texts: list[str] = [""] * len(ids)
+    new_tokens = 0
+    model.eval()
+    started = time.perf_counter()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        input_ids, mask = left_pad([ids[i] for i in chunk], pad_id)
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        width = input_ids.shape[1]
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams, use_cache=use_cache,
+                      pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
+                      stopping_criteria=StoppingCriteriaList([StopOnStrings(tokenizer, stops, width)]))
+        if no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = no_repeat_ngram_size
+        if num_beams > 1:
+            kwargs["early_stopping"] = early_stopping
+        context = torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext()
+        with context:
+            out = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+        generated = out[:, width:].tolist()
+        for i, row in zip(chunk, generated):
+            end = next((k for k, t in enumerate(row) if t in specials), len(row))
+            new_tokens += min(end + 1, len(row))  # the EOS counts as a generated token
+            texts[i] = cut_at_stop(tokenizer.decode(row[:end], skip_special_tokens=True), stops)
+        if progress is not None:
+            progress(len(chunk))
+    return GenerationResult(texts, new_tokens, time.perf_counter() - started)

@@ -1,0 +1,91 @@
+"""Rebuild a finished run's model for evaluation: base model + the run's adapter, merged if possible.
+
+The run's own ``config.yaml`` (the resolved Hydra config that trained it) is validated again,
+the tokenizer and base model are loaded as in training (same precision), the method prepares the
+model exactly as training did, and ``<run>/adapter`` is loaded into it. Then the adapter is folded
+into the base weights when the method allows it (``Method.mergeable``), since a merged model
+generates faster; otherwise the model runs unmerged and ``LoadedRun.merge_note`` says why. On a
+4-bit (NF4) base, merging dequantises each adapted weight, adds the adapter's change and keeps the
+result in bf16 (the RoSA code could not merge there and evaluated unmerged).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rosa.config import RunConfig, validate
+from rosa.methods import Method, get_method
+from rosa.models import load_model, load_tokenizer, resolve_device, resolve_precision
+
+log = logging.getLogger("rosa")
+
+
+class EvalError(RuntimeError):
+    """A run that cannot be evaluated; the message is one line."""
+
+
+@dataclass
+class LoadedRun:
+    run: RunConfig
+    model: torch.nn.Module
+    tokenizer: object
+    method: Method
+    device: torch.device
+    precision: dict
+    merged: bool
+    merge_note: str        # why the model is unmerged ("" when merged)
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise EvalError(f"{path} is missing")
+    return validate(OmegaConf.load(path))
+
+
+def load_run(run_dir: Path, device: str | None = None, merge: bool | None = None) -> LoadedRun:
+    run_dir = Path(run_dir)
+    run = read_run_config(run_dir)
+    adapter = run_dir / "adapter"
+    if not (adapter / "adapter.json").exists():
+        raise EvalError(f"{adapter} holds no adapter.json (was the run saved?)")
+    dev = resolve_device(device or run.device)
+    precision = resolve_precision(run.precision, dev)
+    merge = run.eval.merge if merge is None else merge
+
+    torch.manual_seed(run.seed)
+    tokenizer = load_tokenizer(run.model)
+    model = load_model(run.model, tokenizer, precision["base_dtype"], dev, quantize="nf4" if precision["name"] == "nf4" else None)
+    method = get_method(run.fnmodel, seed=run.seed)
+    model = method.prepare(model)
+    for p in model.parameters():  # trainable parts in their training dtype, as the loop keeps them
+        if p.requires_grad and p.dtype != precision["param_dtype"]:
+            p.data = p.data.to(precision["param_dtype"])
+    model.to(dev)
+    try:
+        method.load_adapter(model, adapter)
+    except Exception as err:
+        raise EvalError(f"cannot load {adapter}: {type(err).__name__}: {err}".splitlines()[0]) from err
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+
+    note = ""
+    if not merge:
+        note = "merging off (--no-merge or eval.merge=false)"
+    elif not method.mergeable:
+        note = f"method {method.name} cannot be merged"
+    else:
+        try:
+            model = method.merge(model)
+        except Exception as err:  # a half-merged model is unusable: rebuild it unmerged
+            log.warning("merge failed (%s: %s); evaluating unmerged", type(err).__name__, err)
+            loaded = load_run(run_dir, device, merge=False)
+            loaded.merge_note = f"merge failed: {type(err).__name__}: {err}".splitlines()[0]
+            return loaded
+    return LoadedRun(run, model, tokenizer, method, dev, precision, merged=not note, merge_note=note)

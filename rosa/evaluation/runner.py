@@ -1,0 +1,173 @@
+"""Evaluate one finished run on one split: generate, score, and record the result in the run folder.
+
+Per run and split (all written atomically):
+    predictions-<split>.jsonl   id, prompt, generated (cut at the stop string), prediction (scored), references
+    metrics-<split>.json        metrics, n examples, decoding, merged or not, times
+and the metrics go to the run's TensorBoard as ``eval/<split>/<metric>`` at the run's last step.
+
+Generation datasets: one output per unique prompt (``eval_examples``: E2E groups its rows by MR),
+scored by :func:`rosa.evaluation.metrics.compute_metrics`. Language modelling (ELI5): the mean
+token NLL over the split's 128-token blocks gives ``ppl`` and ``bits_per_token`` (``loss`` in nats);
+ROUGE-L of generated answers is added only with ``generate_lm=True`` (prompt: the question title).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from rosa import atomic
+from rosa.data import build_train_features, collate_batch, eval_examples, get_spec, load_examples
+from rosa.evaluation.generate import decoding_for, generate
+from rosa.evaluation.load import EvalError, LoadedRun, load_run
+from rosa.training.rundir import read_status
+
+SPLITS = ("validation", "test")
+
+
+def metrics_path(run_dir: Path, split: str) -> Path:
+    return Path(run_dir) / f"metrics-{split}.json"
+
+
+def summary_line(name: str, record: dict) -> str:
+    scores = " ".join(f"{k}={v:.4g}" for k, v in record["metrics"].items())
+    merged = "merged" if record.get("merged") else "unmerged"
+    return f"{name}: {record['split']} {scores} (n={record['n_examples']}, {merged}, {record['time_s']:.1f}s)"
+
+
+def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_size: int | None = None,
+                 force: bool = False, device: str | None = None, merge: bool | None = None,
+                 generate_lm: bool = False, progress: bool = True, **decoding) -> dict:
+    """Evaluate ``run_dir`` on ``split``. Returns ``{"state": "evaluated" | "skipped", ...}``; a
+    run that cannot be evaluated raises (EvalError or the underlying error)."""
+    run_dir = Path(run_dir)
+    if split not in SPLITS:
+        raise EvalError(f"split {split!r}; allowed: {', '.join(SPLITS)}")
+    status = read_status(run_dir)
+    state = (status or {}).get("state", "not started")
+    if state != "done":
+        error = (status or {}).get("error")
+        return {"run": str(run_dir), "state": "skipped", "reason": f"{state}" + (f": {error}" if error else "")}
+    out = metrics_path(run_dir, split)
+    if out.exists() and not force:
+        return {"run": str(run_dir), "state": "skipped",
+                "reason": f"already evaluated: {out.name} exists; --force redoes it"}
+
+    started = time.time()
+    loaded = load_run(run_dir, device=device, merge=merge)
+    run = loaded.run
+    spec = get_spec(run.dataset.name)
+    examples, _report = load_examples(run.dataset, split)
+    examples = eval_examples(spec, examples)
+    if limit or run.eval.limit:
+        examples = examples[: limit or run.eval.limit]
+    batch = batch_size or run.eval.batch_size
+    bar = tqdm(total=len(examples), desc=run_dir.name, dynamic_ncols=True, disable=None if progress else True,
+               leave=False)
+    record = {"split": split, "dataset": spec.name, "method": run.fnmodel.name, "merged": loaded.merged,
+              "merge_note": loaded.merge_note, "batch_size": batch, "limit": limit or run.eval.limit}
+    try:
+        if spec.eval_kind == "lm":
+            record.update(_evaluate_lm(loaded, spec, examples, batch, bar))
+            if generate_lm:
+                bar.reset()
+                generated = _evaluate_generation(loaded, spec, examples, batch, decoding, bar)
+                record["metrics"].update(generated.pop("metrics"))
+                record.update({k: v for k, v in generated.items() if k != "n_examples"})
+        else:
+            record.update(_evaluate_generation(loaded, spec, examples, batch, decoding, bar))
+    finally:
+        bar.close()
+    predictions = record.pop("predictions", None)
+    if predictions is not None:
+        atomic.write_text(Path(run_dir) / f"predictions-{split}.jsonl", predictions)
+    record["time_s"] = time.time() - started
+    record["evaluated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    atomic.write_json(out, record)
+    _log_tensorboard(run_dir, split, record["metrics"], (status or {}).get("steps", 0))
+    return {"run": str(run_dir), "state": "evaluated", **record}
+
+
+def _evaluate_generation(loaded: LoadedRun, spec, examples, batch: int, overrides: dict, bar) -> dict:
+    from rosa.evaluation.metrics import compute_metrics, postprocess
+
+    run = loaded.run
+    settings = {"num_beams": run.eval.num_beams, "max_new_tokens": run.eval.max_new_tokens}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    decoding = decoding_for(spec, **settings)
+    if spec.eval_kind == "lm":  # ELI5 answers: continue the question title; no stop string, 128 tokens
+        decoding["max_new_tokens"] = decoding["max_new_tokens"] or 128
+        prompts = [e.meta.get("title", "") for e in examples]
+        if not all(prompts):
+            raise EvalError(f"{spec.name}: --generate needs the question title of every example")
+    else:
+        prompts = [e.prompt for e in examples]
+    result = generate(loaded.model, loaded.tokenizer, prompts, batch_size=batch, autocast=loaded.precision["autocast"],
+                      progress=bar.update, **decoding)
+    predictions = [postprocess(spec.name, text) for text in result.texts]
+    references = [e.references for e in examples]
+    metrics = compute_metrics(spec.name, predictions, references)
+    lines = [json.dumps({"id": e.id, "prompt": p, "generated": g, "prediction": s, "references": e.references},
+                        ensure_ascii=False) for e, p, g, s in zip(examples, prompts, result.texts, predictions)]
+    return {"metrics": metrics, "n_examples": len(examples), "decoding": decoding,
+            "generated_tokens": result.new_tokens, "tokens_per_s": result.tokens_per_s,
+            "predictions": "\n".join(lines) + "\n"}
+
+
+@torch.no_grad()
+def _evaluate_lm(loaded: LoadedRun, spec, examples, batch: int, bar) -> dict:
+    from rosa.evaluation.metrics import lm_metrics
+    from rosa.training.loop import token_loss_sum
+
+    run, tokenizer, model = loaded.run, loaded.tokenizer, loaded.model
+    features, _stats = build_train_features(examples, tokenizer, spec, run.dataset.max_length, "all")
+    loss_sum, count = 0.0, 0
+    autocast = loaded.precision["autocast"]
+    for start in range(0, len(features), batch):
+        tensors = collate_batch(features[start:start + batch], tokenizer.pad_token_id)
+        tensors = {k: v.to(loaded.device) for k, v in tensors.items()}
+        context = torch.autocast(loaded.device.type, dtype=autocast) if autocast is not None else nullcontext()
+        with context:
+            loss, n = token_loss_sum(model, tensors)
+        loss_sum, count = loss_sum + float(loss), count + n
+    bar.update(len(examples))
+    nll = loss_sum / max(count, 1)
+    scores = lm_metrics(nll)
+    return {"metrics": {"ppl": scores["ppl"], "bits_per_token": scores["bits_per_token"], "loss": nll},
+            "n_examples": len(examples), "n_blocks": len(features), "n_tokens": count,
+            "block_size": spec.block_size}
+
+
+def _log_tensorboard(run_dir: Path, split: str, metrics: dict, step: int) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(run_dir))
+    for name, value in metrics.items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            writer.add_scalar(f"eval/{split}/{name}", value, step)
+    writer.close()
+
+
+EVAL_FAILED = 4  # train.py's exit status when training succeeded but its evaluation did not
+
+
+def evaluate_after_training(run, run_dir: Path) -> int:
+    """``train.eval_at_end``: evaluate the finished run on ``eval.split`` and print the metrics. An
+    error is reported and gives exit status 4; the run itself stays ``done``."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        result = evaluate_run(run_dir, split=run.eval.split, force=True)
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}".splitlines()[0]
+        print(f"run {run_dir}: trained, but evaluation failed: {message} (retry with: python eval.py {run_dir})",
+              file=sys.stderr)
+        return EVAL_FAILED
+    print(summary_line(f"run {run_dir}", result))
+    return 0

@@ -1,0 +1,252 @@
+"""Results tables: one per dataset, a row per evaluated run, grouped by parameter budget.
+
+Sources per run: ``config.yaml`` (method, rank, density), ``status.json`` (state, precision,
+trainable parameters, peak memory, training time) and ``metrics-<split>.json``. Rows are grouped
+as the RoSA tables are, by budget in LoRA-rank units: a run's trainable count divided by the count
+of one rank of an (all-linear) LoRA run of the same model and dataset, rounded to a power of two
+(``r~8``). Without a LoRA run to measure the unit, the group is the order of magnitude of the count
+(``~100K``); full fine-tuning is its own group. The best value of each metric in a table is bold
+(lower is better for perplexity, bits per token and loss). Unfinished, failed and unevaluated
+runs, and unreadable metrics files (by path), are listed under the table; they never stop it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rosa.training.rundir import find_runs, read_status
+
+LOWER_IS_BETTER = ("ppl", "bits_per_token", "loss")
+
+
+@dataclass
+class RunRow:
+    path: Path
+    dataset: str = "?"
+    model: str = "?"
+    method: str = "?"
+    rank: float | None = None
+    density: float | None = None
+    precision: str = "?"
+    trainable: int | None = None
+    peak_mem_gb: float | None = None
+    train_time_s: float | None = None
+    metrics: dict = field(default_factory=dict)
+    budget: str = ""
+    budget_key: float = 0.0
+    problem: str | None = None     # why the run is not in the table
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric in LOWER_IS_BETTER or metric.endswith("_ppl")
+
+
+def read_run(run_dir: Path, split: str) -> RunRow:
+    row = RunRow(run_dir)
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        fn = cfg.get("fnmodel") or {}
+        row.dataset, row.model, row.method = cfg["dataset"]["name"], str(cfg["model"]["name"]), fn.get("name", "?")
+        row.rank, row.density = fn.get("rank"), fn.get("density")
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as err:
+        row.problem = f"unreadable config.yaml ({type(err).__name__})"
+        return row
+    status = read_status(run_dir) or {"state": "not started"}
+    row.precision = status.get("precision", "?")
+    row.trainable, row.peak_mem_gb, row.train_time_s = (status.get("trainable_params"), status.get("peak_mem_gb"),
+                                                         status.get("train_time_s"))
+    state = status.get("state", "?")
+    if state != "done":
+        detail = f" (step {status.get('steps')}/{status.get('total_steps')})" if status.get("total_steps") else ""
+        error = f": {status['error']}" if status.get("error") else ""
+        row.problem = f"{state}{detail}{error}"
+        return row
+    path = run_dir / f"metrics-{split}.json"
+    if not path.exists():
+        row.problem = f"not evaluated on {split} (run: python eval.py {run_dir} --split {split})"
+        return row
+    try:
+        metrics = json.loads(path.read_text())["metrics"]
+        row.metrics = {k: float(v) for k, v in metrics.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        row.problem = f"corrupt metrics file {path} ({type(err).__name__}: {err})".splitlines()[0]
+    return row
+
+
+def assign_budgets(rows: list[RunRow]) -> None:
+    """Budget group of every row, in LoRA-rank units where a LoRA run of the same model gives one."""
+    units: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r.method == "lora" and r.trainable and isinstance(r.rank, (int, float)) and r.rank >= 1:
+            units.setdefault((r.dataset, r.model), []).append(r.trainable / r.rank)
+    for r in rows:
+        unit = units.get((r.dataset, r.model))
+        if r.method == "fft":
+            r.budget, r.budget_key = "full", math.inf
+        elif not r.trainable:
+            r.budget, r.budget_key = "?", -1.0
+        elif unit:
+            k = round(math.log2(max(r.trainable / statistics.median(unit), 1e-9)))
+            r.budget, r.budget_key = (f"r~{2 ** k:g}" if k >= 0 else f"r~1/{2 ** -k:g}"), float(k)
+        else:
+            k = round(math.log10(r.trainable))
+            r.budget, r.budget_key = f"~{human(10 ** k)}", float(k)
+
+
+def human(n: float | None) -> str:
+    if n is None:
+        return ""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{suffix}"
+    return f"{n:g}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def metric_order(dataset: str, rows: list[RunRow]) -> list[str]:
+    names = []
+    try:
+        from rosa.evaluation.metrics import METRIC_NAMES
+        names = [m for m in METRIC_NAMES.get(dataset, ()) if any(m in r.metrics for r in rows)]
+    except ImportError:  # pragma: no cover
+        pass
+    for r in rows:
+        names += [m for m in r.metrics if m not in names]
+    return names
+
+
+def best_values(rows: list[RunRow], metrics: list[str]) -> dict[str, float]:
+    best = {}
+    for m in metrics:
+        values = [r.metrics[m] for r in rows if m in r.metrics and math.isfinite(r.metrics[m])]
+        if values:
+            best[m] = min(values) if lower_is_better(m) else max(values)
+    return best
+
+
+@dataclass
+class Table:
+    dataset: str
+    header: list[str]
+    rows: list[list[str]]          # formatted cells
+    raw: list[dict]                # unformatted values, for the CSV
+    bold: list[set[int]]           # per row: column indices to bold
+    groups: list[str]              # per row: its budget group (a rule between groups)
+    unlisted: list[str]            # "path: reason" of runs not in the table
+
+
+def build_tables(root: Path, split: str = "test") -> tuple[list[Table], list[str]]:
+    rows = [read_run(p, split) for p in find_runs(root)]
+    assign_budgets([r for r in rows if r.problem is None])
+    orphans = [f"{r.path}: {r.problem}" for r in rows if r.dataset == "?"]
+    tables = []
+    for dataset in sorted({r.dataset for r in rows if r.dataset != "?"}):
+        mine = [r for r in rows if r.dataset == dataset]
+        listed = sorted((r for r in mine if r.problem is None),
+                        key=lambda r: (r.model, r.budget_key, r.method, r.trainable or 0, str(r.path)))
+        metrics = metric_order(dataset, listed)
+        best = best_values(listed, metrics)
+        header = ["model", "budget", "method", "rank", "density", "precision", "trainable", *metrics,
+                  "peak mem (GB)", "train time", "run"]
+        table = Table(dataset, header, [], [], [], [], [f"{r.path}: {r.problem}" for r in mine if r.problem])
+        for r in listed:
+            cells = [r.model, r.budget, r.method, _num(r.rank), _num(r.density), r.precision, human(r.trainable)]
+            bold = set()
+            for i, m in enumerate(metrics):
+                value = r.metrics.get(m)
+                cells.append("" if value is None else f"{value:.4g}")
+                if value is not None and best.get(m) == value:
+                    bold.add(7 + i)
+            cells += ["" if r.peak_mem_gb is None else f"{r.peak_mem_gb:.2f}", duration(r.train_time_s), _relative(r.path, root)]
+            table.rows.append(cells)
+            table.bold.append(bold)
+            table.groups.append(f"{r.model} {r.budget}")
+            table.raw.append({"dataset": dataset, "split": split, "run": str(r.path), "model": r.model,
+                              "budget": r.budget, "method": r.method, "rank": r.rank, "density": r.density,
+                              "precision": r.precision, "trainable_params": r.trainable, **r.metrics,
+                              "peak_mem_gb": r.peak_mem_gb, "train_time_s": r.train_time_s})
+        tables.append(table)
+    return tables, orphans
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root)) if path != root else path.name
+    except ValueError:
+        return str(path)
+
+
+def _num(value) -> str:
+    return "" if value is None else f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def to_markdown(tables: list[Table], orphans: list[str], split: str) -> str:
+    out = []
+    for t in tables:
+        out.append(f"## {t.dataset} ({split})\n")
+        if t.rows:
+            out.append("| " + " | ".join(t.header) + " |")
+            out.append("|" + "|".join("---" for _ in t.header) + "|")
+            for cells, bold in zip(t.rows, t.bold):
+                out.append("| " + " | ".join(f"**{c}**" if i in bold else c for i, c in enumerate(cells)) + " |")
+        else:
+            out.append("(no evaluated run)")
+        if t.unlisted:
+            out.append("\nNot in the table:\n")
+            out += [f"- {line}" for line in t.unlisted]
+        out.append("")
+    if orphans:
+        out.append("## Unreadable runs\n")
+        out += [f"- {line}" for line in orphans]
+        out.append("")
+    return "\n".join(out)
+
+
+def to_csv(tables: list[Table]) -> str:
+    records = [r for t in tables for r in t.raw]
+    columns = []
+    for r in records:
+        columns += [k for k in r if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
+def _tex(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
+                 ("~", r"$\sim$")):
+        text = text.replace(a, b)
+    return text
+
+
+def to_latex(tables: list[Table], split: str) -> str:
+    out = ["% generated by compile_results.py; needs \\usepackage{booktabs}"]
+    for t in tables:
+        if not t.rows:
+            continue
+        header = t.header[:-1]  # the run folder stays out of the paper table
+        out += [f"% {t.dataset} ({split})", "\\begin{tabular}{" + "l" * 6 + "r" * (len(header) - 6) + "}", "\\toprule",
+                " & ".join(_tex(h) for h in header) + " \\\\", "\\midrule"]
+        for i, (cells, bold) in enumerate(zip(t.rows, t.bold)):
+            if i and t.groups[i] != t.groups[i - 1]:
+                out.append("\\midrule")
+            out.append(" & ".join(f"\\textbf{{{_tex(c)}}}" if j in bold else _tex(c)
+                                  for j, c in enumerate(cells[:-1])) + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}", ""]
+    return "\n".join(out)

@@ -1,0 +1,200 @@
+"""Data-parallel training helpers (torchrun, srun tasks); no-ops in a single process.
+
+The loop keeps its single-process arithmetic and only shares the work of each optimizer step:
+
+* every rank builds the same step (the data order is a function of (seed, step)) and takes its share
+  of the step's micro-batches (:func:`shard`, micro-batch ``i`` goes to rank ``i % world``);
+* the loss of each micro-batch is divided by the step's *global* number of target tokens, which every
+  rank can count itself because it sees the whole step; no collective is needed for it;
+* after the backward passes, :func:`all_reduce_grads` sums the gradients over ranks, so each rank
+  holds exactly the gradient of the global batch (the same sum the single process accumulates) and the
+  optimizer steps stay identical everywhere; :func:`all_reduce_sum` gives the logged loss;
+* only rank 0 writes (run folder, status.json, TensorBoard, checkpoints): :func:`is_main`.
+
+Methods whose state is computed from data or randomness must agree across ranks:
+
+* rosa-robust / spa mask selection: the accumulated gradient statistics are per-rank partial sums;
+  call ``all_reduce_sum`` (or ``all_reduce_mean``) on the accumulators before choosing the masks,
+  or choose on rank 0 and ``broadcast_tensors`` the masks / indices;
+* rosa-orthogonal resampling: ``broadcast_tensors`` the new factors and fixed weights (or the sampled
+  indices) from rank 0 after each resample.
+
+Gradients are reduced by hand rather than through ``DistributedDataParallel``: the model keeps its
+parameter names (checkpoints load in one process), methods that add or re-create parameters mid-run
+need no re-wrapping, and the global-token normalisation stays exact with uneven shares.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+from typing import Iterable, Sequence
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def _export_slurm_env() -> None:
+    """Under ``srun`` with several tasks and no torchrun: RANK / WORLD_SIZE / MASTER_* from SLURM."""
+    if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in os.environ:
+        return
+    os.environ["RANK"] = os.environ["SLURM_PROCID"]
+    os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
+    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+    if "MASTER_ADDR" not in os.environ:
+        nodes = os.environ.get("SLURM_JOB_NODELIST", "localhost")
+        try:
+            first = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True,
+                                   timeout=30).stdout.split()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            first = nodes.split(",")[0]
+        os.environ["MASTER_ADDR"] = first
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+
+
+def init_from_env(device: torch.device | None = None) -> bool:
+    """Join the process group described by the environment (torchrun or srun); True when distributed.
+
+    NCCL on CUDA (each rank on ``cuda:LOCAL_RANK``), gloo otherwise."""
+    _export_slurm_env()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if dist.is_initialized():
+        return True
+    cuda = torch.cuda.is_available() and (device is None or device.type == "cuda")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=30))
+    return True
+
+
+def local_device(device: torch.device) -> torch.device:
+    """``cuda`` -> ``cuda:LOCAL_RANK`` when distributed."""
+    if device.type == "cuda" and is_distributed():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(items: Sequence) -> list:
+    """This rank's share of a step's micro-batches (round robin)."""
+    return list(items[rank()::world_size()])
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t /= world_size()
+    return t
+
+
+def all_reduce_scalar(value: float) -> float:
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t.item())
+
+
+def broadcast_tensors(tensors: Iterable[torch.Tensor], src: int = 0) -> None:
+    """Overwrite ``tensors`` (in place) with rank ``src``'s values; shapes must already agree."""
+    if not is_distributed():
+        return
+    for t in tensors:
+        dist.broadcast(t.data if isinstance(t, torch.nn.Parameter) else t, src=src)
+
+
+def broadcast_object(obj, src: int = 0):
+    """A picklable object (e.g. sampled indices of any shape) from rank ``src`` to every rank."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_reduce_grads(params: Iterable[torch.nn.Parameter], bucket_mb: float = 64.0) -> None:
+    """Sum the gradients of ``params`` over ranks (missing gradients count as zeros)."""
+    if not is_distributed():
+        return
+    params = [p for p in params if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    bucket: list[torch.Tensor] = []
+    size = 0
+    limit = bucket_mb * 2**20
+    for p in params:
+        bucket.append(p.grad)
+        size += p.grad.numel() * p.grad.element_size()
+        if size >= limit:
+            _reduce_bucket(bucket)
+            bucket, size = [], 0
+    if bucket:
+        _reduce_bucket(bucket)
+
+
+def _reduce_bucket(grads: list[torch.Tensor]) -> None:
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for g in grads:
+        by_dtype.setdefault(g.dtype, []).append(g)
+    for group in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in group])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for g in group:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
+def _comm_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def agree_stop(stop_signal: int | None) -> int | None:
+    """A stop signal seen by any rank stops every rank at the same step (the largest signal number)."""
+    if not is_distributed():
+        return stop_signal
+    t = torch.tensor([stop_signal or 0], dtype=torch.int64, device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item()) or None
+
+
+class NullWriter:
+    """TensorBoard's SummaryWriter for ranks other than 0: accepts everything, writes nothing."""
+
+    def __getattr__(self, _name):
+        return lambda *args, **kwargs: None

@@ -1,0 +1,64 @@
+"""Stop signals: checkpoint at the end of the current step, then hand over to the scheduler.
+
+SLURM sends ``SIGUSR2`` (submitit's preemption / time-limit signal, ``--signal=USR2@<delay>``) and
+``SIGTERM`` (``scancel``, ``scontrol requeue``, the kill at the time limit). The training loop
+replaces the handlers with one that only sets ``trainer.stop_signal``; the loop then finishes the
+step, saves a checkpoint and raises ``InterruptedError``.
+
+Under submitit, the handler we replaced for ``SIGUSR2`` is submitit's own ``checkpoint_and_try_requeue``:
+it pickles the task again (hydra-submitit-launcher's ``checkpoint()`` resubmits the same overrides) and
+requeues the job (``scontrol requeue``; the local executor exits with its requeue code). :func:`hand_over`
+calls it *after* our checkpoint is on disk, so the requeued job finds the run folder, resumes from that
+checkpoint and TensorBoard purges the steps after it. Outside submitit nothing is chained: the run ends
+with status ``interrupted`` (exit 3) and the same command resumes it.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+
+log = logging.getLogger("rosa")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+
+def install(trainer) -> dict:
+    """Make the stop signals set ``trainer.stop_signal``; return the replaced handlers."""
+    def request_stop(signum, _frame):
+        trainer.stop_signal = signum
+
+    previous = {}
+    for sig in STOP_SIGNALS:
+        try:
+            previous[sig] = signal.signal(sig, request_stop)
+        except ValueError:  # not in the main thread
+            pass
+    trainer.previous_signal_handlers = previous
+    return previous
+
+
+def restore(previous: dict) -> None:
+    for sig, handler in previous.items():
+        try:
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        except (ValueError, TypeError):
+            pass
+
+
+def is_submitit_handler(handler) -> bool:
+    return callable(handler) and str(getattr(handler, "__module__", "")).startswith("submitit")
+
+
+def hand_over(trainer) -> None:
+    """After the stop checkpoint: pass the signal to submitit's handler (requeue, then exit), if any.
+
+    SIGTERM under submitit is only logged by submitit (SLURM requeues or cancels the job itself), so
+    only the preemption signal is handed over. Returns normally when there is nothing to chain."""
+    signum = getattr(trainer, "stop_signal", None)
+    previous = getattr(trainer, "previous_signal_handlers", {}).get(signum)
+    if signum is None or signum == signal.SIGTERM or not is_submitit_handler(previous):
+        return
+    log.info("checkpoint saved at step %d; handing signal %s to submitit (requeue)", trainer.step,
+             signal.Signals(signum).name)
+    restore(trainer.previous_signal_handlers)
+    previous(signum, None)  # submitit: checkpoint() -> requeue -> sys.exit

@@ -1,0 +1,100 @@
+"""eval.py on a tiny trained run: writes predictions/metrics, skips, --force, bad runs, exit codes."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rosa import atomic
+from rosa.evaluation.load import read_run_config
+from rosa.evaluation.runner import evaluate_after_training
+from rosa.training.rundir import read_status, update_status
+from tests.conftest import REPO
+from tests.evaluation.tiny_run import copy_runs, only_run
+
+FAST = ["--max-new-tokens", "8"]  # E2E keeps its 5 beams; few tokens keep the test quick
+
+
+def load_cli():
+    spec = importlib.util.spec_from_file_location("eval_cli", REPO / "eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.fixture
+def eval_main():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    yield load_cli()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def runs(tmp_path_factory, tmp_path):
+    return copy_runs(tmp_path_factory, tmp_path / "runs")
+
+
+def test_no_runs_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "eval.py"), str(tmp_path)], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "no runs below" in result.stderr
+
+
+def test_evaluates_then_skips_then_force_redoes(runs, eval_main, capsys):
+    run = only_run(runs)
+    assert eval_main([str(runs), *FAST]) == 0
+    out = capsys.readouterr().out
+    assert f"{run}: test bleu=" in out and "merged" in out
+
+    record = json.loads((run / "metrics-test.json").read_text())
+    assert record["merged"] is True and record["split"] == "test"
+    assert record["decoding"]["num_beams"] == 5 and record["decoding"]["no_repeat_ngram_size"] == 4
+    assert set(record["metrics"]) >= {"bleu", "nist", "rouge_l", "cider"}
+    predictions = [json.loads(line) for line in (run / "predictions-test.jsonl").read_text().splitlines()]
+    assert len(predictions) == record["n_examples"]
+    assert len({p["prompt"] for p in predictions}) == len(predictions)  # one output per unique MR
+    assert all(p["references"] and "\n" not in p["generated"] for p in predictions)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert "eval/test/bleu" in acc.Tags()["scalars"] and "train/loss" in acc.Tags()["scalars"]
+
+    assert eval_main([str(runs), *FAST]) == 0
+    assert "skipped (already evaluated: metrics-test.json exists" in capsys.readouterr().out
+    assert json.loads((run / "metrics-test.json").read_text())["evaluated"] == record["evaluated"]
+
+    assert eval_main([str(run), *FAST, "--force", "--limit", "1", "--num-beams", "1"]) == 0
+    again = json.loads((run / "metrics-test.json").read_text())
+    assert again["n_examples"] == 1 and again["decoding"]["num_beams"] == 1
+
+
+def test_failed_and_broken_runs_are_reported_and_others_still_run(tmp_path_factory, tmp_path, eval_main, capsys):
+    good = only_run(copy_runs(tmp_path_factory, tmp_path / "runs" / "good"))
+    failed = only_run(copy_runs(tmp_path_factory, tmp_path / "runs" / "failed"))
+    broken = only_run(copy_runs(tmp_path_factory, tmp_path / "runs" / "broken"))
+    update_status(failed, state="failed", error="RuntimeError: loss is nan")
+    (broken / "adapter" / "adapter.safetensors").write_bytes(b"not a safetensors file")
+
+    assert eval_main([str(tmp_path / "runs"), *FAST]) == 1
+    captured = capsys.readouterr()
+    assert f"{failed}: skipped (failed: RuntimeError: loss is nan)" in captured.out
+    assert f"{broken}: FAILED" in captured.err and "adapter" in captured.err
+    assert f"{good}: test bleu=" in captured.out
+    assert (good / "metrics-test.json").exists() and not (broken / "metrics-test.json").exists()
+
+
+def test_eval_at_end_failure_keeps_the_run_done(tmp_path_factory, tmp_path, capsys):
+    run = only_run(copy_runs(tmp_path_factory, tmp_path / "runs"))
+    atomic.write_text(run / "adapter" / "adapter.json", "{broken")
+    assert evaluate_after_training(read_run_config(run), run) == 4
+    assert "trained, but evaluation failed" in capsys.readouterr().err
+    assert read_status(run)["state"] == "done"

@@ -1,0 +1,80 @@
+"""compile_results.py: tables with the best value in bold, CSV and LaTeX, problem runs listed."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+
+import pytest
+import yaml
+
+from rosa import atomic
+from rosa.training.rundir import update_status
+from tests.conftest import REPO
+from tests.evaluation.tiny_run import copy_runs, only_run
+
+
+def compile_main(argv) -> int:
+    spec = importlib.util.spec_from_file_location("compile_cli", REPO / "compile_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+@pytest.fixture
+def tree(tmp_path_factory, tmp_path):
+    """Runs a, b (LoRA, two budgets), c (full fine-tuning), plus unfinished, corrupt and unevaluated ones."""
+    root = tmp_path / "runs"
+
+    def make(name, metrics=None, **status):
+        run = only_run(copy_runs(tmp_path_factory, root / name))
+        if status:
+            update_status(run, **status)
+        if metrics is not None:
+            atomic.write_json(run / "metrics-test.json", {"split": "test", "metrics": metrics, "n_examples": 3})
+        return run
+
+    runs = {
+        "a": make("a", {"bleu": 0.30, "rouge_l": 0.50}),
+        "b": make("b", {"bleu": 0.40, "rouge_l": 0.45}, trainable_params=2 * 116736),
+        "c": make("c", {"bleu": 0.20, "rouge_l": 0.40}, trainable_params=1_900_000),
+        "running": make("running", state="running", steps=2, total_steps=3),
+        "corrupt": make("corrupt"),
+        "unevaluated": make("unevaluated"),
+    }
+    def edit_config(run, **fnmodel):
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["fnmodel"] = {**(config["fnmodel"] if "rank" in fnmodel else {}), **fnmodel}
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+
+    edit_config(runs["b"], rank=16)
+    edit_config(runs["c"], name="fft")
+    (runs["corrupt"] / "metrics-test.json").write_text('{"metrics": {"bleu": 0.9')
+    return root, runs
+
+
+def test_tables_bold_best_and_list_problem_runs(tree, tmp_path, capsys):
+    root, runs = tree
+    out = tmp_path / "out"
+    assert compile_main([str(root), "--out", str(out)]) == 0
+    markdown = capsys.readouterr().out
+    rows = {name: next(line for line in markdown.splitlines() if line.startswith("|") and f"{name}/e2e/" in line)
+            for name in ("a", "b", "c")}
+    assert "**0.4**" in rows["b"] and "**0.5**" in rows["a"]
+    assert "**" not in rows["c"]
+    assert "| r~8 |" in rows["a"] and "| r~16 |" in rows["b"] and "| full |" in rows["c"]
+    assert f"corrupt metrics file {runs['corrupt'] / 'metrics-test.json'}" in markdown
+    assert f"{runs['running']}: running (step 2/3)" in markdown
+    assert f"{runs['unevaluated']}: not evaluated on test" in markdown
+
+    records = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert sorted(r["bleu"] for r in records) == ["0.2", "0.3", "0.4"]
+    assert {r["method"] for r in records} == {"lora", "fft"}
+    latex = (out / "results.tex").read_text()
+    assert r"\textbf{0.4}" in latex and r"\begin{tabular}" in latex and latex.count(r"\midrule") >= 3
+    assert (out / "results.md").read_text().strip() == markdown.strip()
+
+
+def test_no_runs_exit_2(tmp_path, capsys):
+    assert compile_main([str(tmp_path)]) == 2
+    assert "no runs below" in capsys.readouterr().err

@@ -1,0 +1,118 @@
+"""jobs.yaml grids, `python -m rosa.jobs`, and checkpoint-and-requeue under submitit (local executor)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from rosa import jobs
+from rosa.training.rundir import update_status
+
+SMOKE = ["model=tiny", "train.max_steps=2", "train.eval_at_end=false", "train.sample_at_eval=false"]
+
+
+def test_every_grid_composes_and_validates():
+    grids = jobs.load_grids()
+    assert {"smoke", "rosa-bf16", "rosa-4bit", "rosa-e2e", "rosa-eli5"} <= set(grids)
+    for name in grids:
+        entries = jobs.resolve(jobs.get_grid(name), ["output.path=/nonexistent/runs"])
+        assert entries, name
+        assert not [e for e in entries if e.error], [(e.overrides, e.error) for e in entries if e.error]
+        dirs = [e.run_dir for e in entries]
+        assert len(set(dirs)) == len(dirs), f"{name}: two runs share a folder"
+
+
+def test_grid_sizes():
+    assert len(jobs.get_grid("rosa-bf16").runs) == 45       # 3 datasets x (9 RoSA + 3 LoRA + 3 SpA)
+    assert len(jobs.get_grid("rosa-e2e").runs) == 27        # 3 models x (4 ROSA + 4 LoRA + FT)
+
+
+def _grid(tmp_path: Path) -> jobs.Grid:
+    return jobs.Grid("t", "", {}, [SMOKE + ["fnmodel=lora"], SMOKE + ["fnmodel=fft"], SMOKE + ["dataset=viggo"]])
+
+
+def test_submit_skips_done_and_failed(tmp_path, capsys):
+    grid = _grid(tmp_path)
+    extra = [f"output.path={tmp_path}/runs"]
+    done, failed, fresh = jobs.resolve(grid, extra)
+    for e in (done, failed):
+        e.run_dir.mkdir(parents=True)
+    update_status(done.run_dir, state="done", steps=2)
+    update_status(failed.run_dir, state="failed", error="RuntimeError: boom\nmore")
+    assert jobs.submit(grid, "local", dry_run=True, retry_failed=False, extra=extra) == 0
+    out = capsys.readouterr().out
+    assert "3 runs, 1 to submit" in out and f"would submit {fresh.run_dir}" in out
+    assert jobs.submit(grid, "local", dry_run=True, retry_failed=True, extra=extra) == 0
+    assert "3 runs, 2 to submit" in capsys.readouterr().out
+    jobs.print_status(grid, extra)
+    out = capsys.readouterr().out
+    assert "done" in out and "RuntimeError: boom" in out and "more" not in out and "not submitted" in out
+
+
+def test_bad_override_in_grid_exits_2(tmp_path, capsys):
+    grid = jobs.Grid("bad", "", {}, [SMOKE + ["train.lrr=1"]])
+    assert jobs.submit(grid, "local", True, False, [f"output.path={tmp_path}"]) == 2
+    assert "train.lrr" in capsys.readouterr().err
+
+
+def test_cli_list_and_unknown_grid(capsys):
+    assert jobs.main(["list"]) == 0
+    assert "smoke" in capsys.readouterr().out
+    assert jobs.main(["status", "nope"]) == 2
+    assert "grid 'nope'" in capsys.readouterr().err
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="needs /proc to find the job's process")
+def test_preemption_checkpoints_requeues_and_resumes(tmp_path):
+    """USR2 (submitit's preemption signal) mid-run: the loop saves a checkpoint at the end of the step,
+    then hands the signal to submitit, which requeues the task; the requeued task resumes from that
+    checkpoint and finishes, without duplicated TensorBoard steps."""
+    submitit = pytest.importorskip("submitit")
+    from rosa.training.rundir import read_status
+
+    steps = 60
+    overrides = ["model=tiny", f"train.max_steps={steps}", "train.checkpoint_every=1000", "train.eval_at_end=false",
+                 "train.sample_at_eval=false", "train.batch_size=2", "train.micro_batch_size=2",
+                 "dataset.sample_rows.validation=4", f"output.path={tmp_path}/runs", "device=cpu"]
+    (entry,) = jobs.resolve(jobs.Grid("p", "", {}, [overrides]))
+    executor = submitit.LocalExecutor(folder=str(tmp_path / "submitit"), max_num_timeout=1)
+    executor.update_parameters(timeout_min=15, gpus_per_node=0)
+    job = executor.submit(jobs.TrainTask(overrides))
+    deadline = time.time() + 300
+    while (read_status(entry.run_dir) or {}).get("state") != "running":
+        assert time.time() < deadline and not job.done(), job.stderr()
+        time.sleep(0.5)
+    time.sleep(3)  # a few steps in
+    tasks = _children(int(job.job_id))
+    assert tasks
+    for pid in tasks:
+        os.kill(pid, signal.SIGUSR2)
+    assert job.result() == 0
+    status = read_status(entry.run_dir)
+    assert status["state"] == "done" and status["steps"] == steps
+    log = (entry.run_dir / "train.log").read_text()
+    assert "handing signal SIGUSR2 to submitit" in log
+    resumed = [line for line in log.splitlines() if "resumed from" in line]
+    assert len(resumed) == 1 and "step 0," not in resumed[0], resumed
+    stopped_at = int(resumed[0].split("(step ")[1].split(",")[0])
+    assert 0 < stopped_at < steps
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(entry.run_dir)).Reload()
+    loss_steps = [e.step for e in events.Scalars("train/loss")]
+    assert sorted(set(loss_steps)) == list(range(1, steps + 1))
