@@ -140,4 +140,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from record import recording  # --record: write this output into docs/benchmarks.md
+    with recording("kernels"):
+        main()

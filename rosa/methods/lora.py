@@ -51,7 +51,9 @@ class LoRALayer(AdaptedLayer):
 
     def lora_forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.dropout(x).to(self.lora_A.dtype)
-        return (F.linear(F.linear(h, self.lora_A), self.lora_B) * self.scale).to(x.dtype)
+        # scale the rank-r intermediate, not the [tokens, out] output: one multiply r/out the size
+        # (forward and backward); same function up to float rounding
+        return F.linear(F.linear(h, self.lora_A) * self.scale, self.lora_B).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + self.lora_forward(x)

@@ -1,0 +1,208 @@
+"""Peak GPU memory and step time at Llama-2-7B's shapes, against the RoSA paper's memory column.
+
+Model: LlamaForCausalLM with Llama-2-7B's config (hidden 4096, 32 layers, 32 heads, intermediate
+11008, vocab 32000), random weights (seeded; no checkpoint), base weights bf16, trainable weights
+fp32 under bf16 autocast (the harness's precision=bf16). One micro-batch of 1 x 512 random tokens,
+every token a target, AdamW, the same step as Trainer.train_step (forward, token loss, backward,
+clip, AdamW step, zero_grad). Methods, adapters on every linear layer but the head:
+
+  lora         r=16, alpha=16, dropout 0.05          paper: 20.6 GB
+  rosa-robust  r=16, d=0.6% (masks from |W0|: mask_criterion=weight, so no warm-up)   paper: 20.7 GB
+  spa          d=0.6%                                 paper: 20.3 GB
+  fft          every weight trains                    paper: > 60 GB (expected not to fit: OOM caught)
+
+Each method runs in a fresh subprocess (its own CUDA context and allocator), 2 warm-up steps and
+``--steps`` timed ones (median, synchronised). Peak memory: torch.cuda.max_memory_allocated over
+the whole child (weights, masks, optimizer state, activations), in GB (1e9 bytes, as the paper) and
+GiB. Targets: at or below the paper's figures; rosa-robust step time <= 1.2x lora's.
+
+    python bench/bench_gpu_memory.py [--steps 5] [--record]     # on a CUDA GPU (H100 / H200)
+    python bench/bench_gpu_memory.py --dry-run                   # CPU: a scaled-down config through the
+                                                                 # same code path + 7B shapes on 'meta'
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                 num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+                 tie_word_embeddings=False, rms_norm_eps=1e-5)
+DRY = dict(LLAMA2_7B, vocab_size=1000, hidden_size=256, intermediate_size=688, num_hidden_layers=2,
+           num_attention_heads=4, num_key_value_heads=4)
+PAPER_GB = {"lora": 20.6, "rosa-robust": 20.7, "spa": 20.3, "fft": 60.0}
+OVERRIDES = {"lora": ["fnmodel.rank=16", "fnmodel.alpha=16"],
+             "rosa-robust": ["fnmodel.rank=16", "fnmodel.density=0.006", "fnmodel.mask_criterion=weight"],
+             "spa": ["fnmodel.density=0.006", "fnmodel.mask_criterion=weight"],
+             "fft": []}
+SEQ = 512
+
+
+def build(name: str, arch: dict, device: torch.device):
+    """Model (bf16 base, fp32 trainables, on device), trainable params, AdamW, precision dict."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rosa.config import compose, validate
+    from rosa.methods import get_method
+    from rosa.models import resolve_precision
+    run = validate(compose([f"fnmodel={name}", f"device={device.type}", "precision=bf16", *OVERRIDES[name]]))
+    precision = resolve_precision(run.precision, device)
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(precision["base_dtype"])   # weights created directly in bf16, on the device
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(LlamaConfig(**arch, attn_implementation="sdpa"))
+    finally:
+        torch.set_default_dtype(previous)
+    method = get_method(run.fnmodel, seed=0)
+    model = method.prepare(model)
+    for p in model.parameters():   # Trainer.cast_trainable
+        if p.requires_grad and p.dtype != precision["param_dtype"]:
+            p.data = p.data.to(precision["param_dtype"])
+    model.to(device)
+    groups = method.param_groups(model, argparse.Namespace(lr=1e-4))
+    params = [p for g in groups for p in g["params"]]
+    return model, params, torch.optim.AdamW(groups, lr=1e-4), precision
+
+
+def step(model, params, optimizer, batch, precision, device) -> None:
+    from rosa.training.loop import token_loss_sum
+    model.train()
+    with torch.autocast(device.type, dtype=precision["autocast"]):
+        loss_sum, n = token_loss_sum(model, batch)
+    (loss_sum / max(n, 1)).backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def child(name: str, steps: int, dry: bool) -> dict:
+    device = torch.device("cpu" if dry else "cuda")
+    arch = DRY if dry else LLAMA2_7B
+    cuda = device.type == "cuda"
+    result = {"method": name, "status": "ok"}
+    started = time.perf_counter()
+    try:
+        model, params, optimizer, precision = build(name, arch, device)
+        result["trainable"] = sum(p.numel() for p in params)
+        result["build_s"] = time.perf_counter() - started
+        if cuda:
+            result["after_build_gb"] = torch.cuda.memory_allocated() / 1e9
+        ids = torch.randint(0, arch["vocab_size"], (1, SEQ if not dry else 64), generator=torch.Generator().manual_seed(1))
+        batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device), "labels": ids.to(device)}
+        times = []
+        for i in range(2 + steps):
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step(model, params, optimizer, batch, precision, device)
+            if cuda:
+                torch.cuda.synchronize()
+            if i >= 2:
+                times.append(time.perf_counter() - t0)
+        result["step_s"] = statistics.median(times)
+    except torch.OutOfMemoryError as err:
+        result["status"] = "OOM"
+        result["error"] = str(err).splitlines()[0][:160]
+    if cuda:
+        result["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        result["total_gb"] = torch.cuda.get_device_properties(0).total_memory / 1e9
+    else:
+        import resource
+        result["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9   # RSS, CPU dry run
+    return result
+
+
+def meta_shapes() -> str:
+    """Llama-2-7B built on the meta device: parameter count and bf16 weight bytes (no memory used)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(**LLAMA2_7B))
+    n = sum(p.numel() for p in model.parameters())
+    linears = sum(1 for m in model.modules() if isinstance(m, torch.nn.Linear)) - 1
+    return f"Llama-2-7B shapes on 'meta': {n / 1e9:.2f}B parameters, {linears} adapted linears, bf16 weights {2 * n / 1e9:.1f} GB"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", nargs="*", default=["lora", "rosa-robust", "spa", "fft"])
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--dry-run", action="store_true", help="CPU, scaled-down config: checks the code path only")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.steps, args.dry_run)))
+        return 0
+    if not args.dry_run and not torch.cuda.is_available():
+        print("bench_gpu_memory.py needs a CUDA GPU (H100 / H200): none is visible. Run it there with\n"
+              "    python bench/bench_gpu_memory.py\n"
+              "or check the code path on CPU with --dry-run (scaled-down model; its figures mean nothing).",
+              file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print("DRY RUN on CPU: scaled-down Llama (hidden 256, 2 layers, vocab 1000, 64 tokens); memory is ru_maxrss, "
+              "not GPU memory; figures are not comparable with the paper's")
+        print(meta_shapes())
+    else:
+        props = torch.cuda.get_device_properties(0)
+        print(f"{props.name}, {props.total_memory / 1e9:.0f} GB; Llama-2-7B shapes, random bf16 weights, fp32 "
+              f"trainables, bf16 autocast, micro-batch 1 x {SEQ}, AdamW; median of {args.steps} steps")
+    rows = []
+    for name in args.methods:
+        cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps)] + (["--dry-run"] if args.dry_run else [])
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+        if out.returncode or not lines:
+            rows.append({"method": name, "status": f"failed (rc {out.returncode}): {out.stderr.strip().splitlines()[-1:]}"})
+        else:
+            rows.append(json.loads(lines[-1]))
+        print(f"  {name}: {rows[-1].get('status')}", file=sys.stderr, flush=True)
+    by = {r["method"]: r for r in rows}
+    lora_s = by.get("lora", {}).get("step_s")
+    print(f"{'method':<12} {'status':<6} {'trainable':>13} {'peak GB':>8} {'peak GiB':>8} {'paper GB':>8} "
+          f"{'vs paper':>8} {'step s':>7} {'x lora':>6}")
+    for r in rows:
+        peak, step_s = r.get("peak_gb"), r.get("step_s")
+        paper = PAPER_GB.get(r["method"])
+        status = r["status"] if len(r["status"]) <= 6 else "failed"
+        cells = [f"{r['method']:<12}", f"{status:<6}", f"{r.get('trainable', 0):>13,}",
+                 f"{peak:8.2f}" if peak is not None else f"{'-':>8}",
+                 f"{peak * 1e9 / 2**30:8.2f}" if peak is not None else f"{'-':>8}",
+                 f"{'>' if r['method'] == 'fft' else ' '}{paper:7.1f}",
+                 f"{peak / paper:8.2f}" if peak is not None and not args.dry_run else f"{'-':>8}",
+                 f"{step_s:7.3f}" if step_s else f"{'-':>7}",
+                 f"{step_s / lora_s:6.2f}" if step_s and lora_s else f"{'-':>6}"]
+        print(" ".join(cells))
+        if r["status"] not in ("ok", "OOM"):
+            print(f"    {r['status']}")
+        if r["status"] == "OOM":
+            print(f"    out of memory (as expected for fft without sharding): {r.get('error', '')}")
+    if not args.dry_run:
+        for name in ("lora", "rosa-robust", "spa"):
+            if by.get(name, {}).get("peak_gb") is not None:
+                ok = by[name]["peak_gb"] <= PAPER_GB[name]
+                print(f"{name}: {by[name]['peak_gb']:.2f} GB vs paper {PAPER_GB[name]} GB: {'met' if ok else 'MISSED'}")
+        if lora_s and by.get("rosa-robust", {}).get("step_s"):
+            ratio = by["rosa-robust"]["step_s"] / lora_s
+            print(f"rosa-robust step time x{ratio:.2f} lora (target <= 1.2): {'met' if ratio <= 1.2 else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    from record import recording
+    with recording("gpu-memory-dry-run" if "--dry-run" in sys.argv else "gpu-memory"):
+        code = main()
+        if code:
+            sys.exit(code)   # inside: a refusal is not recorded

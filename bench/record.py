@@ -1,0 +1,122 @@
+"""Write a benchmark's output into docs/benchmarks.md, between ``<!-- bench:NAME -->`` and
+``<!-- /bench:NAME -->`` (the section is added at the end when the markers are missing), with the
+command, the machine (CPU model, cores, torch version, GPU if any) and the date. Tables in that file
+are therefore produced by the scripts, never typed by hand.
+
+Use from a bench script (a ``--record`` flag, stripped before argparse sees it)::
+
+    from record import recording
+    if __name__ == "__main__":
+        with recording("kernels"):      # tees stdout; writes the section on success when --record is given
+            main()
+
+or directly: ``record.write("name", text, command="python bench/x.py")``.
+"""
+from __future__ import annotations
+
+import io
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    import torch
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    parts = [f"CPU {cpu_model()}", f"{cores} cores", f"{torch.get_num_threads()} torch threads",
+             f"torch {torch.__version__}"]
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        parts.append(f"GPU {props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}")
+    else:
+        parts.append("no GPU")
+    return ", ".join(parts)
+
+
+def section(name: str, text: str, command: str) -> str:
+    date = time.strftime("%Y-%m-%d %H:%M %Z")
+    return (f"<!-- bench:{name} -->\n"
+            f"Command: `{command}`  \nMachine: {machine()}  \nDate: {date}\n\n"
+            f"```\n{text.rstrip()}\n```\n"
+            f"<!-- /bench:{name} -->")
+
+
+def write(name: str, text: str, command: str | None = None, doc: Path = DOC) -> Path:
+    """Replace (or append) the ``name`` section of ``doc`` with ``text`` (a script's output)."""
+    if command is None:
+        argv = [a for a in sys.argv if a != "--record"]
+        script = Path(argv[0]).resolve()
+        try:
+            argv[0] = str(script.relative_to(ROOT))
+        except ValueError:
+            pass
+        command = "python " + " ".join(shlex.quote(a) for a in argv) + " --record"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    current = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    block = section(name, text, command)
+    pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
+    if pattern.search(current):
+        updated = pattern.sub(lambda _: block, current)
+    else:
+        updated = current.rstrip("\n") + f"\n\n## {name}\n\n{block}\n"
+    tmp = doc.with_suffix(".md.tmp")
+    tmp.write_text(updated)
+    tmp.replace(doc)
+    return doc
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, stream):
+        self.stream, self.buffer_ = stream, io.StringIO()
+
+    def write(self, s):
+        self.stream.write(s)
+        self.buffer_.write(s)
+        return len(s)
+
+    def flush(self):
+        self.stream.flush()
+
+
+@contextmanager
+def recording(name: str, flag: str = "--record"):
+    """Run the body; if ``flag`` was on the command line (it is removed from sys.argv first), tee
+    stdout and write it as section ``name`` of docs/benchmarks.md when the body succeeds."""
+    enabled = flag in sys.argv
+    if not enabled:
+        yield
+        return
+    sys.argv = [a for a in sys.argv if a != flag]
+    command = None
+    argv = list(sys.argv)
+    try:
+        argv[0] = str(Path(argv[0]).resolve().relative_to(ROOT))
+    except ValueError:
+        pass
+    command = "python " + " ".join(shlex.quote(a) for a in argv) + f" {flag}"
+    tee = _Tee(sys.stdout)
+    old, sys.stdout = sys.stdout, tee
+    try:
+        yield
+    finally:
+        sys.stdout = old
+    out = write(name, tee.buffer_.getvalue(), command)
+    print(f"recorded section '{name}' in {out.relative_to(ROOT)}")
