@@ -254,11 +254,15 @@ class Method:
             replace_module(model, name, layer.merged_base())
         return model
 
-    def save_adapter(self, model: nn.Module, directory: Path, extra_config: dict | None = None) -> None:
-        """``adapter.safetensors`` (all adapter tensors) + ``adapter.json`` (method config)."""
+    def save_adapter(self, model: nn.Module, directory: Path, extra_config: dict | None = None,
+                     tensors: dict[str, torch.Tensor] | None = None) -> None:
+        """``adapter.safetensors`` (all adapter tensors) + ``adapter.json`` (method config).
+
+        ``tensors``: ``state_dict(model)`` when the caller already has it (gathered from FSDP shards)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {n: t.contiguous().cpu() for n, t in self.state_dict(model).items()}
+        tensors = self.state_dict(model) if tensors is None else tensors
+        tensors = {n: t.contiguous().cpu() for n, t in tensors.items()}
         save_file(tensors, str(directory / "adapter.safetensors"))
         config = {"method": self.name, "config": _plain(self.cfg), "extra_state": self.extra_state()}
         config.update(extra_config or {})

@@ -76,8 +76,9 @@ class LoRA(Method):
             replace_module(model, name, layer)
         return model
 
-    def save_adapter(self, model: nn.Module, directory: Path, extra_config: dict | None = None) -> None:
-        super().save_adapter(model, directory, extra_config)
+    def save_adapter(self, model: nn.Module, directory: Path, extra_config: dict | None = None,
+                     tensors: dict | None = None) -> None:
+        super().save_adapter(model, directory, extra_config, tensors)
         save_peft_adapter(model, Path(directory), self.cfg, (extra_config or {}).get("base_model"))
 
 

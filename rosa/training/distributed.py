@@ -22,6 +22,14 @@ Methods whose state is computed from data or randomness must agree across ranks:
 Gradients are reduced by hand rather than through ``DistributedDataParallel``: the model keeps its
 parameter names (checkpoints load in one process), methods that add or re-create parameters mid-run
 need no re-wrapping, and the global-token normalisation stays exact with uneven shares.
+
+Full fine-tuning (``fnmodel=fft``) is sharded instead, with FSDP2 (:func:`fsdp_wrap`): parameters,
+gradients and optimizer state are split over the ranks and FSDP reduce-scatters the gradients itself
+(summed, not averaged, so the global-token normalisation above still holds). Its all-gathers and
+reduce-scatters are collectives, so every rank runs the same number of forward / backward passes
+(the loop pads a short share with a zero-weighted micro-batch), and saving gathers full state dicts
+on rank 0 (:func:`full_model_state`, :func:`full_optimizer_state`): checkpoints keep their format
+and load in one process.
 """
 from __future__ import annotations
 
@@ -176,6 +184,72 @@ def _reduce_bucket(grads: list[torch.Tensor]) -> None:
         for g in group:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
+
+
+# ----------------------------------------------------------------------------- FSDP (full fine-tuning)
+_FULL = dict(full_state_dict=True, cpu_offload=True)
+
+
+def fsdp_wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """FSDP2 in place: shard every decoder layer (HF's ``_no_split_modules``), then the root."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    mesh = init_device_mesh(device.type, (world_size(),))
+    blocks = set(getattr(model, "_no_split_modules", None) or ())
+    for module in list(model.modules()):
+        if type(module).__name__ in blocks:
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)  # sum over ranks (the loss is already globally normalised),
+            module.set_force_sum_reduction_for_comms(True)  # as a plain SUM (gloo has no PREMUL_SUM)
+    return model
+
+
+def full_model_state(model: torch.nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Collective: the full (unsharded, CPU) tensors named ``names`` on rank 0, ``{}`` elsewhere."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(**_FULL))
+    return {n: full[n] for n in names} if is_main() else {}
+
+
+def load_full_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Every rank passes the full tensors (read from the checkpoint); each keeps its shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, tensors, options=StateDictOptions(full_state_dict=True, strict=False))
+
+
+def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The optimizer's parameters in ``state_dict`` order (0, 1, ...), by name."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Collective: the full optimizer state on rank 0 (``{}`` elsewhere), keyed by parameter index
+    like ``optimizer.state_dict()`` (torch.distributed.checkpoint keys it by name)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    full = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(**_FULL))
+    if not is_main():
+        return {}
+    index = {n: i for i, n in enumerate(_param_names(model, optimizer))}
+    return {"state": {index[n]: v for n, v in full["state"].items()},
+            "param_groups": [dict(g, params=[index[n] for n in g["params"]]) for g in full["param_groups"]]}
+
+
+def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Inverse of :func:`full_optimizer_state`; every rank passes the full state."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = _param_names(model, optimizer)
+    by_name = {"state": {names[i]: v for i, v in state["state"].items()},
+               "param_groups": [dict(g, params=[names[i] for i in g["params"]]) for g in state["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
 
 
 def _comm_device() -> torch.device:

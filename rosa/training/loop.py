@@ -111,6 +111,11 @@ class Trainer:
         self.model = self.method.prepare(self.model)
         self.cast_trainable()
         self.weight_memory_gb = weight_memory_gb(self.model)
+        # full fine-tuning over several ranks: FSDP2 (sharded parameters, gradients, optimizer state);
+        # the adapter methods stay replicated with a manual gradient all-reduce
+        self.fsdp = distributed.is_distributed() and self.method.name == "fft"
+        if self.fsdp:
+            distributed.fsdp_wrap(self.model, self.device)
 
         self.features, self.val_features = self.load_data()
         self.batches = Batches(self.features, t.micro_batch_size, self.accumulation, run.seed, self.tokenizer.pad_token_id)
@@ -126,6 +131,8 @@ class Trainer:
 
     # -- setup helpers
     def cast_trainable(self) -> None:
+        if getattr(self, "fsdp", False):  # cast before sharding; FSDP owns the parameters after
+            return
         for p in self.model.parameters():
             if p.requires_grad and p.dtype != self.precision["param_dtype"]:
                 p.data = p.data.to(self.precision["param_dtype"])
@@ -172,13 +179,22 @@ class Trainer:
             self.optimizer = rebuild_optimizer(self.optimizer, groups, self.run.train)
 
     # -- checkpoints
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """The method's tensors; under FSDP gathered in full on rank 0 (a collective: every rank calls it)."""
+        tensors = self.method.state_dict(self.model)
+        return distributed.full_model_state(self.model, tensors) if self.fsdp else tensors
+
     def save(self) -> None:
+        if self.fsdp:  # every rank takes part in the gathering
+            tensors, optimizer = self.adapter_state(), distributed.full_optimizer_state(self.model, self.optimizer)
+        elif distributed.is_main():
+            tensors, optimizer = self.adapter_state(), self.optimizer.state_dict()
         if not distributed.is_main():  # rank 0 writes; every rank holds the same state
             return
-        trainer_state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state()}
+        trainer_state = {"optimizer": optimizer, "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state()}
         state = {"step": self.step, "phase_step": self.phase_step, "method": self.method.extra_state(),
                  "history": self.history, "val_history": self.val_history}
-        ckpt.save_checkpoint(self.run_dir, self.step, self.method.state_dict(self.model), trainer_state, state)
+        ckpt.save_checkpoint(self.run_dir, self.step, tensors, trainer_state, state)
 
     def resume(self) -> bool:
         path = ckpt.latest_checkpoint(self.run_dir)
@@ -186,10 +202,16 @@ class Trainer:
             return False
         tensors, trainer_state, state = ckpt.load_checkpoint(path, self.device)
         self.method.load_extra_state(state["method"])
-        self.method.load_state_dict(self.model, tensors)
-        self.cast_trainable()
+        if self.fsdp:  # each rank keeps its shard of the full tensors
+            distributed.load_full_model_state(self.model, tensors)
+        else:
+            self.method.load_state_dict(self.model, tensors)
+            self.cast_trainable()
         self.optimizer = build_optimizer(self.method.param_groups(self.model, self.run.train), self.run.train)
-        self.optimizer.load_state_dict(trainer_state["optimizer"])
+        if self.fsdp:
+            distributed.load_full_optimizer_state(self.model, self.optimizer, trainer_state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(trainer_state["optimizer"])
         self.scaler.load_state_dict(trainer_state["scaler"])
         ckpt.set_rng_state(trainer_state["rng"])
         self.step, self.phase_step = state["step"], state["phase_step"]
@@ -204,11 +226,14 @@ class Trainer:
         n_tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches)
         self.model.train()
         total = 0.0
-        for batch in distributed.shard(micro_batches):  # all of them in one process; a share per rank
+        share = [(batch, 1.0) for batch in distributed.shard(micro_batches)]  # all of them in one process
+        if self.fsdp:  # FSDP's gathers are collectives: pad a short share with zero-weighted passes
+            share += [(micro_batches[0], 0.0)] * (-(-len(micro_batches) // distributed.world_size()) - len(share))
+        for batch, weight in share:
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with self.autocast():
                 loss_sum, _ = token_loss_sum(self.model, batch)
-            loss = loss_sum / max(n_targets, 1)
+            loss = loss_sum * weight / max(n_targets, 1)
             self.scaler.scale(loss).backward()
             total += float(loss.detach())
         total = distributed.all_reduce_scalar(total)
@@ -216,7 +241,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingFailed(f"loss is {total} at step {self.step + 1}; the last good checkpoint is kept")
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        distributed.all_reduce_grads(params)  # sum of the ranks' shares = the global batch's gradient
+        if not self.fsdp:  # FSDP reduce-scatters (sums) the gradients itself
+            distributed.all_reduce_grads(params)  # sum of the ranks' shares = the global batch's gradient
         self.scaler.unscale_(self.optimizer)
         max_norm = self.run.train.max_grad_norm or float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
@@ -361,7 +387,8 @@ def train(run: RunConfig, config_yaml: str) -> int:
         adapter_dir = run_dir / "adapter"
         tmp_dir = run_dir / "adapter.tmp"
         shutil.rmtree(tmp_dir, ignore_errors=True)
-        trainer.method.save_adapter(trainer.model, tmp_dir, {"base_model": run.model.name})
+        trainer.method.save_adapter(trainer.model, tmp_dir, {"base_model": run.model.name},
+                                   tensors=trainer.adapter_state())
         shutil.rmtree(adapter_dir, ignore_errors=True)
         tmp_dir.rename(adapter_dir)
         train_time = (status or {}).get("train_time_s", 0) + time.time() - started
@@ -405,6 +432,8 @@ def _train_worker(run: RunConfig) -> int:
     preemption.install(trainer)
     try:
         trainer.fit(distributed.NullWriter())
+        if trainer.fsdp:
+            trainer.adapter_state()  # rank 0 gathers the final adapter: take part
     except InterruptedError:
         return 3
     finally:

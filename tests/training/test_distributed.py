@@ -26,36 +26,58 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _steps(overrides: list[str], run_dir: Path) -> dict:
+def _steps(overrides: list[str], run_dir: Path, resume_at: int | None = None) -> dict:
+    """STEPS optimizer steps; with ``resume_at``, checkpoint there and go on in a fresh, resumed Trainer."""
     from rosa.config import compose, validate
     from rosa.training.loop import Trainer
 
-    trainer = Trainer(validate(compose(overrides)), run_dir)
-    losses = [trainer.train_step()["loss"] for _ in range(STEPS)]
-    trainable = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    return {"losses": losses, "checksum": float(sum(t.double().abs().sum() for t in trainable.values())),
+    run = validate(compose(overrides))
+    trainer = Trainer(run, run_dir)
+    losses, norms = [], []
+    for i in range(STEPS):
+        if i == resume_at:
+            trainer.save()
+            distributed.barrier()  # rank 0 has written the checkpoint
+            trainer = Trainer(run, run_dir)
+            assert trainer.resume() and trainer.step == i
+        stats = trainer.train_step()
+        trainer.step += 1
+        trainer.phase_step += 1
+        losses.append(stats["loss"])
+        norms.append(stats["grad_norm"])
+    trainable = {n: _full(p) for n, p in trainer.model.named_parameters() if p.requires_grad}
+    sharded = any(hasattr(p, "full_tensor") for p in trainer.model.parameters())
+    return {"losses": losses, "norms": norms, "sharded": sharded, "checksum": float(sum(t.double().abs().sum() for t in trainable.values())),
             "first": trainable[sorted(trainable)[0]].flatten()[:8].tolist()}
 
 
-def _worker(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
+def _full(p: torch.Tensor) -> torch.Tensor:
+    """A parameter's whole value (FSDP holds a shard: gathering it is a collective)."""
+    return p.detach().full_tensor() if hasattr(p, "full_tensor") else p.detach().clone()
+
+
+def _worker(rank: int, world: int, port: int, overrides: list[str], out: str, resume_at: int | None = None) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     assert distributed.init_from_env(torch.device("cpu"))
     try:
-        result = _steps(overrides, Path(out) / "run")
+        result = _steps(overrides, Path(out) / "run", resume_at)
         Path(out, f"rank{rank}.json").write_text(json.dumps(result))
     finally:
         distributed.shutdown()
 
 
-def _compare(overrides: list[str], tmp_path: Path) -> None:
+def _compare(overrides: list[str], tmp_path: Path, resume_at: int | None = None, sharded: bool = False) -> None:
     torch.set_num_threads(1)
     single = _steps(overrides, tmp_path / "single")
-    mp.start_processes(_worker, args=(2, _free_port(), overrides, str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(2, _free_port(), overrides, str(tmp_path), resume_at), nprocs=2,
+                       start_method="spawn")
     for rank in (0, 1):
         multi = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert multi["sharded"] == sharded  # FSDP for fft only
         assert multi["losses"] == pytest.approx(single["losses"], rel=1e-5, abs=1e-6)
+        assert multi["norms"] == pytest.approx(single["norms"], rel=1e-5, abs=1e-6)
         assert multi["checksum"] == pytest.approx(single["checksum"], rel=1e-5)
         assert multi["first"] == pytest.approx(single["first"], rel=1e-4, abs=1e-6)
 
@@ -76,3 +98,19 @@ def test_uneven_shares_match(tmp_path):
     """3 micro-batches per step on 2 ranks (2 + 1): still the global batch's gradient."""
     overrides = [o for o in OVERRIDES if not o.startswith("train.batch_size")] + ["train.batch_size=6"]
     _compare(overrides, tmp_path)
+
+
+FFT = [o for o in OVERRIDES if not o.startswith("fnmodel")] + ["fnmodel=fft"]
+
+
+def test_fft_fsdp_two_ranks_match_one_process(tmp_path):
+    """Full fine-tuning is sharded with FSDP2; 3 micro-batches on 2 ranks (the short share is padded)."""
+    _compare([o for o in FFT if not o.startswith("train.batch_size")] + ["train.batch_size=6"], tmp_path, sharded=True)
+
+
+def test_fft_fsdp_resume_matches(tmp_path):
+    """Gathered checkpoint at step 1, resumed (re-sharded) by fresh Trainers: same losses as no stop."""
+    _compare(FFT, tmp_path, resume_at=1, sharded=True)
+    from rosa.training import checkpoint as ckpt
+    tensors, trainer_state, _ = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "run"))
+    assert set(trainer_state["optimizer"]["state"]) == set(range(len(tensors)))  # index-keyed, full shapes
