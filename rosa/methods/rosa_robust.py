@@ -332,14 +332,26 @@ class RosaRobust(Method):
                 {"name": "sparse", "params": sparse, "lr": float(self.cfg.sparse_lr or lr)}]
 
     # -- the schedule
-    def before_step(self, ctx: StepContext) -> LoopRequest | None:
-        if not self.warned_short and self.phase in ("warmup", "collect") and ctx.step == 0:
-            collect_steps = -(-(self.cfg.mask_samples or ctx.micro_batches_per_step) // ctx.micro_batches_per_step)
-            if ctx.total_steps < self.cfg.warmup_steps * (self.phase == "warmup") + collect_steps:
-                log.warning("%s: the run has %d steps, fewer than the warm-up (%d) and the collection (%d): no mask "
-                            "will be built", self.name, ctx.total_steps, self.cfg.warmup_steps, collect_steps)
+    def warmup_length(self, ctx: StepContext) -> int:
+        """``warmup_steps`` (the paper's 64), shortened to a quarter of the run when the run is too
+        short for warm-up + collection, so that the masks are always built (logged once)."""
+        collect_steps = -(-(self.cfg.mask_samples or ctx.micro_batches_per_step) // ctx.micro_batches_per_step)
+        warmup = self.cfg.warmup_steps
+        if warmup + collect_steps > ctx.total_steps:
+            warmup = min(warmup, max(ctx.total_steps - collect_steps, 0) // 4)
+            if not self.warned_short:
+                if ctx.total_steps < collect_steps:
+                    log.warning("%s: the run has %d steps, fewer than the collection (%d): no mask will be built",
+                                self.name, ctx.total_steps, collect_steps)
+                else:
+                    log.warning("%s: fnmodel.warmup_steps=%d does not fit a %d-step run before the collection; "
+                                "warming up for %d steps instead (a quarter of the run)", self.name,
+                                self.cfg.warmup_steps, ctx.total_steps, warmup)
         self.warned_short = True
-        if self.phase == "warmup" and ctx.phase_step >= self.cfg.warmup_steps:
+        return warmup
+
+    def before_step(self, ctx: StepContext) -> LoopRequest | None:
+        if self.phase == "warmup" and ctx.phase_step >= self.warmup_length(ctx):
             self.phase = "collect"
         if self.phase == "collect":
             if self.collector is None:

@@ -592,3 +592,13 @@ def test_real_loop_spa(tmp_path, caplog):
     values = [k for k in adapter if k.endswith("sparse_values")]
     assert len(values) == 28 and not any("lora_" in k for k in adapter)
     assert sum(adapter[k].numel() for k in values) == sum(masks.nnz for masks in load_masks(directory)[0].values())
+
+
+@pytest.mark.parametrize("total_steps, expected", [(500, 64), (65, 64), (64, 15), (63, 15), (8, 1), (1, 0)])
+def test_warmup_is_shortened_only_when_the_run_is_too_short_for_the_masks(total_steps, expected):
+    """The paper's 64 warm-up steps, unless warm-up + one collection step would not fit the run:
+    then a quarter of the run, so that short runs still build their masks."""
+    method = RosaRobust(cfg(warmup_steps=64), seed=0)
+    ctx = StepContext(model=nn.Linear(2, 2), step=0, phase_step=0, epoch=0, steps_per_epoch=total_steps,
+                      total_steps=total_steps, micro_batches_per_step=2)
+    assert method.warmup_length(ctx) == expected
