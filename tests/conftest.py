@@ -30,6 +30,16 @@ def run_train(*overrides: str, cwd: Path = REPO, timeout: float = 300, env: dict
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for tests of tiny tensors: faster, and immune to a loaded machine."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_tokenizer():
     from rosa.models.tiny import tiny_tokenizer
     return tiny_tokenizer()

@@ -177,6 +177,17 @@ def find_target_modules(model: nn.Module, target_modules: str | Iterable[str]) -
     return names
 
 
+def wrap_target_modules(model: nn.Module, target_modules, make_layer) -> list[str]:
+    """Freeze the whole model, then replace each target linear layer by ``make_layer(base, index)``
+    (an AdaptedLayer). Returns the names of the wrapped layers."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    names = find_target_modules(model, target_modules)
+    for index, name in enumerate(names):
+        replace_module(model, name, make_layer(model.get_submodule(name), index))
+    return names
+
+
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from rosa.methods.base import AdaptedLayer, Method, adapted_layers, find_target_modules, is_conv1d, replace_module
+from rosa.methods.base import AdaptedLayer, Method, adapted_layers, is_conv1d, wrap_target_modules
 
 
 def lora_scale(rank: int, alpha: float, rslora: bool) -> float:
@@ -67,13 +67,8 @@ class LoRA(Method):
 
     def prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.cfg
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.target_names = find_target_modules(model, cfg.target_modules)
-        for name in self.target_names:
-            layer = LoRALayer(model.get_submodule(name), int(cfg.rank), float(cfg.alpha), float(cfg.dropout),
-                              bool(cfg.rslora), self.generator)
-            replace_module(model, name, layer)
+        self.target_names = wrap_target_modules(model, cfg.target_modules, lambda base, _: LoRALayer(
+            base, int(cfg.rank), float(cfg.alpha), float(cfg.dropout), bool(cfg.rslora), self.generator))
         return model
 
     def save_adapter(self, model: nn.Module, directory: Path, extra_config: dict | None = None,

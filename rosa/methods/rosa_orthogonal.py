@@ -77,7 +77,7 @@ from torch import nn
 from rosa.config import check
 from rosa.training import distributed
 from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, dense_weight,
-                               find_target_modules, is_conv1d, linear_shape, replace_module)
+                               is_conv1d, linear_shape, wrap_target_modules)
 
 log = logging.getLogger(__name__)
 
@@ -253,16 +253,14 @@ class RosaOrthogonal(Method):
     def prepare(self, model: nn.Module) -> nn.Module:
         """Freeze the model and wrap the target layers. No SVD here (see the module docstring)."""
         cfg = self.cfg
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.target_names = find_target_modules(model, cfg.target_modules)
-        for index, name in enumerate(self.target_names):
-            base = model.get_submodule(name)
-            rank = resolve_rank(cfg.rank, *linear_shape(base))
+
+        def make_layer(base: nn.Module, index: int) -> RosaOrthogonalLayer:
             if hasattr(base.weight, "get_original_weight") and index == 0:
                 log.warning("rosa-orthogonal on a 4-bit base: W_fixed is kept dense (%s), so adapted layers "
                             "use no less memory than a bf16 base", dense_weight(base).dtype)
-            replace_module(model, name, RosaOrthogonalLayer(base, rank, index, bool(cfg.train_bias)))
+            return RosaOrthogonalLayer(base, resolve_rank(cfg.rank, *linear_shape(base)), index, bool(cfg.train_bias))
+
+        self.target_names = wrap_target_modules(model, cfg.target_modules, make_layer)
         return model
 
     def period(self, ctx: StepContext) -> int | None:

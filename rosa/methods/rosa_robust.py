@@ -75,7 +75,7 @@ from torch import nn
 from rosa.config import ConfigError, at_least_1, check, positive, probability, unit_interval
 from rosa.kernels import CSRMatrix, dense_plus_sparse_linear, resolve_impl, sparse_linear
 from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, dense_weight,
-                               find_target_modules, replace_module)
+                               wrap_target_modules)
 from rosa.methods.lora import LoRALayer
 from rosa.methods.sparse_masks import (GRADIENT_CRITERIA, MASKS_FILE, GradientCollector, gib, load_masks,
                                        masks_from_scores, nnz_for, random_masks, save_masks, weight_masks)
@@ -263,13 +263,8 @@ class RosaRobust(Method):
     # -- building
     def prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.cfg
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.target_names = find_target_modules(model, cfg.target_modules)
-        for name in self.target_names:
-            layer = RosaLayer(model.get_submodule(name), int(cfg.rank), float(cfg.alpha), float(cfg.dropout),
-                              bool(cfg.rslora), self.generator, cfg.impl)
-            replace_module(model, name, layer)
+        self.target_names = wrap_target_modules(model, cfg.target_modules, lambda base, _: RosaLayer(
+            base, int(cfg.rank), float(cfg.alpha), float(cfg.dropout), bool(cfg.rslora), self.generator, cfg.impl))
         layers = self.layers(model)
         resolve_impl(cfg.impl, next(iter(layers.values())).base.weight.device)
         shapes = [(l.out_features, l.in_features) for l in layers.values()]

@@ -22,14 +22,7 @@ from rosa.methods.rosa_orthogonal import (RosaOrthogonal, RosaOrthogonalLayer, r
 from rosa.training.optim import build_optimizer, rebuild_optimizer
 from tests.conftest import REPO, run_train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Every matrix here is tiny: extra intra-op threads only spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
 
 def rosa_cfg(**kw):

@@ -26,13 +26,7 @@ from rosa.methods.sparse_masks import GradientCollector, load_masks, masks_from_
 from rosa.training.optim import build_optimizer
 from tests.conftest import REPO
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one intra-op thread is faster, and immune to a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
 
 DEFAULTS = dict(name="rosa-robust", rank=4, alpha=8.0, dropout=0.0, rslora=False, density=0.1, budget=None,

@@ -13,13 +13,7 @@ from rosa.models import quantize as q
 
 pytestmark = pytest.mark.skipif(not q.nf4_available(), reason="torchao (NF4) is not installed")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
 
 # --------------------------------------------------------------------------- format
