@@ -238,7 +238,7 @@ def compose(overrides: list[str]):
 def _one_line_hydra_error(err: Exception, overrides: list[str]) -> str:
     text = str(err)
     full_key = next((l.split("full_key:")[1].strip() for l in text.splitlines() if "full_key:" in l), None)
-    if "not in struct" in text or "Could not override" in text or "Key '" in text and "not in" in text:
+    if "not in struct" in text or "Could not override" in text or ("Key '" in text and "not in" in text):
         key = full_key or text.split("'")[1]
         return _unknown_key_message(key)
     if "Could not find" in text and "'" in text:  # unknown group option, e.g. model=gpt9

@@ -129,27 +129,24 @@ def _spmm_launch(vals, offs, cols, order, srcT: Tensor, out: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- transposed-input API
+def _spmm_rows(values: Tensor, row_offsets, col_indices, row_order, srcT: Tensor, n_rows: int, out_dtype) -> Tensor:
+    """[T, n_rows] = (sparse [n_rows, k] @ srcT [k, T])^T for one CSR structure (plain or transposed)."""
+    _check_device(values, srcT)
+    out = torch.empty(srcT.shape[1], n_rows, dtype=out_dtype, device=srcT.device)
+    if values.numel() == 0:
+        return out.zero_()
+    return _spmm_launch(values.contiguous(), row_offsets, col_indices, row_order, srcT, out)
+
+
 def spmm_from_t(values: Tensor, csr: CSRMatrix, xT: Tensor, out_dtype) -> Tensor:
     """x @ S^T given xT [m, T] -> [T, n] (contiguous)."""
-    _check_device(values, xT)
-    n, _ = csr.shape
-    T = xT.shape[1]
-    out = torch.empty(T, n, dtype=out_dtype, device=xT.device)
-    if csr.nnz == 0:
-        return out.zero_()
-    return _spmm_launch(values.contiguous(), csr.row_offsets, csr.col_indices, csr.row_order, xT, out)
+    return _spmm_rows(values, csr.row_offsets, csr.col_indices, csr.row_order, xT, csr.shape[0], out_dtype)
 
 
 def spmm_t_from_t(values: Tensor, csr: CSRMatrix, gT: Tensor, out_dtype) -> Tensor:
-    """g @ S given gT [n, T] -> [T, m] (contiguous)."""
-    _check_device(values, gT)
-    _, m = csr.shape
-    T = gT.shape[1]
-    out = torch.empty(T, m, dtype=out_dtype, device=gT.device)
-    if csr.nnz == 0:
-        return out.zero_()
-    vt = values[csr.t_perm.to(torch.int64)].contiguous()
-    return _spmm_launch(vt, csr.t_row_offsets, csr.t_col_indices, csr.t_row_order, gT, out)
+    """g @ S given gT [n, T] -> [T, m] (contiguous): the same kernel on the transposed structure."""
+    return _spmm_rows(values[csr.t_perm.to(torch.int64)], csr.t_row_offsets, csr.t_col_indices, csr.t_row_order,
+                      gT, csr.shape[1], out_dtype)
 
 
 def sddmm_from_t(csr: CSRMatrix, gT: Tensor, xT: Tensor) -> Tensor:

@@ -377,7 +377,7 @@ def train(run: RunConfig, config_yaml: str) -> int:
         trainable = trainer.method.trainable_parameters(trainer.model)
         log.info("run %s: %s on %s (%s), %d trainable parameters, %d steps", run_dir, trainer.method.describe(),
                  run.dataset.name, trainer.precision["name"], trainable, trainer.total_steps)
-        update_status(run_dir, state="running", error=None, pid=_pid(), method=run.fnmodel.name, dataset=run.dataset.name,
+        update_status(run_dir, state="running", error=None, pid=os.getpid(), method=run.fnmodel.name, dataset=run.dataset.name,
                       model=run.model.name, precision=trainer.precision["name"], trainable_params=trainable,
                       weight_memory_gb=trainer.weight_memory_gb, total_steps=trainer.total_steps,
                       **({} if resumed else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
@@ -439,10 +439,6 @@ def _train_worker(run: RunConfig) -> int:
     finally:
         preemption.restore(trainer.previous_signal_handlers)
     return 0
-
-
-def _pid() -> int:
-    return os.getpid()
 
 
 def _install_stop_signals(trainer: Trainer) -> None:
