@@ -8,8 +8,10 @@ Source: Cobbe et al. 2021, github.com/openai/grade-school-math; HF ``gsm8k`` / `
 Prompt: ``"Question: {question}\\nAnswer:"``, target = the solution after one space, for both
 training and evaluation. This is the lm-eval zero-shot prompt RoSA evaluated with; the RoSA code
 *trained* on the raw question (no template), a train/eval mismatch not reproduced here.
-Decoding: greedy, at most 256 new tokens, stop at ``"Question:"`` or a blank line. Headline
-metric: ``exact_match_strict`` (the ``#### N`` value).
+Decoding: greedy, at most 256 new tokens, stop at ``"Question:"``, ``"</s>"`` or ``"<|im_end|>"``:
+the ``until`` list of lm-eval's current ``gsm8k.yaml`` (v3). The v2 list also stopped at a blank line
+(``"\\n\\n"``), which cut away an answer written after one; the lm-eval RoSA ran stopped at ``":"``
+too (docs/deviations.md). Headline metric: ``exact_match_strict`` (the ``#### N`` value).
 
 Validation: GSM8k has none. The default ``splits.validation: carve:train`` holds out
 ``carve_rows`` = 500 rows of ``train`` (a fixed-seed permutation, see ``loading.py``) and
@@ -95,7 +97,7 @@ SPEC = DatasetSpec(
     read_local=read_json_records,
     sample=sample,
     separator=" ",
-    stop_strings=["Question:", "\n\n"],
+    stop_strings=["Question:", "</s>", "<|im_end|>"],  # lm-eval gsm8k.yaml v3 (v2 also had "\n\n")
     max_new_tokens=256,
     decoding={"num_beams": 1, "do_sample": False},
     carve_rows=500,

@@ -13,6 +13,12 @@ Sources:
 - ``hub``: ``datasets.load_dataset(spec.hub_id, spec.hub_config, split=..., cache_dir=cache)``;
   HF field names are renamed to the release names (``spec.hub_fields``).
 
+Matched splits (``spec.matched_splits``, e.g. SQL's ``rosa-valid``): a source split that is a fixed
+set of rows of another split, known by content fingerprints. The hub source picks those rows out of
+the parent split (in the fingerprints' order); the local source reads the split's own file. Any
+split loaded from the parent in a configuration that uses the matched split leaves its rows out
+(counted as carved out), before carving.
+
 Carving: a split value ``carve:<source>`` takes a held-out part of source split ``<source>``.
 The source's rows (all records, malformed ones included) are permuted with
 ``random.Random("rosa-carve")``; the carved canonical splits take consecutive slices of
@@ -35,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from rosa.data.registry import get_spec
-from rosa.data.schema import CANONICAL_SPLITS, DataError, DatasetSpec, Example, LoadReport, RawRow
+from rosa.data.schema import CANONICAL_SPLITS, DataError, DatasetSpec, Example, LoadReport, MatchedSplit, RawRow
 
 SOURCES = ("sample", "local", "hub")
 DEFAULT_SAMPLE_ROWS = {"train": 500, "validation": 50, "test": 50}
@@ -60,7 +66,8 @@ def load_examples(dataset_cfg: Any, split: str) -> tuple[list[Example], LoadRepo
         source_split, carved = _split_value(dataset_cfg, spec, split)
         rows, origin = (_local_rows if source == "local" else _hub_rows)(dataset_cfg, spec, split, source_split)
         report = LoadReport(spec.name, split, origin)
-        kept_rows = _carve(dataset_cfg, spec, split, source_split, carved, rows)
+        kept_rows = _leave_out_matched(dataset_cfg, spec, source_split, rows)
+        kept_rows = _carve(dataset_cfg, spec, split, source_split, carved, kept_rows)
         report.carved_out = len(rows) - len(kept_rows)
         examples = _to_examples(spec, split, source_split, kept_rows, report)
     else:
@@ -150,10 +157,12 @@ def _local_rows(dataset_cfg: Any, spec: DatasetSpec, split: str, source_split: s
 def _hub_rows(dataset_cfg: Any, spec: DatasetSpec, split: str, source_split: str) -> tuple[NumberedRows, str]:
     import datasets  # imported here: loading the sample and local sources never needs it
 
-    origin = f"hub {spec.hub_id}" + (f"/{spec.hub_config}" if spec.hub_config else "") + f":{source_split}"
+    matched = spec.matched_splits.get(source_split)
+    hub_split = matched.parent if matched else source_split
+    origin = f"hub {spec.hub_id}" + (f"/{spec.hub_config}" if spec.hub_config else "") + f":{hub_split}"
     try:
         table = datasets.load_dataset(
-            spec.hub_id, spec.hub_config, split=source_split, cache_dir=getattr(dataset_cfg, "cache", None)
+            spec.hub_id, spec.hub_config, split=hub_split, cache_dir=getattr(dataset_cfg, "cache", None)
         )
     except Exception as error:  # network, missing split, cache: report it as one line
         message = (str(error).strip().splitlines() or [""])[0]
@@ -166,7 +175,28 @@ def _hub_rows(dataset_cfg: Any, spec: DatasetSpec, split: str, source_split: str
         row = {key: value for key, value in item.items() if key not in hub_names}
         row.update({raw: item[hub] for raw, hub in spec.hub_fields.items() if hub in item})
         rows.append((number, row))
-    return rows, origin
+    if matched is None:
+        return rows, origin
+    rows = _matched_rows(matched, rows)
+    return rows, f"{origin} rows matching {source_split} ({len(rows)} of {len(matched.load())} found)"
+
+
+def _matched_rows(matched: MatchedSplit, rows: NumberedRows) -> NumberedRows:
+    """The rows of ``matched`` (first occurrence of each fingerprint), in the fingerprints' order."""
+    by_fingerprint: dict[str, tuple[int, RawRow | None]] = {}
+    for number, row in rows:
+        if row is not None:
+            by_fingerprint.setdefault(matched.fingerprint(row), (number, row))
+    return [by_fingerprint[f] for f in matched.load() if f in by_fingerprint]
+
+
+def _leave_out_matched(dataset_cfg: Any, spec: DatasetSpec, source_split: str, rows: NumberedRows) -> NumberedRows:
+    """``rows`` of ``source_split`` without those of a matched split that this configuration also uses."""
+    used = [spec.matched_splits.get(str(_configured_split(dataset_cfg, spec, name)).strip()) for name in CANONICAL_SPLITS]
+    inside = [(m, set(m.load())) for m in used if m is not None and m.parent == source_split]
+    if not inside:
+        return rows
+    return [(n, row) for n, row in rows if row is None or not any(m.fingerprint(row) in f for m, f in inside)]
 
 
 def _carve(

@@ -35,6 +35,24 @@ class Example:
 
 
 @dataclass(frozen=True)
+class MatchedSplit:
+    """A source split that is a fixed set of rows of another split, found by content.
+
+    For a source that lacks the split's own file (the hub holds only sql-create-context's single
+    split, not RoSA's evaluation file), the rows are picked from ``parent`` by ``fingerprint``,
+    listed one per line in ``fingerprints`` (in the split's order). Other canonical splits loaded
+    from ``parent`` in the same configuration leave those rows out, so that they are never trained on.
+    """
+
+    parent: str  # the source split that holds the rows
+    fingerprints: Path  # one fingerprint per line
+    fingerprint: Callable[[Mapping[str, Any]], str]  # a raw row's content fingerprint
+
+    def load(self) -> list[str]:
+        return self.fingerprints.read_text(encoding="utf-8").split()
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     name: str
     hub_id: str
@@ -55,6 +73,7 @@ class DatasetSpec:
     decoding: Mapping[str, Any] = field(default_factory=dict)
     carve_rows: int = 1000  # rows per split carved out of a source split ("carve:<source>")
     block_size: int | None = None  # language modelling: fixed block length in tokens
+    matched_splits: Mapping[str, MatchedSplit] = field(default_factory=dict)  # source split -> rows of another
 
     def __post_init__(self) -> None:
         if self.eval_kind not in EVAL_KINDS:

@@ -1,40 +1,80 @@
 """SQL generation (sql-create-context): a table schema and a question -> a SQL query.
 
 Source: HF ``b-mc2/sql-create-context`` (fields ``question``, ``context``, ``answer``; one
-``train`` split of 78,577 rows; data file ``sql_create_context_v4.json``, a JSON array). No
-offline copy is shared. Local source: ``dataset.path`` holds ``sql_create_context_v4.json`` (a
-JSON array or JSON Lines of ``{question, context, answer}``); a split value that is not
-``train`` is read as a file name in that directory.
+``train`` split of 78,577 rows; data file ``sql_create_context_v4.json``, a JSON array). Local
+source: ``dataset.path`` holds ``sql_create_context_v4.json`` (a JSON array or JSON Lines of
+``{question, context, answer}``) and/or RoSA's evaluation file ``valid.jsonl``; a split value that
+is neither ``train`` nor ``rosa-valid`` is read as a file name in that directory. Either record
+format is read from any file: sql-create-context rows, or RoSA's chat rows ``{"messages": [{"role":
+"user", "content": PROMPT}, {"role": "assistant", "content": SQL}]}`` whose PROMPT is RoSA's
+instruction, context and question (:func:`from_chat`).
 
-Splits: the single source split is carved (``splits: {train: train, validation: carve:train,
-test: carve:train}``): a fixed-seed permutation of the rows gives test the first
+Splits: by default the single source split is carved (``splits: {train: train, validation:
+carve:train, test: carve:train}``): a fixed-seed permutation of the rows gives test the first
 ``min(1000, max(1, n // 10))`` rows, validation the next as many, and train keeps the rest in file
-order. For the full 78,577 rows: train 76,577, validation 1,000, test 1,000 (RoSA's own
-``valid.jsonl`` had 1,000 lines; its train file is not public).
+order. For the full 78,577 rows: train 76,577, validation 1,000, test 1,000.
+
+``rosa-valid``: the 1,000 rows RoSA evaluated on (its ``scripts/train/data/sql/valid.jsonl``; the
+RoSA presets set ``splits.test: rosa-valid``). Local source: the file ``valid.jsonl``. Hub source:
+the rows of b-mc2's ``train`` split whose context and question (whitespace collapsed) match one of
+RoSA's rows, by the fingerprints in ``sql_rosa_valid.txt`` (the load report says how many of the
+1,000 were found; not checked against the hub here, which this machine cannot reach). Whenever a
+split is ``rosa-valid``, the splits loaded from ``train`` leave those rows out.
 
 Prompt: RoSA's chat content plus its training suffix (``finetune_example/preprocessing.py``):
 ``"Write a SQL query to answer the question based on the table schema.\\n\\n context: {context}
 \\n\\n question: {question}\\n\\n answer:"``, then one space and the query (``separator = " "``),
 so training text = RoSA's ``content + "\\n\\n answer: " + query``. RoSA's eval applied the suffix
 twice (``... answer: \\n\\n answer: ``); that quirk is not reproduced: train and eval share one
-prompt. Greedy decoding; headline metric ``exact_match`` on the ``SELECT ...`` line.
+prompt. Greedy decoding with no stop string (RoSA generated to EOS), at most 256 new tokens; the
+scored query is the first ``SELECT ...`` line anywhere in the generation (RoSA's ``sql_eval.py``),
+headline metric ``exact_match``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from rosa.data.readers import read_json_records
-from rosa.data.schema import DatasetSpec, RawRow
+from rosa.data.schema import DatasetSpec, MatchedSplit, RawRow
+
+INSTRUCTION = "Write a SQL query to answer the question based on the table schema."
+_CHAT_CONTENT = re.compile(re.escape(INSTRUCTION) + r"\n\n context: (?P<context>.*)\n\n question: (?P<question>.*)", re.S)
+ROSA_VALID_FINGERPRINTS = Path(__file__).with_name("sql_rosa_valid.txt")
 
 
 def render_prompt(row: Mapping[str, Any]) -> str:
-    return (
-        "Write a SQL query to answer the question based on the table schema.\n\n"
-        f" context: {row['context']}\n\n question: {row['question']}\n\n answer:"
-    )
+    return f"{INSTRUCTION}\n\n context: {row['context']}\n\n question: {row['question']}\n\n answer:"
+
+
+def from_chat(record: Mapping[str, Any]) -> RawRow | None:
+    """RoSA's chat row (user prompt, assistant query) as ``{question, context, answer}``; None if it is not one."""
+    messages = record.get("messages")
+    if not (isinstance(messages, list) and len(messages) == 2 and all(isinstance(m, dict) for m in messages)):
+        return None
+    user, assistant = messages
+    found = _CHAT_CONTENT.fullmatch(str(user.get("content", "")))
+    if found is None or (user.get("role"), assistant.get("role")) != ("user", "assistant"):
+        return None
+    return {"question": found["question"], "context": found["context"], "answer": assistant.get("content")}
+
+
+def read_records(path: Path) -> Iterator[tuple[int, RawRow | None]]:
+    """JSON records of either format: sql-create-context rows or RoSA's chat rows."""
+    for number, record in read_json_records(path):
+        yield number, from_chat(record) if record is not None and "messages" in record else record
+
+
+def fingerprint(row: Mapping[str, Any]) -> str:
+    """A row's identity by content: its schema and question, whitespace collapsed. The query is left
+    out, so that copies which quote string literals differently still match."""
+    text = " ".join(str(row.get("context", "")).split()) + "\n" + " ".join(str(row.get("question", "")).split())
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def target(row: Mapping[str, Any]) -> str:
@@ -82,17 +122,18 @@ SPEC = DatasetSpec(
     hub_config=None,
     fields=("question", "context", "answer"),
     hub_fields={"question": "question", "context": "context", "answer": "answer"},
-    local_files={"train": "sql_create_context_v4.json"},
+    local_files={"train": "sql_create_context_v4.json", "rosa-valid": "valid.jsonl"},
     default_splits={"train": "train", "validation": "carve:train", "test": "carve:train"},
     eval_kind="generation",
     headline_metric="exact_match",
     render_prompt=render_prompt,
     target=target,
-    read_local=read_json_records,
+    read_local=read_records,
     sample=sample,
     separator=" ",
-    stop_strings=["\n"],
+    stop_strings=[],  # RoSA generated to EOS and scored the first SELECT line anywhere in the text
     max_new_tokens=256,
     decoding={"num_beams": 1, "do_sample": False},
     carve_rows=1000,
+    matched_splits={"rosa-valid": MatchedSplit("train", ROSA_VALID_FINGERPRINTS, fingerprint)},
 )

@@ -28,7 +28,16 @@ subspaces s = 1..T (factors A_s B_s right after sampling s, A'_s B'_s at its end
     W_final - W_0 = sum_s (A'_s B'_s - A_s B_s)
 
 a sum of rank-<=2r changes, so ROSA can reach a full-rank update that LoRA (one fixed rank-r
-product, "ROSA with sampling only conducted once") cannot.
+product) cannot.
+
+``resample_every: never`` is *not* LoRA, although the paper calls LoRA "ROSA with sampling only
+conducted once". Sampled once, the trainable product A B *replaces* r singular directions of W
+(W = W_fixed + A B with A B a slice of W's SVD, not a zero product added to W), so the reachable
+weights are W_fixed + (any rank-r matrix): a rank-r change of W lies out of reach unless it fits
+the sampled directions, while LoRA reaches it exactly. It also starts from non-zero factors, so its
+gradients and optimizer steps differ from LoRA's. On every teacher-student target tried (rank-r and
+full-rank changes, learning rates 1e-3 and 1e-2) it ends worse than LoRA; for LoRA use
+``fnmodel=lora``.
 
 Rank: ``rank`` is an integer r, or a ratio rho in (0, 1) of min(m, n): r = max(int(rho min(m, n)), 1),
 per layer. The paper's GPT-2 runs use rho in {0.0125, 0.025, 0.05, 0.1} on the four Conv1D layers

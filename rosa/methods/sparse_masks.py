@@ -9,6 +9,12 @@ Per adapted matrix W0 (n x m = out x in) the mask is the top-k, k = int(density 
 - ``weight``: |W0| (needs no gradients);
 - ``random``: uniform at random from a seeded generator (needs no gradients).
 
+G is the gradient of the training loop's loss itself, so the statistic weights tokens exactly as the
+loss does (``train.loss_norm``): with ``tokens`` each micro-batch's G^T X is the gradient of its summed
+token losses over the step's target-token count; with ``examples`` (the RoSA presets) it is the sum
+over its examples of each one's mean-token-loss gradient over the step's example count, so at
+micro-batch 1 the statistic is RoSA's mean over 32 examples of (gradient of the example's HF loss / 32)^2.
+
 Gradients are formed from X and G by a forward hook and a hook on the output's gradient, never from
 ``weight.grad``: the base weights are frozen (and may be 4-bit), so they have none. When nothing
 before a layer requires grad (rank 0: no LoRA path yet), the collector makes the layer's input a

@@ -46,7 +46,8 @@ def test_13a_empty_is_one_empty_token():
     [
         ("The Vaults is a pub. It's near Café Adriatic!", ["the", "vaults", "is", "a", "pub", "it", "'s", "near", "café", "adriatic"]),
         ("Don't -- it cannot be family-friendly (kids)", ["do", "n't", "it", "can", "not", "be", "family-friendly", "kids"]),
-        ("costs £20-25, 3.5 stars, 1,000 seats; e.g. U.S.", ["costs", "£", "20-25", "3.5", "stars", "1,000", "seats", "e.g.", "u.s."]),
+        ("costs £20-25, 3.5 stars, 1,000 seats; e.g. U.S.", ["costs", "#", "20-25", "3.5", "stars", "1,000", "seats", "e.g.", "u.s."]),
+        ("a 5-star pub, 5of5, 20£-25, city center., near", ["a", "5-star", "pub", "5of5", "20", "#", "-25", "city", "center.", "near"]),
         ('She said "yes"... Mr. Smith\'s', ["she", "said", "yes", "mr.", "smith", "'s"]),
         ("", []),
     ],
@@ -208,7 +209,7 @@ def test_compute_metrics_e2e_keys_and_identity():
     preds = ["The Vaults is a pub near Café Adriatic.", "Loch Fyne serves cheap French food."]
     refs = [[preds[0], "There is a pub called The Vaults."], ["Cheap French food is served at Loch Fyne.", preds[1]]]
     scores = compute_metrics("e2e", preds, refs)
-    assert list(scores) == ["bleu", "nist", "meteor", "rouge_l", "cider"]
+    assert list(scores) in (list(e2e.METRICS), ["bleu", "nist", "meteor_nltk", "rouge_l", "cider"])  # no Java: NLTK's
     assert all(isinstance(v, float) for v in scores.values())
     assert scores["bleu"] == pytest.approx(1.0) and scores["rouge_l"] == pytest.approx(1.0)
 
@@ -238,7 +239,7 @@ def test_e2e_real_references_leave_one_out():
     multi = [refs for refs in groups.values() if len(refs) > 1]  # 14 MRs have a single reference
     preds, refs = [r[0] for r in multi], [r[1:] for r in multi]
     scores = compute_metrics("e2e", preds, refs)
-    again = e2e.score(preds, refs, with_meteor=False)  # deterministic (METEOR: pinned below)
+    again = e2e.score(preds, refs, with_meteor=False)  # deterministic
     assert all(again[k] == scores[k] for k in ("bleu", "nist", "rouge_l", "cider"))
     # plausible ranges: same scale as the official TGen test figures (BLEU .6593, NIST 8.6094,
     # METEOR .4483, ROUGE-L .6850, CIDEr 2.2338); humans score a bit lower than TGen on BLEU
@@ -246,17 +247,17 @@ def test_e2e_real_references_leave_one_out():
     assert 7.5 < scores["nist"] < 10.0
     assert 0.55 < scores["rouge_l"] < 0.75
     assert 1.3 < scores["cider"] < 2.6
-    if not math.isnan(scores["meteor"]):
-        assert 0.35 < scores["meteor"] < 0.55
     # BLEU agrees with sacrebleu on the real data (variable number of references)
     assert rel(scores["bleu"], _sacrebleu(preds, refs)) < 1e-9
-    # regression pins of this implementation (values measured when written; deterministic across runs)
-    assert scores["bleu"] == pytest.approx(0.6045619084, rel=1e-9)
-    assert scores["nist"] == pytest.approx(8.8988313659, rel=1e-9)
-    assert scores["rouge_l"] == pytest.approx(0.6382246002, rel=1e-9)
-    assert scores["cider"] == pytest.approx(1.8581044376, rel=1e-9)
-    if not math.isnan(scores["meteor"]):  # depends on NLTK's aligner and the WordNet files
-        assert scores["meteor"] == pytest.approx(0.4322908562, rel=1e-3)
+    # the official scorer's values on the same data (tests/evaluation/data/e2e_official/README.md)
+    assert scores["bleu"] == pytest.approx(0.6045619083952298, rel=1e-9)
+    assert scores["nist"] == pytest.approx(8.898831365878737, rel=1e-9)
+    assert scores["rouge_l"] == pytest.approx(0.6381129068662674, rel=1e-9)
+    assert scores["cider"] == pytest.approx(1.8572240685162773, rel=1e-9)
+    if "meteor" in scores:  # Meteor 1.5 (Java); without Java NLTK's approximation is ~5% lower
+        assert scores["meteor"] == pytest.approx(0.456309311485148, rel=1e-6)
+    elif not math.isnan(scores["meteor_nltk"]):  # depends on NLTK's aligner and the WordNet files
+        assert scores["meteor_nltk"] == pytest.approx(0.4323, rel=2e-3)
     # a prediction equal to one of its references is a perfect BLEU / ROUGE-L
     first, every = [r[0] for r in groups.values()], list(groups.values())
     assert e2e.bleu(first, every) == pytest.approx(1.0)

@@ -1,4 +1,4 @@
-"""METEOR works offline: WordNet set-up (no nltk.download needed) and NLTK-based scoring."""
+"""The METEOR fallback without Java works offline: WordNet set-up (no nltk.download) and NLTK scoring."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from rosa.evaluation.metrics import e2e
 from rosa.evaluation.metrics import wordnet as wnmod
+from rosa.evaluation.metrics.meteor import MeteorUnavailable
 
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -63,10 +64,10 @@ def test_missing_wordnet_gives_one_line_fix(tmp_path, monkeypatch):
 def test_meteor_uses_wordnet_synonyms(wordnet):
     # "a fast car" vs "a fast auto": 3 matches (car~auto via WordNet), P = R = 1, Fmean = 1,
     # one chunk -> penalty gamma * (chunks/matches)^beta = .6 * (1/3)^.2 (Meteor 1.5's gamma, beta)
-    got = e2e.meteor([["a", "fast", "car"]], [[["a", "fast", "auto"]]], wordnet=wordnet)
+    got = e2e.meteor_nltk([["a", "fast", "car"]], [[["a", "fast", "auto"]]], wordnet=wordnet)
     assert got == pytest.approx(1 - 0.6 * (1 / 3) ** 0.2, rel=1e-12)
     # no synonym: 2 matches, P = R = 2/3, one chunk ("a fast") -> (1 - .6 * (1/2)^.2) * 2/3
-    got = e2e.meteor([["a", "fast", "car"]], [[["a", "fast", "house"]]], wordnet=wordnet)
+    got = e2e.meteor_nltk([["a", "fast", "car"]], [[["a", "fast", "house"]]], wordnet=wordnet)
     assert got == pytest.approx((1 - 0.6 * 0.5**0.2) * 2 / 3, rel=1e-12)
 
 
@@ -74,13 +75,13 @@ def test_meteor_nltk_synonyms_are_looked_up_on_stems(wordnet):
     # NLTK quirk (documented in e2e.py): words left after the stem stage are *stems*, so WordNet
     # synonyms are looked up for "larg" and "large"~"big" is missed: 2 matches, 2 chunks, frag 1
     # -> (1 - .6) * 2/3.  If NLTK fixes this, this test fails: update the docs, then this value.
-    got = e2e.meteor([["a", "large", "house"]], [[["a", "big", "house"]]], wordnet=wordnet)
+    got = e2e.meteor_nltk([["a", "large", "house"]], [[["a", "big", "house"]]], wordnet=wordnet)
     assert got == pytest.approx(0.4 * 2 / 3, rel=1e-12)
 
 
 def test_meteor_stemming_and_best_reference(wordnet):
     # "cats" ~ "cat" by Porter stem; the better of the two references is taken
-    got = e2e.meteor([["the", "cats"]], [[["dogs"], ["the", "cat"]]], wordnet=wordnet)
+    got = e2e.meteor_nltk([["the", "cats"]], [[["dogs"], ["the", "cat"]]], wordnet=wordnet)
     assert got == pytest.approx(1 - 0.6 * (1 / 2) ** 0.2, rel=1e-12)
 
 
@@ -88,20 +89,29 @@ def test_meteor_nltk_defaults_reproduce_nltk_docs(wordnet):
     # NLTK's documented example (alpha .9, beta 3, gamma .5) -> 0.6944
     hyp = "It is a guide to action which ensures that the military always obeys the commands of the party".lower().split()
     ref = "It is a guide to action that ensures that the military will forever heed Party commands".lower().split()
-    got = e2e.meteor([hyp], [[ref]], wordnet=wordnet, alpha=0.9, beta=3.0, gamma=0.5)
+    got = e2e.meteor_nltk([hyp], [[ref]], wordnet=wordnet, alpha=0.9, beta=3.0, gamma=0.5)
     assert round(got, 4) == 0.6944
 
 
-def test_e2e_meteor_is_a_number_offline(wordnet):
-    scores = e2e.score(["The Vaults is a cheap pub."], [["The Vaults is an inexpensive pub.", "Cheap pub: The Vaults."]])
-    assert 0 < scores["meteor"] < 1
+def test_e2e_meteor_is_a_number_offline(wordnet, monkeypatch):
+    monkeypatch.setattr(e2e, "meteor", _no_java)
+    with pytest.warns(RuntimeWarning, match="Meteor 1.5 cannot run"):
+        scores = e2e.score(["The Vaults is a cheap pub."], [["The Vaults is an inexpensive pub.", "Cheap pub: The Vaults."]])
+    assert 0 < scores["meteor_nltk"] < 1 and "meteor" not in scores
 
 
-def test_e2e_without_wordnet_gives_nan_meteor_and_a_warning(monkeypatch):
+def test_e2e_without_java_and_wordnet_gives_nan_meteor_nltk_and_warnings(monkeypatch):
     def unavailable(*args, **kwargs):
         raise wnmod.WordNetUnavailable("no WordNet")
 
-    monkeypatch.setattr(e2e, "meteor", unavailable)
-    with pytest.warns(RuntimeWarning, match="METEOR set to NaN"):
+    monkeypatch.setattr(e2e, "meteor", _no_java)
+    monkeypatch.setattr(e2e, "meteor_nltk", unavailable)
+    with pytest.warns(RuntimeWarning) as caught:
         scores = e2e.score(["a pub"], [["a pub"]])
-    assert scores["meteor"] != scores["meteor"] and scores["bleu"] > 0  # NaN, the rest computed
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "Meteor 1.5 cannot run" in messages and "meteor_nltk set to NaN" in messages
+    assert scores["meteor_nltk"] != scores["meteor_nltk"] and scores["bleu"] > 0  # NaN, the rest computed
+
+
+def _no_java(*args, **kwargs):
+    raise MeteorUnavailable("no Java runtime on PATH")

@@ -6,6 +6,8 @@ import math
 
 import pytest
 
+from rosa.data import get_spec
+from rosa.evaluation.generate import cut_at_stop
 from rosa.evaluation.metrics import HEADLINE, METRIC_NAMES, compute_metrics, lm_metrics, postprocess
 from rosa.evaluation.metrics import gsm8k, sql, viggo
 
@@ -62,6 +64,14 @@ def test_gsm8k_gold_and_postprocess():
     assert postprocess("gsm8k", " Step 1.\n#### 4\n\nQuestion: next one") == "Step 1.\n#### 4"
 
 
+def test_gsm8k_answer_after_a_blank_line_is_scored():
+    # lm-eval's current stop list (Question:, </s>, <|im_end|>); the old "\n\n" cut this answer away
+    generated = cut_at_stop("Let me think.\n\nShe has 3 + 4 = 7 apples.\n#### 7\n\nQuestion: next", get_spec("gsm8k").stop_strings)
+    assert generated == "Let me think.\n\nShe has 3 + 4 = 7 apples.\n#### 7\n\n"
+    scores = compute_metrics("gsm8k", [postprocess("gsm8k", generated)], [["3 + 4 = 7\n#### 7"]])
+    assert scores == {"exact_match_strict": 1.0, "exact_match_flexible": 1.0}
+
+
 # ----------------------------------------------------------------------------------- ViGGO
 GOLD_MR = "inform(name[Tomb Raider], release_year[1999], genres[action-adventure, puzzle], has_multiplayer[no])"
 
@@ -107,6 +117,13 @@ def test_viggo_postprocess():
 def test_sql_postprocess_rosa_convention():
     assert postprocess("sql", " answer: SELECT name FROM t WHERE x = 1 \nSELECT 2") == "SELECT name FROM t WHERE x = 1"
     assert postprocess("sql", "select lower case only") == "select lower case only"
+
+
+def test_sql_query_after_a_leading_newline_is_scored():
+    # RoSA's sql_eval.py: the first "SELECT ..." line anywhere in the generation (no newline stop first)
+    generated = cut_at_stop("\nSELECT a FROM t WHERE b = 1\n\n answer: SELECT c", get_spec("sql").stop_strings)
+    assert postprocess("sql", generated) == "SELECT a FROM t WHERE b = 1"
+    assert compute_metrics("sql", [postprocess("sql", generated)], [["SELECT a FROM t WHERE b = 1"]])["exact_match"] == 1.0
 
 
 @pytest.mark.parametrize(

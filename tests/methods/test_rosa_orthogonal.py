@@ -266,6 +266,9 @@ def test_paper_presets_compose_with_equal_settings():
     assert len({json.dumps(asdict(r.train)) for r in runs.values()}) == 1       # same settings for all three
     train = runs["fft"].train
     assert (train.epochs, train.batch_size, train.lr, train.warmup_steps, train.scheduler) == (5, 8, 2e-4, 500, "linear")
+    # the paper's code trained every method with plain SGD: SGD(params, lr=lr), no momentum, no weight decay
+    assert (train.optimizer.name, train.optimizer.momentum, train.optimizer.weight_decay) == ("sgd", 0.0, 0.0)
+    assert (train.max_grad_norm, train.loss_norm) == (None, "tokens")
     rosa, lora = runs["rosa-0.1"].fnmodel, runs["lora-0.1"].fnmodel
     assert (rosa.rank, rosa.resample_every, lora.rank) == (0.1, "epoch", 76)
     assert runs["rosa-0.1"].experiment == "rosa-paper/e2e-gpt2-rosa-0.1" and runs["fft"].model.name == "gpt2"
@@ -273,6 +276,16 @@ def test_paper_presets_compose_with_equal_settings():
         method = RosaOrthogonal(rosa)
         model = method.prepare(GPT2LMHeadModel(GPT2Config()))
     assert round(method.trainable_parameters(model) / 1e6, 1) == 11.3
+
+
+def test_every_paper_preset_trains_with_plain_sgd():
+    from rosa.config import compose, validate
+    names = sorted(p.stem for p in (REPO / "conf" / "experiment" / "rosa-paper").glob("*.yaml")
+                   if p.stem.startswith(("e2e-", "eli5-")))
+    assert len(names) == 54
+    for name in names:   # ROSA, LoRA and FT alike: the official code ran SGD(params, lr=lr) for all
+        optimizer = validate(compose([f"+experiment=rosa-paper/{name}"])).train.optimizer
+        assert (optimizer.name, optimizer.momentum, optimizer.weight_decay) == ("sgd", 0.0, 0.0), name
 
 
 # --------------------------------------------------------------------------- teacher-student

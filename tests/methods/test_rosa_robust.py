@@ -199,6 +199,34 @@ def test_collection_on_tiny_model_with_gradient_checkpointing(tiny_tokenizer):
         torch.testing.assert_close(scores[True][name], score)
 
 
+def test_fisher_statistic_carries_the_example_weighting_of_the_loss(tiny_tokenizer):
+    """train.loss_norm=examples at micro-batch 1 (the RoSA presets): the statistic is RoSA's, the mean
+    over the step's examples of (G^T X)^2 for each example's HF loss over the step's examples."""
+    from rosa.models.tiny import tiny_model
+    from rosa.models.loss import example_mean_loss
+    from tests.training.test_loss_norm import make_batch
+    step = [make_batch([(3, 2)], 0), make_batch([(2, 9)], 1), make_batch([(4, 5)], 2)]
+
+    def fisher(loss_of) -> dict[str, torch.Tensor]:
+        method = RosaRobust(cfg(rank=2))
+        model = method.prepare(tiny_model(tiny_tokenizer)).train()
+        collector = GradientCollector(method.layers(model), "grad-fisher", samples=len(step)).attach()
+        collector.begin_step()
+        for batch in step:
+            loss_of(model, batch).backward()
+        collector.end_step()
+        return collector.scores()
+
+    ours = fisher(lambda model, batch: example_mean_loss(model, batch, n_examples=len(step)))
+    rosa = fisher(lambda model, batch: model(**batch).loss / len(step))  # composer: HF loss / accumulation
+    assert set(ours) == set(rosa) and len(ours) == 28
+    for name, score in rosa.items():
+        torch.testing.assert_close(ours[name], score)
+    from rosa.models.loss import token_loss_sum  # train.loss_norm=tokens: 16 target tokens in the step
+    tokens = fisher(lambda model, batch: token_loss_sum(model, batch)[0] / 16)
+    assert not torch.allclose(tokens["model.layers.0.self_attn.q_proj"], rosa["model.layers.0.self_attn.q_proj"])
+
+
 def test_top_k_count_and_mask_file(tmp_path):
     torch.manual_seed(0)
     scores = {"a": torch.rand(30, 50), "b": torch.rand(7, 3)}
@@ -433,6 +461,11 @@ def test_paper_presets(name, rank, density, lrs, precision):
     assert (run.dataset.name, run.dataset.max_length, run.seed, run.experiment) == \
         (name.split("-")[0], 512, 42, f"rosa-paper/{name}")
     assert run.model.name == "meta-llama/Llama-2-7b-hf"
+    assert t.max_grad_norm is None  # the paper's composer configs clip nothing
+    assert (t.loss_norm, t.optimizer.name) == ("examples", "adamw")  # composer + HF loss; AdamW
+    # RoSA scored ViGGO on GEM/viggo validation and SQL on its own valid.jsonl (rosa-valid)
+    assert run.eval.split == ("validation" if name.startswith("viggo") else "test")
+    assert run.dataset.splits["test"] == ("rosa-valid" if name.startswith("sql") else "test")
 
 
 def test_config_defaults_and_budget():

@@ -20,8 +20,10 @@ NIST unbounded (about 8-9 for good systems), CIDEr x10-scaled (about 2).
 | sql | exact_match, normalized_match |
 | eli5 | rouge_l (perplexity and bits per token: :func:`lm_metrics`, from the loss) |
 
-METEOR needs WordNet 3.0 offline (see :mod:`rosa.evaluation.metrics.wordnet`); without it the E2E
-``meteor`` value is NaN with a warning.
+E2E METEOR is Meteor 1.5 run as the official scorer runs it (Java and ``pycocoevalcap``; see
+:mod:`rosa.evaluation.metrics.meteor`). Without Java the result holds ``meteor_nltk`` (NLTK's
+approximation, not comparable; it needs WordNet 3.0 offline, see :mod:`rosa.evaluation.metrics.wordnet`,
+else NaN) in place of ``meteor``, with a warning.
 """
 
 from __future__ import annotations
@@ -75,7 +77,9 @@ def compute_metrics(dataset: str, predictions: list[str], references: list[list[
     if empty:
         raise ValueError(f"{dataset}: example {empty[0]} has no reference ({len(empty)} such examples)")
     scores = module.score(list(predictions), refs)
-    return {name: float(scores[name]) for name in METRIC_NAMES[dataset]}
+    fallbacks = getattr(module, "FALLBACK_NAMES", {})  # a metric the module could only approximate
+    names = [name if name in scores else fallbacks[name] for name in METRIC_NAMES[dataset]]
+    return {name: float(scores[name]) for name in names}
 
 
 def postprocess(dataset: str, generated_text: str) -> str:

@@ -17,30 +17,25 @@ one prediction and several references.  Inputs are stripped like the scorer's li
   ``exp(-beta * ln(min(1, L_sys / L_ref))^2)``, ``beta = -ln 0.5 / ln(1.5)^2``, where L_ref sums
   each segment's *average* reference length.
 * **ROUGE-L**, **CIDEr**, **METEOR** get PTB-style tokenised, lower-cased text with punctuation
-  removed (:func:`~rosa.evaluation.metrics.tokenizers.ptb_tokenize`; the official pipeline uses the
-  Stanford PTBTokenizer in Java, so rare constructs may tokenise differently).
+  removed (:func:`~rosa.evaluation.metrics.tokenizers.ptb_tokenize`, a pure-Python rendering of
+  the Stanford PTBTokenizer 3.4.1 the official pipeline runs in Java; identical tokens on every
+  E2E test and development reference).
 * **ROUGE-L**: see :mod:`rosa.evaluation.metrics.rouge` (max P, max R, beta 1.2, mean).
 * **CIDEr** (CIDEr-D of the COCO evaluation): n = 1..4 term-frequency vectors weighted by
   ``idf = ln(N_segments) - ln(max(1, df))`` where ``df`` counts the segments whose references
   contain the n-gram; per order the clipped cosine ``sum min(h, r) r / (|h| |r|)`` (0 when a norm is
   0) times ``exp(-delta^2 / (2 * 6^2))``, delta being the difference in *bigram* counts (as the COCO
   code counts length); mean over orders, averaged over references, times 10; corpus = mean.
-* **METEOR**: the official scorer runs Meteor 1.5 (Java, ``-l en -norm``) and reports its
-  corpus-level score.  We approximate it with NLTK's ``meteor_score`` on the PTB tokens: exact,
-  Porter-stem and WordNet-synonym matching, ``Fmean = PR / (alpha P + (1 - alpha) R)``, penalty
-  ``gamma (chunks / matches)^beta``, the best reference per segment, mean over segments -- with
-  Meteor 1.5's English parameters alpha 0.85, beta 0.20, gamma 0.60 (:data:`METEOR_PARAMS`)
-  instead of NLTK's defaults 0.9 / 3 / 0.5.  Still missing from Meteor 1.5: the paraphrase
-  table, per-matcher weights (exact 1.0, stem 0.6, synonym 0.8, paraphrase 0.6), the
-  content/function-word weight delta 0.75, and corpus-level aggregation of the match statistics
-  (we average segment scores).  NLTK quirks: words left after its stem stage are passed on as
-  stems, so WordNet synonyms are looked up on stems ("large" -> "larg": no synonyms) and only
-  words the Porter stemmer leaves intact get synonym matches; and an output identical to a
-  reference of m tokens scores ``1 - 0.6 (1/m)^0.2`` rather than 1.  METEOR is therefore *not*
-  expected to match the official figure to 1% (on the real test references, leave-one-out, it
-  gives 0.432 where NLTK's default parameters give 0.798; the official TGen test METEOR is
-  0.448); BLEU, NIST, ROUGE-L and CIDEr follow the official definitions exactly (up to the
-  tokeniser for the last two).
+* **METEOR**: Meteor 1.5 itself (Java, ``-l en -norm``, corpus-level statistics), run as the
+  official scorer runs it (:mod:`rosa.evaluation.metrics.meteor`; needs ``pycocoevalcap`` and a
+  Java runtime).  Without them the score is NLTK's ``meteor_score`` with Meteor 1.5's English
+  parameters (:func:`meteor_nltk`) and is reported as ``meteor_nltk``, never as ``meteor``, with
+  one warning: it has no paraphrase table, no per-matcher or function-word weights and averages
+  segment scores, so it differs from Meteor 1.5 by 5-20% either way (leave-one-out on the test
+  references: 0.432 against 0.456; on the fixture's short outputs 0.189 against 0.158).
+
+With Java, all five metrics equal the official scorer's ``measure_scores.py -p`` within 1e-6 on the
+systems in ``tests/evaluation/data/e2e_official`` and on the test references (leave-one-out).
 """
 
 from __future__ import annotations
@@ -50,18 +45,21 @@ import warnings
 from collections import Counter
 from typing import Sequence
 
+from .meteor import MeteorUnavailable, meteor_1_5
 from .rouge import rouge_l_corpus
 from .tokenizers import ptb_tokenize, tokenize_13a
 
-__all__ = ["METRICS", "bleu", "nist", "cider", "meteor", "rouge_l", "score", "postprocess"]
+__all__ = ["METRICS", "FALLBACK_NAMES", "bleu", "nist", "cider", "meteor", "meteor_nltk", "rouge_l", "score", "postprocess"]
 
 METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
+#: A metric that could not be computed as the official scorer does is reported under another name.
+FALLBACK_NAMES = {"meteor": "meteor_nltk"}
 
 _BLEU_TINY, _BLEU_SMALL = 1e-15, 1e-9
 _NIST_BETA = -math.log(0.5) / math.log(1.5) ** 2
 _CIDER_SIGMA = 6.0
-#: Meteor 1.5's English parameters (Denkowski & Lavie 2014), used in NLTK's formula instead of its
-#: defaults (alpha 0.9, beta 3, gamma 0.5, which score E2E about 0.35 higher: not comparable).
+#: Meteor 1.5's English parameters (Denkowski & Lavie 2014), used in NLTK's formula (the fallback)
+#: instead of its defaults (alpha 0.9, beta 3, gamma 0.5, which score E2E about 0.35 higher: not comparable).
 METEOR_PARAMS = {"alpha": 0.85, "beta": 0.20, "gamma": 0.60}
 
 
@@ -225,7 +223,12 @@ class _CachedSynsets:
         return out
 
 
-def meteor(
+def meteor(pred_tokens: Sequence[Sequence[str]], ref_tokens: Sequence[Sequence[Sequence[str]]]) -> float:
+    """Corpus Meteor 1.5, as the official scorer runs it (raises MeteorUnavailable without Java)."""
+    return meteor_1_5([" ".join(hyp) for hyp in pred_tokens], [[" ".join(r) for r in refs] for refs in ref_tokens])
+
+
+def meteor_nltk(
     pred_tokens: Sequence[Sequence[str]],
     ref_tokens: Sequence[Sequence[Sequence[str]]],
     wordnet=None,
@@ -234,7 +237,14 @@ def meteor(
     beta: float = METEOR_PARAMS["beta"],
     gamma: float = METEOR_PARAMS["gamma"],
 ) -> float:
-    """Mean segment METEOR from NLTK's ``meteor_score`` (approximates Meteor 1.5; see module doc)."""
+    """Mean segment METEOR from NLTK's ``meteor_score``: the fallback without Java (see module doc).
+
+    Exact, Porter-stem and WordNet-synonym matching, ``Fmean = PR / (alpha P + (1 - alpha) R)``,
+    penalty ``gamma (chunks / matches)^beta``, the best reference per segment.  NLTK quirks: words
+    left after its stem stage are passed on as stems, so WordNet synonyms are looked up on stems
+    ("large" -> "larg": no synonyms); an output identical to a reference of m tokens scores
+    ``1 - 0.6 (1/m)^0.2`` rather than 1.
+    """
     from nltk.translate.meteor_score import meteor_score
 
     from .wordnet import load_wordnet
@@ -253,27 +263,32 @@ def rouge_l(pred_tokens: Sequence[Sequence[str]], ref_tokens: Sequence[Sequence[
 
 
 def score(predictions: Sequence[str], references: Sequence[Sequence[str]], *, with_meteor: bool = True) -> dict[str, float]:
-    """All five E2E metrics.  If WordNet cannot be set up, METEOR is NaN and a warning says why."""
+    """All five E2E metrics.  Without Java, METEOR is NLTK's, named ``meteor_nltk`` (see module doc)."""
     predictions = [p.strip() for p in predictions]
     references = [[r.strip() for r in refs] for refs in references]
     pred_tok = [ptb_tokenize(p) for p in predictions]
     ref_tok = [[ptb_tokenize(r) for r in refs] for refs in references]
     mt_pred, mt_refs = _mteval_tokens(predictions, references)
-    out = {
-        "bleu": _bleu_tokens(mt_pred, mt_refs),
-        "nist": _nist_tokens(mt_pred, mt_refs),
-        "meteor": float("nan"),
-        "rouge_l": rouge_l(pred_tok, ref_tok),
-        "cider": cider(pred_tok, ref_tok),
-    }
-    if with_meteor:
-        from .wordnet import WordNetUnavailable
-
-        try:
-            out["meteor"] = meteor(pred_tok, ref_tok)
-        except WordNetUnavailable as exc:
-            warnings.warn(f"METEOR set to NaN: {exc}", RuntimeWarning, stacklevel=2)
+    out = {"bleu": _bleu_tokens(mt_pred, mt_refs), "nist": _nist_tokens(mt_pred, mt_refs)}
+    out.update(_meteor_scores(pred_tok, ref_tok) if with_meteor else {"meteor": float("nan")})
+    out.update(rouge_l=rouge_l(pred_tok, ref_tok), cider=cider(pred_tok, ref_tok))
     return {k: float(v) for k, v in out.items()}
+
+
+def _meteor_scores(pred_tok, ref_tok) -> dict[str, float]:
+    """``{"meteor": Meteor 1.5}``, or ``{"meteor_nltk": NLTK's}`` with a warning when Java cannot run it."""
+    from .wordnet import WordNetUnavailable
+
+    try:
+        return {"meteor": meteor(pred_tok, ref_tok)}
+    except MeteorUnavailable as exc:
+        warnings.warn(f"METEOR: Meteor 1.5 cannot run ({exc}); reporting NLTK's approximation as "
+                      "meteor_nltk instead (not comparable with the official METEOR)", RuntimeWarning, stacklevel=3)
+    try:
+        return {"meteor_nltk": meteor_nltk(pred_tok, ref_tok)}
+    except WordNetUnavailable as exc:
+        warnings.warn(f"meteor_nltk set to NaN: {exc}", RuntimeWarning, stacklevel=3)
+        return {"meteor_nltk": float("nan")}
 
 
 def postprocess(text: str) -> str:

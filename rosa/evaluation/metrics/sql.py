@@ -1,7 +1,8 @@
 """SQL (sql-create-context / WikiSQL-style) query metrics.
 
-* ``exact_match``: the post-processed query (RoSA: regex ``SELECT (.*)`` -> group 0, i.e. from the
-  first ``"SELECT "`` to the end of that line, stripped) equals a stripped reference.
+* ``exact_match``: the post-processed query (RoSA's ``sql_eval.py``: regex ``SELECT (.*)`` -> group 0,
+  i.e. from the first ``"SELECT "`` anywhere in the generation to the end of that line, stripped;
+  generation has no stop string, so a query after a leading newline counts) equals a stripped reference.
 * ``normalized_match``: equality after :func:`normalize_sql` -- SQL keywords upper-cased outside
   string literals, ``"..."`` literals rewritten as ``'...'`` (inner ``'`` doubled), whitespace
   collapsed and removed next to ``(``, ``)`` and ``,``, and a trailing ``;`` dropped.

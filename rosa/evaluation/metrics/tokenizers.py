@@ -6,8 +6,10 @@ Two tokenisations are used by the official E2E scorer (tuetschek/e2e-metrics, ``
   pure-Python BLEU/NIST apply it to the raw (stripped) line and lower-case n-grams afterwards.
 * :func:`ptb_tokenize` -- a small Penn-Treebank-style tokeniser used for ROUGE-L, CIDEr and METEOR.
   The official pipeline runs the Stanford CoreNLP 3.4.1 ``PTBTokenizer`` (Java) with
-  ``-preserveLines -lowerCase`` and then drops punctuation tokens; ours is a pure-Python
-  approximation of that (lower-cased, punctuation dropped), so it can differ on rare constructs.
+  ``-preserveLines -lowerCase`` and then drops punctuation tokens; ours renders that in pure Python
+  and gives the same tokens on every E2E test and development reference (checked against the jar
+  in tests/evaluation/test_metrics_e2e_official.py). Constructs outside E2E may still differ
+  (e.g. ``gonna``, ``a/b``, ``@home``, which Stanford splits or keeps whole differently).
 """
 
 from __future__ import annotations
@@ -55,12 +57,15 @@ PTB_DROPPED_PUNCT = frozenset(
     {"''", "'", "``", "`", "-lrb-", "-rrb-", "-lcb-", "-rcb-", ".", "?", "!", ",", ":", "-", "--", "...", ";"}
 )
 
-_TITLES = "mr|mrs|ms|dr|st|jr|sr|prof|vs|etc|inc|ltd|co|approx|mt"
+_TITLES = "mr|mrs|ms|dr|st|rd|ave|blvd|jr|sr|prof|vs|etc|inc|ltd|co|approx|mt"
 _PTB_TOKEN = re.compile(
     rf"""
       (?P<acronym>(?:[^\W\d_]\.){{2,}})                          # e.g. U.S. i.e.
     | (?P<title>(?i:{_TITLES})\.)(?=\s|$)                        # Mr. St. etc.
-    | (?P<number>\d+(?:[.,:]\d+)*(?:-\d+(?:[.,:]\d+)*)*[^\W\d_]*)  # 3.5 1,000 20-25 10:30 1990s 5pm
+      # numbers: 3.5 1,000 20-25 10:30 1990s 5pm 5of5 5-star, and "-25" after a non-word character (20£-25)
+    | (?P<number>(?:(?<![^\W_])-)?\d+(?:[.,:]\d+)*(?:-\d+(?:[.,:]\d+)*)*[^\W_]*(?:-[^\W_]+)*)
+    | (?P<period_comma>[^\W\d_]+\.)(?=,)                         # "center.," keeps its period (Stanford does)
+    | (?P<clitic>'(?i:s|m|d|ll|re|ve)(?![^\W_]))                 # a clitic after a space: ". 's area"
     | (?P<word>[^\W_]+(?:[-'][^\W_]+)*)                          # words, hyphenated words, clitics
     | (?P<punct>\.\.\.+|--+|``|''|[^\w\s]|_)                     # single punctuation / symbols
     """,
@@ -68,6 +73,8 @@ _PTB_TOKEN = re.compile(
 )
 _CLITIC = re.compile(r"(?i)^(.+?)(n't|'s|'m|'d|'ll|'re|'ve)$")
 _BRACKETS = {"(": "-LRB-", ")": "-RRB-", "[": "-LSB-", "]": "-RSB-", "{": "-LCB-", "}": "-RCB-"}
+# Stanford's normalizeCurrency (on by default): the old WSJ treebank has only $ and # (pounds)
+_CURRENCY = {"£": "#", "€": "$", "¢": "cents"}
 
 
 def _split_word(word: str) -> list[str]:
@@ -83,8 +90,10 @@ def _split_word(word: str) -> list[str]:
 def ptb_tokenize(text: str, lower: bool = True, drop_punct: bool = True) -> list[str]:
     """PTB-style tokenisation: split punctuation, clitics (``'s n't 're 've 'll 'd 'm``),
     ``cannot`` -> ``can not``; keep hyphenated words, numbers like ``3.5``/``1,000``/``20-25``,
-    acronyms (``U.S.``) and a few titles (``Mr.``).  Quotes become `````/``''``, brackets
-    ``-LRB-``-style.  With ``lower`` the tokens are lower-cased (as ``PTBTokenizer -lowerCase``);
+    ``5-star``, ``5of5``, a ``-25`` after a non-word character, acronyms (``U.S.``), a few titles
+    (``Mr.``) and a word's period before a comma (``center.,``).  Currency as Stanford's
+    ``normalizeCurrency``: ``£`` -> ``#``, ``€`` -> ``$``, ``¢`` -> ``cents``.  Quotes become
+    `````/``''``, brackets ``-LRB-``-style.  With ``lower`` the tokens are lower-cased (as ``PTBTokenizer -lowerCase``);
     with ``drop_punct`` the tokens in :data:`PTB_DROPPED_PUNCT` are removed (as the COCO
     evaluation does).  Returns ``[]`` for text without tokens.
     """
@@ -99,7 +108,7 @@ def ptb_tokenize(text: str, lower: bool = True, drop_punct: bool = True) -> list
                 before = text[: m.start()]
                 opening = not before or before[-1].isspace() or before[-1] in "([{<"
                 tok = "``" if opening else "''"
-            tokens.append(_BRACKETS.get(tok, tok))
+            tokens.append(_BRACKETS.get(tok) or _CURRENCY.get(tok, tok))
         else:
             tokens.append(tok)
     if lower:
