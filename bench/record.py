@@ -51,15 +51,16 @@ def machine() -> str:
     return ", ".join(parts)
 
 
-def section(name: str, text: str, command: str) -> str:
+def section(name: str, text: str, command: str, fenced: bool = True) -> str:
     date = time.strftime("%Y-%m-%d %H:%M %Z")
+    body = f"```\n{text.rstrip()}\n```\n" if fenced else f"{text.rstrip()}\n"
     return (f"<!-- bench:{name} -->\n"
             f"Command: `{command}`  \nMachine: {machine()}  \nDate: {date}\n\n"
-            f"```\n{text.rstrip()}\n```\n"
+            f"{body}"
             f"<!-- /bench:{name} -->")
 
 
-def write(name: str, text: str, command: str | None = None, doc: Path = DOC) -> Path:
+def write(name: str, text: str, command: str | None = None, doc: Path = DOC, fenced: bool = True) -> Path:
     """Replace (or append) the ``name`` section of ``doc`` with ``text`` (a script's output)."""
     if command is None:
         argv = [a for a in sys.argv if a != "--record"]
@@ -71,7 +72,7 @@ def write(name: str, text: str, command: str | None = None, doc: Path = DOC) -> 
         command = "python " + " ".join(shlex.quote(a) for a in argv) + " --record"
     doc.parent.mkdir(parents=True, exist_ok=True)
     current = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    block = section(name, text, command)
+    block = section(name, text, command, fenced)
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
     if pattern.search(current):
         updated = pattern.sub(lambda _: block, current)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUP_KEYS = ("fnmodel", "dataset", "precision")   # `<group>.name=X` selects group X
+FREE_MAPPINGS = ("fnmodel.config.",)               # keys Hydra may add (fnmodel=peft: PEFT's config)
 ALIASES = {
     "fnmodel": {"rosa": "rosa-orthogonal", "none": "fft"},
     "dataset": {"e2e_nlg": "e2e"},
@@ -51,11 +52,12 @@ unit_interval = check(lambda v: 0 <= v <= 1, "a number in [0, 1]")
 # ----------------------------------------------------------------------------- schema
 @dataclass
 class ModelConfig:
-    name: str = "tiny"                    # "tiny" (built in), any HF causal-LM id, or a local directory
+    name: str = "tiny"                    # "tiny" (built in), an HF causal-LM id, a local folder, a .gguf file
     revision: Optional[str] = None
     trust_remote_code: bool = False
-    cache: Optional[str] = None           # HF cache dir for the weights
+    cache: Optional[str] = None           # HF cache dir for the weights; converted GGUF folders go under it
     gradient_checkpointing: bool = False
+    chat_template: bool = False           # render prompts with the tokenizer's chat template
 
 
 @dataclass
@@ -81,15 +83,17 @@ class PrecisionConfig:
 
 @dataclass
 class OptimizerConfig:
+    name: Literal["adamw", "sgd"] = "adamw"                               # sgd: the ROSA paper's (plain, momentum 0)
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     eps: float = field(default=1e-8, metadata=positive)
     weight_decay: float = field(default=0.0, metadata=non_negative)
+    momentum: float = field(default=0.0, metadata=non_negative)          # sgd only
 
 
 @dataclass
 class TrainConfig:
     epochs: int = field(default=1, metadata=at_least_1)
-    max_steps: Optional[int] = field(default=None, metadata=at_least_1)  # overrides epochs when set
+    max_steps: Optional[int] = field(default=None, metadata=non_negative)  # overrides epochs; 0: the base model
     batch_size: int = field(default=8, metadata=at_least_1)              # global, per optimizer step
     micro_batch_size: int = field(default=8, metadata=at_least_1)        # per forward
     lr: float = field(default=2e-4, metadata=positive)
@@ -98,8 +102,9 @@ class TrainConfig:
     warmup_steps: int = field(default=0, metadata=non_negative)
     max_grad_norm: Optional[float] = field(default=1.0, metadata=positive)
     loss_on: Literal["target", "all"] = "target"
+    loss_norm: Literal["tokens", "examples"] = "tokens"  # step loss / its target tokens, or the mean of per-example means
     eval_every: int = field(default=0, metadata=non_negative)            # 0: only at the end
-    eval_batches: Optional[int] = field(default=None, metadata=at_least_1)  # cap validation batches
+    eval_batches: Optional[int] = field(default=16, metadata=at_least_1)  # validation micro-batches; null: all
     checkpoint_every: int = field(default=50, metadata=at_least_1)
     log_every: int = field(default=1, metadata=at_least_1)
     eval_at_end: bool = True               # run eval.py's evaluation on the test split at the end
@@ -155,6 +160,7 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     seed: int = 42
     device: str = "auto"                   # auto | cpu | cuda | cuda:N
+    threads: Optional[int] = field(default=None, metadata=at_least_1)  # CPU threads; null: torch's default
     experiment: Optional[str] = None       # name of the +experiment preset, for the record
 
 
@@ -190,6 +196,9 @@ def rewrite_overrides(overrides: list[str]) -> list[str]:
     out = []
     for arg in overrides:
         key, eq, value = arg.partition("=")
+        if eq and key.startswith(FREE_MAPPINGS):  # a free mapping: its keys are checked by the method
+            out.append(f"++{arg}")
+            continue
         bare = key.lstrip("+~")
         group = bare[: -len(".name")] if bare.endswith(".name") else bare
         if not eq or group not in GROUP_KEYS or (bare != group and bare != f"{group}.name"):
@@ -372,8 +381,16 @@ def _check_cross_field(run: RunConfig) -> None:
 
 # ----------------------------------------------------------------------------- run identity
 # Keys that change nothing about the trained weights: not part of a run's identity.
-_IDENTITY_EXCLUDED = {"output", "eval", "device", "experiment"}
-_TRAIN_EXCLUDED = {"checkpoint_every", "log_every", "eval_at_end", "sample_at_eval"}
+_IDENTITY_EXCLUDED = {"output", "eval", "device", "experiment", "threads"}
+_TRAIN_EXCLUDED = {"checkpoint_every", "log_every", "eval_at_end", "sample_at_eval", "eval_every", "eval_batches"}
+# Keys added after runs existed, with the value that reproduces the old behaviour: at that value they
+# stay out of the identity, so an upgrade keeps every existing run's folder (and its resume or skip).
+_ADDED_KEYS_OLD_BEHAVIOUR = {
+    ("model", "chat_template"): False,
+    ("train", "loss_norm"): "tokens",
+    ("train", "optimizer", "name"): "adamw",
+    ("train", "optimizer", "momentum"): 0.0,
+}
 
 
 def run_identity(run: RunConfig) -> dict:
@@ -384,6 +401,12 @@ def run_identity(run: RunConfig) -> dict:
         data.pop(key, None)
     for key in _TRAIN_EXCLUDED:
         data["train"].pop(key, None)
+    for path, old_behaviour in _ADDED_KEYS_OLD_BEHAVIOUR.items():
+        parent = data
+        for part in path[:-1]:
+            parent = parent.get(part, {})
+        if path[-1] in parent and parent[path[-1]] == old_behaviour:
+            del parent[path[-1]]
     return data
 
 

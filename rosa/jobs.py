@@ -1,12 +1,16 @@
 """Named experiment grids (``jobs.yaml``): submit the runs not done yet, report where each one stands.
 
     python -m rosa.jobs list
-    python -m rosa.jobs submit <grid> [--launcher slurm|local] [--dry-run] [--retry-failed] [--set KEY=VALUE ...]
+    python -m rosa.jobs submit <grid> [--launcher slurm|local|serial] [--dry-run] [--retry-failed] [--set KEY=VALUE ...]
     python -m rosa.jobs status <grid> [--set KEY=VALUE ...]
 
 Each run of a grid is a list of train.py overrides. Its folder comes from the composed config
 (``rosa.config.compose`` + ``validate`` + ``rosa.training.rundir.run_dir_for``), the same folder
 ``train.py`` would use, so ``submit`` can skip finished runs and a grid can be resubmitted at any time.
+
+``--launcher serial`` runs the runs one after another in this terminal (``train.py`` in a child
+process each, output shown), the right choice for a small machine: a kill stops the grid, and the
+same command resumes it (finished runs are skipped, an unfinished one resumes from its checkpoint).
 
 ``submit`` sends one submitit job array per grid (SLURM: ``sbatch --array``; local: processes), each
 task running :class:`TrainTask`. A task is checkpointable: on the preemption / time-limit signal the
@@ -271,6 +275,8 @@ def submit(grid: Grid, launcher: str, dry_run: bool, retry_failed: bool, extra: 
     if launcher == "slurm" and not have_slurm():
         print("error: --launcher slurm but sbatch/squeue are not on PATH", file=sys.stderr)
         return 2
+    if launcher == "serial":
+        return run_serially(todo, out)
     import submitit
 
     folder = root / ".jobs" / grid.name / "%j"
@@ -295,6 +301,20 @@ def submit(grid: Grid, launcher: str, dry_run: bool, retry_failed: bool, extra: 
 
 
 _LOCAL_JOBS: list = []
+
+
+def run_serially(todo: list[Entry], out) -> int:
+    """Each run in a child ``train.py`` process, one at a time; the exit status of the first failure."""
+    failures = []
+    for i, e in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {e.run_dir}: python train.py {' '.join(e.overrides)}", file=out, flush=True)
+        status = subprocess.call([sys.executable, str(CONF_DIR.parent / "train.py"), *e.overrides])
+        if status:
+            failures.append((e, status))
+            print(f"[{i}/{len(todo)}] exit status {status}: {e.run_dir}", file=out, flush=True)
+    for e, status in failures:
+        print(f"failed ({status}): {e.run_dir}", file=sys.stderr)
+    return failures[0][1] if failures else 0
 
 
 def _status_failed(run_dir: Path) -> bool:
@@ -355,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="an override added to every run (e.g. output.path=/scratch/runs)")
         if name == "submit":
-            p.add_argument("--launcher", choices=("slurm", "local"), default="slurm" if have_slurm() else "local")
+            p.add_argument("--launcher", choices=("slurm", "local", "serial"), default="slurm" if have_slurm() else "local")
             p.add_argument("--dry-run", action="store_true")
             p.add_argument("--retry-failed", action="store_true")
     args = parser.parse_args(argv)

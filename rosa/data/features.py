@@ -1,12 +1,15 @@
 """Examples -> token features for training, and the batch collator.
 
 Generation datasets (one feature per example):
-  input_ids = [bos] + prompt ids + target ids + [eos]   ([bos] only if the tokenizer has one)
+  input_ids = [bos] + prompt ids + target ids + [eos]   ([bos] only where the tokenizer adds one itself:
+              it has a BOS id and does not say ``add_bos_token = False``, as SmolLM2's and GPT-2's do)
   labels    = -100 over [bos] + prompt when ``loss_on == "target"`` (RoSA), the ids when "all" (ROSA).
 The tokenizer adds no special tokens (``add_special_tokens=False``). Target ids are the tokens
 of ``prompt + spec.separator + target`` after the prompt's own tokens, so the boundary is
 tokenized as it is when a model generates after the prompt (``prompt_ids`` gives the eval side
-the same prompt ids). If the prompt's tokens are not a prefix of the joint tokens (a merge across
+the same prompt ids). With ``model.chat_template=true`` each prompt is first rendered as one user
+turn of the tokenizer's chat template, ending with the assistant's turn opener (``render_prompts``),
+and the separator is dropped. If the prompt's tokens are not a prefix of the joint tokens (a merge across
 the boundary), ``separator + target`` is tokenized alone and counted (``boundary_fallbacks``).
 A prompt of ``max_length`` tokens or more skips the example (as llm-foundry does); a longer
 sequence is cut to ``max_length`` on the target side, EOS included; both are counted.
@@ -37,14 +40,28 @@ def tokenize(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return ids
 
 
+def uses_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "use_chat_template", False))  # set by rosa.models.load_tokenizer
+
+
 def bos_ids(tokenizer: Any) -> list[int]:
     bos = getattr(tokenizer, "bos_token_id", None)
-    return [] if bos is None else [bos]
+    if bos is None or getattr(tokenizer, "add_bos_token", True) is False or uses_chat_template(tokenizer):
+        return []
+    return [bos]
+
+
+def render_prompts(tokenizer: Any, prompts: list[str]) -> list[str]:
+    """The prompts as the model reads them: unchanged, or as a chat turn when the tokenizer is marked."""
+    if not uses_chat_template(tokenizer):
+        return list(prompts)
+    return [tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                          add_generation_prompt=True) for prompt in prompts]
 
 
 def prompt_ids(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
     """The ids a model sees before its response, identical in training and evaluation."""
-    return [bos_ids(tokenizer) + ids for ids in tokenize(tokenizer, prompts)]
+    return [bos_ids(tokenizer) + ids for ids in tokenize(tokenizer, render_prompts(tokenizer, prompts))]
 
 
 def build_train_features(
@@ -62,14 +79,16 @@ def build_train_features(
 
     stats = FeatureStats(examples=len(examples))
     prompts = prompt_ids(tokenizer, [example.prompt for example in examples])
-    joint = tokenize(tokenizer, [example.prompt + spec.separator + example.target for example in examples])
+    separator = "" if uses_chat_template(tokenizer) else spec.separator
+    rendered = render_prompts(tokenizer, [example.prompt for example in examples])
+    joint = tokenize(tokenizer, [prompt + separator + example.target for prompt, example in zip(rendered, examples)])
     targets: list[list[int] | None] = []
     for prompt, ids in zip(prompts, joint, strict=True):
         prompt_only = prompt[len(bos_ids(tokenizer)) :]
         targets.append(ids[len(prompt_only) :] if ids[: len(prompt_only)] == prompt_only else None)
     fallback = [index for index, ids in enumerate(targets) if ids is None]
     for index, ids in zip(
-        fallback, tokenize(tokenizer, [spec.separator + examples[i].target for i in fallback]), strict=True
+        fallback, tokenize(tokenizer, [separator + examples[i].target for i in fallback]), strict=True
     ):
         targets[index] = ids
     stats.boundary_fallbacks = len(fallback)

@@ -18,7 +18,7 @@ import torch
 
 from rosa.config import RunConfig, validate
 from rosa.methods import Method, get_method
-from rosa.models import load_model, load_tokenizer, resolve_device, resolve_precision
+from rosa.models import load_model, load_tokenizer, resolve_device, resolve_precision, set_threads
 
 log = logging.getLogger("rosa")
 
@@ -59,6 +59,7 @@ def load_run(run_dir: Path, device: str | None = None, merge: bool | None = None
     merge = run.eval.merge if merge is None else merge
 
     torch.manual_seed(run.seed)
+    set_threads(run.threads)
     tokenizer = load_tokenizer(run.model)
     model = load_model(run.model, tokenizer, precision["base_dtype"], dev, quantize="nf4" if precision["name"] == "nf4" else None)
     method = get_method(run.fnmodel, seed=run.seed)

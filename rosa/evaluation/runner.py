@@ -13,6 +13,7 @@ ROUGE-L of generated answers is added only with ``generate_lm=True`` (prompt: th
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
@@ -24,11 +25,14 @@ from tqdm import tqdm
 
 from rosa import atomic
 from rosa.data import build_train_features, collate_batch, eval_examples, get_spec, load_examples
+from rosa.data.features import tokenize
 from rosa.evaluation.generate import decoding_for, generate
 from rosa.evaluation.load import EvalError, LoadedRun, load_run
 from rosa.training.rundir import read_status
 
 SPLITS = ("validation", "test")
+PROGRESS_EVERY_S = 10.0
+log = logging.getLogger("rosa")
 
 
 def metrics_path(run_dir: Path, split: str) -> Path:
@@ -65,11 +69,14 @@ def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_s
     spec = get_spec(run.dataset.name)
     examples, _report = load_examples(run.dataset, split)
     examples = eval_examples(spec, examples)
+    if spec.eval_kind != "lm" and decoding.get("max_new_tokens") is None and run.eval.max_new_tokens is None:
+        decoding["max_new_tokens"] = max_new_tokens_from_data(loaded.tokenizer, examples, spec.max_new_tokens)
     if limit or run.eval.limit:
         examples = examples[: limit or run.eval.limit]
+    log.info("%s: evaluating %d %s examples (eval.limit caps them)", run_dir.name, len(examples), split)
     batch = batch_size or run.eval.batch_size
-    bar = tqdm(total=len(examples), desc=run_dir.name, dynamic_ncols=True, disable=None if progress else True,
-               leave=False)
+    bar = ProgressLog(tqdm(total=len(examples), desc=run_dir.name, dynamic_ncols=True,
+                           disable=None if progress else True, leave=False), run_dir.name)
     record = {"split": split, "dataset": spec.name, "method": run.fnmodel.name, "merged": loaded.merged,
               "merge_note": loaded.merge_note, "batch_size": batch, "limit": limit or run.eval.limit}
     try:
@@ -92,6 +99,36 @@ def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_s
     atomic.write_json(out, record)
     _log_tensorboard(run_dir, split, record["metrics"], (status or {}).get("steps", 0))
     return {"run": str(run_dir), "state": "evaluated", **record}
+
+
+class ProgressLog:
+    """A tqdm bar (shown on a terminal) that also logs a line every PROGRESS_EVERY_S, so that an
+    evaluation whose output goes to a file shows progress."""
+
+    def __init__(self, bar, name: str):
+        self.bar, self.name, self.last, self.done = bar, name, time.monotonic(), 0
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        self.done += n  # counted here: a disabled bar (no terminal) counts nothing
+        if time.monotonic() - self.last >= PROGRESS_EVERY_S:
+            self.last = time.monotonic()
+            log.info("%s: %d/%d examples done", self.name, self.done, self.bar.total)
+
+    def reset(self) -> None:
+        self.bar.reset()
+        self.done = 0
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def max_new_tokens_from_data(tokenizer, examples, cap: int) -> int:
+    """Enough new tokens for the split's longest reference (+25%, at least +8), at most ``cap``:
+    a row that never stops then holds its batch for as long as the data needs, not a GPU-sized 256."""
+    references = [r for e in examples for r in e.references] or [""]
+    longest = max(len(ids) for ids in tokenize(tokenizer, references))
+    return min(cap, longest + max(8, longest // 4))
 
 
 def _evaluate_generation(loaded: LoadedRun, spec, examples, batch: int, overrides: dict, bar) -> dict:
@@ -123,7 +160,7 @@ def _evaluate_generation(loaded: LoadedRun, spec, examples, batch: int, override
 @torch.no_grad()
 def _evaluate_lm(loaded: LoadedRun, spec, examples, batch: int, bar) -> dict:
     from rosa.evaluation.metrics import lm_metrics
-    from rosa.training.loop import token_loss_sum
+    from rosa.models.loss import token_loss_sum
 
     run, tokenizer, model = loaded.run, loaded.tokenizer, loaded.model
     features, _stats = build_train_features(examples, tokenizer, spec, run.dataset.max_length, "all")

@@ -5,7 +5,8 @@ trainable parameters, peak memory, training time) and ``metrics-<split>.json``. 
 as the RoSA tables are, by budget in LoRA-rank units: a run's trainable count divided by the count
 of one rank of an (all-linear) LoRA run of the same model and dataset, rounded to a power of two
 (``r~8``). Without a LoRA run to measure the unit, the group is the order of magnitude of the count
-(``~100K``); full fine-tuning is its own group. The best value of each metric in a table is bold
+(``~100K``); full fine-tuning is its own group, and so is a run of 0 steps, shown as the method
+``base`` (the untrained model evaluated the same way, ``train.max_steps=0``). The best value of each metric in a table is bold
 (lower is better for perplexity, bits per token and loss). Unfinished, failed and unevaluated
 runs, and unreadable metrics files (by path), are listed under the table; they never stop it.
 """
@@ -24,6 +25,7 @@ import yaml
 from rosa.training.rundir import find_runs, read_status
 
 LOWER_IS_BETTER = ("ppl", "bits_per_token", "loss")
+BASE = "base"  # a run of 0 steps: the pretrained model as it is
 
 
 @dataclass
@@ -38,6 +40,7 @@ class RunRow:
     trainable: int | None = None
     peak_mem_gb: float | None = None
     train_time_s: float | None = None
+    step_time_s: float | None = None
     metrics: dict = field(default_factory=dict)
     budget: str = ""
     budget_key: float = 0.0
@@ -55,6 +58,10 @@ def read_run(run_dir: Path, split: str) -> RunRow:
         fn = cfg.get("fnmodel") or {}
         row.dataset, row.model, row.method = cfg["dataset"]["name"], str(cfg["model"]["name"]), fn.get("name", "?")
         row.rank, row.density = fn.get("rank"), fn.get("density")
+        if "peft_type" in fn:  # fnmodel=peft: name the PEFT method and its options, e.g. "peft:lora use_dora=True"
+            options = " ".join(f"{k}={v}" for k, v in sorted((fn.get("config") or {}).items()) if k != "r")
+            row.method = f"peft:{str(fn['peft_type']).lower()}" + (f" {options}" if options else "")
+            row.rank = (fn.get("config") or {}).get("r")
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as err:
         row.problem = f"unreadable config.yaml ({type(err).__name__})"
         return row
@@ -62,6 +69,9 @@ def read_run(run_dir: Path, split: str) -> RunRow:
     row.precision = status.get("precision", "?")
     row.trainable, row.peak_mem_gb, row.train_time_s = (status.get("trainable_params"), status.get("peak_mem_gb"),
                                                          status.get("train_time_s"))
+    row.step_time_s = status.get("step_time_s")
+    if status.get("state") == "done" and status.get("steps") == 0:
+        row.method, row.rank, row.density, row.trainable = BASE, None, None, 0
     state = status.get("state", "?")
     if state != "done":
         detail = f" (step {status.get('steps')}/{status.get('total_steps')})" if status.get("total_steps") else ""
@@ -90,6 +100,8 @@ def assign_budgets(rows: list[RunRow]) -> None:
         unit = units.get((r.dataset, r.model))
         if r.method == "fft":
             r.budget, r.budget_key = "full", math.inf
+        elif r.method == BASE:
+            r.budget, r.budget_key = "none", -math.inf
         elif not r.trainable:
             r.budget, r.budget_key = "?", -1.0
         elif unit:
@@ -161,7 +173,7 @@ def build_tables(root: Path, split: str = "test") -> tuple[list[Table], list[str
         metrics = metric_order(dataset, listed)
         best = best_values(listed, metrics)
         header = ["model", "budget", "method", "rank", "density", "precision", "trainable", *metrics,
-                  "peak mem (GB)", "train time", "run"]
+                  "step time (s)", "peak mem (GB)", "train time", "run"]
         table = Table(dataset, header, [], [], [], [], [f"{r.path}: {r.problem}" for r in mine if r.problem])
         for r in listed:
             cells = [r.model, r.budget, r.method, _num(r.rank), _num(r.density), r.precision, human(r.trainable)]
@@ -171,14 +183,16 @@ def build_tables(root: Path, split: str = "test") -> tuple[list[Table], list[str
                 cells.append("" if value is None else f"{value:.4g}")
                 if value is not None and best.get(m) == value:
                     bold.add(7 + i)
-            cells += ["" if r.peak_mem_gb is None else f"{r.peak_mem_gb:.2f}", duration(r.train_time_s), _relative(r.path, root)]
+            cells += ["" if r.step_time_s is None else f"{r.step_time_s:.2f}",
+                      "" if r.peak_mem_gb is None else f"{r.peak_mem_gb:.2f}", duration(r.train_time_s), _relative(r.path, root)]
             table.rows.append(cells)
             table.bold.append(bold)
             table.groups.append(f"{r.model} {r.budget}")
             table.raw.append({"dataset": dataset, "split": split, "run": str(r.path), "model": r.model,
                               "budget": r.budget, "method": r.method, "rank": r.rank, "density": r.density,
                               "precision": r.precision, "trainable_params": r.trainable, **r.metrics,
-                              "peak_mem_gb": r.peak_mem_gb, "train_time_s": r.train_time_s})
+                              "step_time_s": r.step_time_s, "peak_mem_gb": r.peak_mem_gb,
+                              "train_time_s": r.train_time_s})
         tables.append(table)
     return tables, orphans
 

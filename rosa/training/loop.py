@@ -1,11 +1,13 @@
 """The training loop: plain PyTorch, written out in one place (no Trainer, no Lightning).
 
 One optimizer step = ``batch_size / micro_batch_size`` micro-batches whose summed token losses are
-divided by the step's number of target tokens, so gradient accumulation gives the same gradient as
-one big batch. The data order is a seeded permutation per epoch, so the micro-batches of any step
+divided by the step's number of target tokens (``train.loss_norm: examples`` instead averages each
+example's mean token loss: ``rosa/models/loss.py``), so gradient accumulation gives the same
+gradient as one big batch. The data order is a seeded permutation per epoch, so the micro-batches of any step
 are a function of (seed, step): resuming needs only the step counter.
 
-The method talks to the loop through ``before_step`` / ``after_step`` / ``on_epoch_end`` and may ask
+The method talks to the loop through ``before_step`` / ``before_optimizer_step`` / ``after_step``
+(``rosa/methods/base.py`` documents each) and may ask
 for a rebuilt optimizer (new parameters) or a restart (RoSA's restart after mask selection).
 """
 from __future__ import annotations
@@ -24,20 +26,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from rosa import atomic
 from rosa.config import RunConfig
 from rosa.data import build_train_features, collate_batch, get_spec, load_examples
 from rosa.methods import LoopRequest, StepContext, get_method
-from rosa.models import load_model, load_tokenizer, resolve_device, resolve_precision
+from rosa.data.features import prompt_ids
+from rosa.models import (ModelSourceError, load_model, load_tokenizer, model_source, resolve_device,
+                         resolve_precision, set_threads)
+from rosa.models.loss import example_mean_loss, token_loss_sum
 from rosa.training import checkpoint as ckpt
 from rosa.training import distributed, preemption
 from rosa.training.optim import build_optimizer, lr_factor, rebuild_optimizer, set_learning_rates
 from rosa.training.rundir import read_status, run_dir_for, update_status
 
 log = logging.getLogger("rosa")
+PROGRESS_EVERY_S = 10.0
 
 
 class TrainingFailed(RuntimeError):
@@ -83,14 +87,6 @@ class Batches:
                 for m in micro]
 
 
-def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Sum of next-token cross-entropy over the target tokens, and their count."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    labels = batch["labels"][:, 1:]
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
-    return loss, int((labels != -100).sum())
-
-
 # ----------------------------------------------------------------------------- the run
 class Trainer:
     """Builds everything a run needs, then ``fit()``s. Attributes are the run's live state."""
@@ -99,6 +95,7 @@ class Trainer:
         self.run, self.run_dir = run, run_dir
         self.device = distributed.local_device(resolve_device(run.device))
         self.precision = resolve_precision(run.precision, self.device)
+        self.threads = set_threads(run.threads)
         t = run.train
         self.accumulation = t.batch_size // t.micro_batch_size
 
@@ -119,7 +116,7 @@ class Trainer:
 
         self.features, self.val_features = self.load_data()
         self.batches = Batches(self.features, t.micro_batch_size, self.accumulation, run.seed, self.tokenizer.pad_token_id)
-        self.total_steps = t.max_steps or t.epochs * self.batches.steps_per_epoch
+        self.total_steps = t.max_steps if t.max_steps is not None else t.epochs * self.batches.steps_per_epoch
 
         self.optimizer = build_optimizer(self.method.param_groups(self.model, t), t)
         scaler_on = self.precision["autocast"] == torch.float16
@@ -224,6 +221,8 @@ class Trainer:
         micro_batches = self.batches.step(self.phase_step)
         n_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro_batches)
         n_tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches)
+        n_examples = sum(len(b["input_ids"]) for b in micro_batches)
+        per_example = self.run.train.loss_norm == "examples"
         self.model.train()
         total = 0.0
         share = [(batch, 1.0) for batch in distributed.shard(micro_batches)]  # all of them in one process
@@ -232,8 +231,11 @@ class Trainer:
         for batch, weight in share:
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with self.autocast():
-                loss_sum, _ = token_loss_sum(self.model, batch)
-            loss = loss_sum * weight / max(n_targets, 1)
+                if per_example:  # already a mean: of the step's per-example mean losses
+                    loss_sum, norm = example_mean_loss(self.model, batch, n_examples), 1
+                else:
+                    loss_sum, norm = token_loss_sum(self.model, batch)[0], max(n_targets, 1)
+            loss = loss_sum * weight / norm
             self.scaler.scale(loss).backward()
             total += float(loss.detach())
         total = distributed.all_reduce_scalar(total)
@@ -246,6 +248,7 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         max_norm = self.run.train.max_grad_norm or float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        self.method.before_optimizer_step(self.context())
         lr_scale = lr_factor(self.phase_step, self.total_steps, self.run.train.warmup_steps, self.run.train.scheduler)
         set_learning_rates(self.optimizer, lr_scale)
         self.scaler.step(self.optimizer)
@@ -274,7 +277,7 @@ class Trainer:
         """A short greedy continuation of the first validation prompt, for TensorBoard."""
         example = self.val_examples[0]
         prompt = example.prompt or example.target[:64]
-        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids.to(self.device)
+        ids = torch.tensor(prompt_ids(self.tokenizer, [prompt]), device=self.device)  # BOS as in training
         self.model.eval()
         with self.autocast():
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=48,
@@ -284,13 +287,9 @@ class Trainer:
     # -- the loop
     def fit(self, writer) -> dict:
         t = self.run.train
-        bar = tqdm(total=self.total_steps, initial=min(self.phase_step, self.total_steps), desc=self.run_dir.name,
-                   dynamic_ncols=True, disable=None)
-        last_saved = self.step
+        last_saved, last_line = self.step, 0.0
         while self.phase_step < self.total_steps:
             self.handle(self.method.before_step(self.context()))
-            if self.phase_step == 0:
-                bar.reset(total=self.total_steps)
             started = time.perf_counter()
             stats = self.train_step()
             elapsed = time.perf_counter() - started
@@ -298,15 +297,21 @@ class Trainer:
             self.phase_step += 1
             self.handle(self.method.after_step(self.context()))
             tokens_per_s = stats["tokens"] / elapsed
-            self.history.append({"step": self.step, "loss": stats["loss"]})
+            self.history.append({"step": self.step, "loss": stats["loss"], "seconds": elapsed})
             if self.step % t.log_every == 0:
                 writer.add_scalar("train/loss", stats["loss"], self.step)
                 writer.add_scalar("train/lr", stats["lr"], self.step)
                 writer.add_scalar("train/grad_norm", stats["grad_norm"], self.step)
                 writer.add_scalar("train/tokens_per_s", tokens_per_s, self.step)
+                writer.add_scalar("train/step_time_s", elapsed, self.step)
                 writer.add_scalar("train/peak_mem_gb", peak_memory_gb(self.device), self.step)
-            bar.update(0 if self.phase_step == 0 else 1)
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{tokens_per_s:.0f}")
+            # a progress line (console and train.log) at least every PROGRESS_EVERY_S: a run whose
+            # output is redirected must not look dead at minutes per step
+            if time.monotonic() - last_line >= PROGRESS_EVERY_S or self.phase_step in (1, self.total_steps):
+                last_line = time.monotonic()
+                log.info("step %d (%d/%d of this phase): loss %.4f, lr %.2e, grad norm %.3g, %.2f s/step, %.0f tokens/s",
+                         self.step, self.phase_step, self.total_steps, stats["loss"], stats["lr"],
+                         stats["grad_norm"], elapsed, tokens_per_s)
             if t.eval_every and self.step % t.eval_every == 0 and self.phase_step < self.total_steps:
                 self.log_validation(writer)
             self.stop_signal = distributed.agree_stop(self.stop_signal)
@@ -316,9 +321,7 @@ class Trainer:
                 if distributed.is_main():
                     update_status(self.run_dir, steps=self.step, total_steps=self.total_steps)
             if self.stop_signal is not None:
-                bar.close()
                 raise InterruptedError(f"stopped by signal {self.stop_signal} at step {self.step}; checkpoint saved")
-        bar.close()
         final = self.log_validation(writer)
         if last_saved != self.step:
             self.save()
@@ -341,6 +344,10 @@ def setup_logging(run_dir: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     return handler
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def flat_hparams(run: RunConfig) -> dict:
@@ -366,6 +373,11 @@ def train(run: RunConfig, config_yaml: str) -> int:
     if status and status.get("state") == "done":
         print(f"run {run_dir} is already done ({status.get('steps')} steps, finished {status.get('ended')}); nothing to do")
         return 0
+    try:  # a missing or unreadable model stops here, before the run folder exists (GGUF converts here)
+        model_source(run.model)
+    except ModelSourceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = setup_logging(run_dir)
     atomic.write_text(run_dir / "config.yaml", config_yaml)
@@ -379,10 +391,10 @@ def train(run: RunConfig, config_yaml: str) -> int:
                  run.dataset.name, trainer.precision["name"], trainable, trainer.total_steps)
         update_status(run_dir, state="running", error=None, pid=os.getpid(), method=run.fnmodel.name, dataset=run.dataset.name,
                       model=run.model.name, precision=trainer.precision["name"], trainable_params=trainable,
-                      weight_memory_gb=trainer.weight_memory_gb, total_steps=trainer.total_steps,
+                      weight_memory_gb=trainer.weight_memory_gb, total_steps=trainer.total_steps, threads=trainer.threads,
                       **({} if resumed else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
         _install_stop_signals(trainer)
-        writer = SummaryWriter(log_dir=str(run_dir), purge_step=trainer.step + 1 if resumed else None)
+        writer = SummaryWriter(log_dir=str(run_dir), purge_step=trainer.step + 1 if resumed else None, flush_secs=15)
         final = trainer.fit(writer)
         adapter_dir = run_dir / "adapter"
         tmp_dir = run_dir / "adapter.tmp"
@@ -395,6 +407,7 @@ def train(run: RunConfig, config_yaml: str) -> int:
         summary = dict(state="done", ended=time.strftime("%Y-%m-%dT%H:%M:%S"), steps=trainer.step,
                        trainable_params=trainer.method.trainable_parameters(trainer.model),
                        final_val_loss=final["loss"], final_val_ppl=final["ppl"], train_time_s=train_time,
+                       step_time_s=_mean([h["seconds"] for h in trainer.history if "seconds" in h]),
                        peak_mem_gb=peak_memory_gb(trainer.device))
         writer.add_hparams(flat_hparams(run), {"hparam/val_loss": final["loss"], "hparam/val_ppl": final["ppl"]}, run_name=".")
         writer.close()

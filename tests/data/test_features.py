@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -124,3 +126,31 @@ def test_collate_right_pads(tokenizer):
     assert batch["input_ids"][short, : min(lengths)].tolist() == features[short]["input_ids"]
     with pytest.raises(DataError):
         collate_batch([], pad_id=PAD)
+
+
+class NoBosTokenizer(BosTokenizer):
+    """Has a BOS id but does not add it itself (SmolLM2's and GPT-2's convention)."""
+
+    add_bos_token = False
+
+
+def test_no_bos_when_the_tokenizer_does_not_add_one(tokenizer):
+    features, _ = build_train_features([example("Input: a Output:", "b")], NoBosTokenizer(tokenizer), get_spec("e2e"), 64)
+    assert 2 not in features[0]["input_ids"]
+    assert prompt_ids(NoBosTokenizer(tokenizer), ["Input: a Output:"])[0] == features[0]["input_ids"][:16]
+
+
+def test_chat_template_renders_prompts_in_training_and_generation(tokenizer):
+    from rosa.data.features import render_prompts
+
+    chat = copy.deepcopy(tokenizer)
+    chat.chat_template = ("{% for m in messages %}<u>{{ m['content'] }}</u>{% endfor %}"
+                          "{% if add_generation_prompt %}<a>{% endif %}")
+    chat.use_chat_template = True
+    assert render_prompts(tokenizer, ["Input: a"]) == ["Input: a"]  # unmarked: the plain prompt
+    assert render_prompts(chat, ["Input: a"]) == ["<u>Input: a</u><a>"]
+    features, _ = build_train_features([example("Input: a", "b")], chat, get_spec("e2e"), 64)
+    ids, labels = features[0]["input_ids"], features[0]["labels"]
+    assert text_of(tokenizer, ids[:-1]) == "<u>Input: a</u><a>b"  # no separator after the template
+    assert prompt_ids(chat, ["Input: a"])[0] == ids[:-2]
+    assert [l for l in labels if l != -100] == ids[-2:]
