@@ -1,5 +1,9 @@
 """Atomic writes: write to a temporary file in the same folder, fsync, then rename over the target.
-A kill at any moment leaves either the old file or the new one, never half of one."""
+A kill at any moment leaves either the old file or the new one, never half of one.
+
+Kept as our own (a few lines) rather than a dependency such as ``atomicwrites`` (unmaintained since
+2022) or ``safer``: we need exactly one pattern, for text, JSON and any writer callback
+(safetensors, matplotlib), and it must fsync before the rename."""
 from __future__ import annotations
 
 import json

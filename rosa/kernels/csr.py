@@ -8,6 +8,11 @@ are the values of S^T in its own row-major order).
 Index dtypes follow RoSA's spops conventions: int32 row offsets, compact column indices (int16
 when the indexed dimension fits, else int32), and a row order sorted by nnz descending for load
 balancing.
+
+Why our own structure and not ``torch.sparse_csr_tensor``: the Triton kernels need the nnz-ordered
+rows, the stored transpose with its value permutation (SDDMM and the backward SpMM read S^T without
+re-sorting each step) and int16 columns, none of which torch's CSR tensor carries; and the values
+must stay one dense ``nn.Parameter`` for the optimizer, apart from the fixed structure.
 """
 
 from __future__ import annotations

@@ -35,3 +35,6 @@ register("rosa-orthogonal", RosaOrthogonal, RosaOrthogonalConfig)
 from rosa.methods.rosa_robust import RosaRobust, RosaRobustConfig, SpA, SpAConfig  # noqa: E402
 register("rosa-robust", RosaRobust, RosaRobustConfig)
 register("spa", SpA, SpAConfig)
+
+from rosa.methods.peft_baseline import PeftBaseline, PeftMethodConfig  # noqa: E402
+register("peft", PeftBaseline, PeftMethodConfig)

@@ -11,10 +11,11 @@ Lifecycle, as the loop drives it::
     groups = method.param_groups(model, cfg.train)   # optimizer groups, each with its own lr
     for every optimizer step:
         req = method.before_step(ctx)                # e.g. ROSA resamples its subspace here
-        ... forward / backward over the micro-batches ...
+        ... forward / backward over the micro-batches, gradient clipping ...
+        method.before_optimizer_step(ctx)            # gradients visible (e.g. AdaLoRA's rank allocation)
+        ... optimizer step, zero_grad ...
         req |= method.after_step(ctx)                # e.g. RoSA builds its masks here
         # the loop honours req: rebuild the optimizer (new parameters) and/or restart the schedule
-    method.on_epoch_end(ctx)
 
 Checkpoints hold ``method.state_dict(model)`` (every adapter tensor, parameters *and* buffers
 such as masks or indices) and ``method.extra_state()`` (small JSON-able bookkeeping). On resume the
@@ -227,10 +228,13 @@ class Method:
     def before_step(self, ctx: StepContext) -> LoopRequest | None:
         return None
 
-    def after_step(self, ctx: StepContext) -> LoopRequest | None:
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        """After backward and clipping, before the optimizer step: every trainable parameter's
+        ``.grad`` holds this step's (unscaled, clipped) gradient. ``ctx.step`` is the step about
+        to be taken (0-based)."""
         return None
 
-    def on_epoch_end(self, ctx: StepContext) -> None:
+    def after_step(self, ctx: StepContext) -> LoopRequest | None:
         return None
 
     def describe(self) -> str:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import subprocess
 from typing import Iterable, Sequence
 
 import torch
@@ -59,21 +58,22 @@ def is_main() -> bool:
 
 
 def _export_slurm_env() -> None:
-    """Under ``srun`` with several tasks and no torchrun: RANK / WORLD_SIZE / MASTER_* from SLURM."""
+    """Under ``srun`` with several tasks and no torchrun: RANK / WORLD_SIZE / LOCAL_RANK / MASTER_*
+    from SLURM's variables, read by submitit's ``SlurmJobEnvironment`` (it also expands the node list,
+    e.g. ``node[07-08]``, without calling scontrol). submitit's ``TorchDistributedEnvironment`` would
+    do all of it but activates only inside submitit jobs (``SUBMITIT_EXECUTOR``), and a plain
+    ``srun python train.py`` is one of our cases; CUDA_VISIBLE_DEVICES is left alone (each rank
+    takes ``cuda:LOCAL_RANK``)."""
     if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in os.environ:
         return
-    os.environ["RANK"] = os.environ["SLURM_PROCID"]
-    os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
-    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
-    if "MASTER_ADDR" not in os.environ:
-        nodes = os.environ.get("SLURM_JOB_NODELIST", "localhost")
-        try:
-            first = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True,
-                                   timeout=30).stdout.split()[0]
-        except (OSError, IndexError, subprocess.TimeoutExpired):
-            first = nodes.split(",")[0]
-        os.environ["MASTER_ADDR"] = first
-    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    slurm = SlurmJobEnvironment()
+    os.environ["RANK"] = str(slurm.global_rank)
+    os.environ["WORLD_SIZE"] = str(slurm.num_tasks)
+    os.environ["LOCAL_RANK"] = str(slurm.local_rank)
+    os.environ.setdefault("MASTER_ADDR", slurm.hostnames[0])
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(slurm.job_id.split("_")[0]) % 20000))
 
 
 def init_from_env(device: torch.device | None = None) -> bool:

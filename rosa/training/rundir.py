@@ -27,6 +27,8 @@ def readable_name(run: RunConfig) -> str:
     model = Path(run.model.name.rstrip("/")).name
     parts = [model]
     method = asdict(run.fnmodel)
+    if "peft_type" in method:  # fnmodel=peft: the PEFT method and its rank, e.g. lora-r8
+        parts.append(str(method["peft_type"]).lower() + (f"-r{method['config']['r']}" if "r" in method["config"] else ""))
     for key, short in (("rank", "r"), ("density", "d"), ("budget", "b")):
         if method.get(key) not in (None, 0, 0.0) or (key == "rank" and method.get(key) == 0):
             parts.append(f"{short}{method[key]}")

@@ -7,7 +7,7 @@ import torch
 from rosa.config import DatasetConfig
 from rosa.data import eval_examples, get_spec, load_examples
 from rosa.data.features import prompt_ids
-from rosa.evaluation.generate import StopOnStrings, cut_at_stop, decoding_for, generate, left_pad
+from rosa.evaluation.generate import cut_at_stop, decoding_for, generate, left_pad
 from rosa.models.tiny import tiny_model, tiny_tokenizer
 
 PROMPTS = [
@@ -59,11 +59,14 @@ def test_generation_stops_at_a_stop_string_and_cuts_it(model_and_tokenizer):
 
 
 def test_stop_criterion_ignores_the_prompt(tiny_tokenizer):
-    rows = prompt_ids(tiny_tokenizer, ["Q:\nabc", "Q: ab\nc"])
-    ids, _ = left_pad(rows, tiny_tokenizer.pad_token_id)
-    width = ids.shape[1] - 3  # the last three tokens count as generated
-    done = StopOnStrings(tiny_tokenizer, ["\n"], width)(ids, None)
-    assert done.tolist() == [False, True]
+    model = tiny_model(tiny_tokenizer)
+    prompts = ["Q:\n", "Q: ab\n"]  # the stop string ends every prompt
+    free = generate(model, tiny_tokenizer, prompts, max_new_tokens=6)
+    stopped = generate(model, tiny_tokenizer, prompts, max_new_tokens=6, stop_strings=["\n"])
+    assert stopped.texts == [cut_at_stop(t, ["\n"]) for t in free.texts]
+    # a row whose continuation does not open with the stop string was not stopped by its prompt
+    assert all(cut for cut, full in zip(stopped.texts, free.texts) if not full.startswith("\n"))
+    assert any(not full.startswith("\n") for full in free.texts)
 
 
 def test_cut_at_stop():
@@ -88,3 +91,16 @@ def test_e2e_evaluates_one_output_per_unique_mr():
     assert len(unique) == len({e.prompt for e in examples}) < len(examples)
     for example in unique:
         assert sorted(example.references) == sorted({e.target for e in examples if e.prompt == example.prompt})
+
+
+def test_generation_length_comes_from_the_data():
+    from types import SimpleNamespace
+
+    from rosa.evaluation.runner import max_new_tokens_from_data
+    from rosa.models.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()  # one token per byte
+    rows = [SimpleNamespace(references=["x" * 40, "y" * 10]), SimpleNamespace(references=["z" * 4])]
+    assert max_new_tokens_from_data(tokenizer, rows, cap=256) == 40 + 10
+    assert max_new_tokens_from_data(tokenizer, [SimpleNamespace(references=["ab"])], cap=256) == 2 + 8
+    assert max_new_tokens_from_data(tokenizer, rows, cap=32) == 32

@@ -114,3 +114,17 @@ def test_fft_fsdp_resume_matches(tmp_path):
     from rosa.training import checkpoint as ckpt
     tensors, trainer_state, _ = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "run"))
     assert set(trainer_state["optimizer"]["state"]) == set(range(len(tensors)))  # index-keyed, full shapes
+
+
+def test_srun_environment_is_exported_for_torch(monkeypatch):
+    from rosa.training import distributed
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    slurm = dict(SLURM_JOB_ID="4242", SLURM_NTASKS="4", SLURM_PROCID="3", SLURM_LOCALID="1",
+                 SLURM_JOB_NODELIST="node[07-08]", SLURM_JOB_NUM_NODES="2", SLURM_NODEID="1")
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    distributed._export_slurm_env()
+    assert {k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")} == \
+        {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "node07", "MASTER_PORT": str(20000 + 4242)}

@@ -1,0 +1,119 @@
+"""Any HF PEFT method as a baseline: ``fnmodel=peft fnmodel.peft_type=LORA fnmodel.config.use_dora=true``.
+
+Researchers compare a new method against many baselines; HF PEFT implements ~50 (DoRA, PiSSA,
+VeRA, AdaLoRA, IA3, LoHa, OFT, ...). This module runs any of them in our loop, on our data, with
+our budgets, checkpoints, resume and evaluation, by handing ``peft_type`` and the ``config``
+mapping to PEFT's own config class (``task_type`` is always ``CAUSAL_LM``) and wrapping the model
+with ``peft.get_peft_model``. The maths of each method is PEFT's: see its documentation.
+
+- Validation: an unknown ``peft_type``, an unknown ``config`` key or a value PEFT's config refuses
+  is one line before anything loads (``fnmodel.config`` is a free mapping on the command line:
+  ``rosa.config.rewrite_overrides`` turns ``fnmodel.config.k=v`` into ``++fnmodel.config.k=v``).
+- Initialisation is seeded from the run's seed in a forked RNG, so it does not depend on (or move)
+  the global RNG.
+- State: ``get_peft_model_state_dict`` (every adapter tensor PEFT saves) for checkpoints and the
+  adapter; the adapter folder also holds PEFT's own files (``save_pretrained``), which
+  ``peft.PeftModel.from_pretrained(base, folder)`` loads.
+- Merging: ``merge_and_unload`` where PEFT can merge (not prompt-learning methods).
+- AdaLoRA re-allocates ranks from gradients: ``update_and_allocate(step)`` runs in the
+  ``before_optimizer_step`` hook (gradients visible; PEFT asks for a call between backward and
+  ``zero_grad``); its ``total_step`` must be set in ``config``. Its orthogonality regulariser is
+  added by PEFT only when the model computes its own loss from ``labels``; our loop computes the
+  loss, so it is not added (a documented deviation).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import nn
+
+from rosa.config import ConfigError
+from rosa.methods.base import Method, StepContext
+
+
+@dataclass
+class PeftMethodConfig:
+    name: str = "peft"
+    peft_type: str = "LORA"                       # a peft.PeftType name: LORA, ADALORA, VERA, IA3, LOHA, ...
+    config: dict = field(default_factory=dict)    # keyword arguments of PEFT's config class for peft_type
+
+    def validate(self, run) -> None:
+        build_peft_config(self)
+
+
+def peft_config_classes() -> dict[str, type]:
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    return {str(getattr(k, "value", k)): v for k, v in PEFT_TYPE_TO_CONFIG_MAPPING.items()}
+
+
+def build_peft_config(cfg: PeftMethodConfig):
+    """PEFT's config object for ``cfg``; raises ConfigError (one line) for a bad type, key or value."""
+    classes = peft_config_classes()
+    if cfg.peft_type not in classes:
+        close = difflib.get_close_matches(str(cfg.peft_type), list(classes), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"fnmodel.peft_type={cfg.peft_type!r} is unknown{hint}; choose one of: {', '.join(sorted(classes))}")
+    config_class = classes[cfg.peft_type]
+    allowed = [f.name for f in fields(config_class) if f.name not in ("peft_type", "task_type")]
+    for key in cfg.config:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"fnmodel.config.{key}: unknown key for {cfg.peft_type}{hint}; "
+                              f"allowed keys: {', '.join(allowed)}")
+    rank = cfg.config.get("r")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+        raise ConfigError(f"fnmodel.config.r={rank!r} is out of range; allowed: an integer >= 1")
+    try:
+        return config_class(task_type="CAUSAL_LM", **cfg.config)
+    except (TypeError, ValueError) as err:
+        message = " ".join(str(err).split())
+        raise ConfigError(f"fnmodel.config={cfg.config!r} is refused by {config_class.__name__}: {message}") from None
+
+
+class PeftBaseline(Method):
+    name = "peft"
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        from peft import get_peft_model
+
+        config = build_peft_config(self.cfg)
+        self.mergeable = not config.is_prompt_learning
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return get_peft_model(model, config)
+
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        update = getattr(getattr(ctx.model, "base_model", None), "update_and_allocate", None)
+        if update is not None:  # AdaLoRA: rank re-allocation from the gradients of this step
+            update(ctx.step)
+
+    def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return {n: t.detach() for n, t in get_peft_model_state_dict(model).items()}
+
+    def load_state_dict(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        from peft import set_peft_model_state_dict
+
+        expected = set(self.state_dict(model))
+        if set(state) != expected:
+            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise ValueError(f"adapter state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        set_peft_model_state_dict(model, state)
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        return model.merge_and_unload()
+
+    def describe(self) -> str:
+        options = ", ".join(f"{k}={v}" for k, v in sorted(self.cfg.config.items()))
+        return f"peft {self.cfg.peft_type}" + (f" ({options})" if options else "")
+
+    def save_adapter(self, model: nn.Module, directory, extra_config: dict | None = None,
+                     tensors: dict | None = None) -> None:
+        super().save_adapter(model, directory, extra_config, tensors)
+        model.save_pretrained(str(directory))  # PEFT's own format beside ours
+
