@@ -120,7 +120,8 @@ def test_srun_environment_is_exported_for_torch(monkeypatch):
     from rosa.training import distributed
 
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")  # records the current state, so the values exported below are undone
+        monkeypatch.delenv(key)
     slurm = dict(SLURM_JOB_ID="4242", SLURM_NTASKS="4", SLURM_PROCID="3", SLURM_LOCALID="1",
                  SLURM_JOB_NODELIST="node[07-08]", SLURM_JOB_NUM_NODES="2", SLURM_NODEID="1")
     for key, value in slurm.items():
