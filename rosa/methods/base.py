@@ -248,10 +248,7 @@ class Method:
 
     def load_state_dict(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         current = _adapter_tensors(model)
-        missing = sorted(set(current) - set(state))
-        unexpected = sorted(set(state) - set(current))
-        if missing or unexpected:
-            raise ValueError(f"adapter state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        check_state_keys(set(current), state)
         with torch.no_grad():
             for name, tensor in current.items():
                 tensor.copy_(state[name].to(tensor.dtype))
@@ -288,6 +285,13 @@ class Method:
         config = json.loads((directory / "adapter.json").read_text())
         self.load_extra_state(config.get("extra_state", {}))
         self.load_state_dict(model, load_file(str(directory / "adapter.safetensors")))
+
+
+def check_state_keys(expected: set[str], state: dict) -> None:
+    """Raise (one line) unless ``state`` holds exactly the ``expected`` tensor names."""
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(f"adapter state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
 class _LR1:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from rosa.config import ConfigError
-from rosa.methods.base import Method, StepContext
+from rosa.methods.base import Method, StepContext, check_state_keys
 
 
 @dataclass
@@ -99,10 +99,7 @@ class PeftBaseline(Method):
     def load_state_dict(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         from peft import set_peft_model_state_dict
 
-        expected = set(self.state_dict(model))
-        if set(state) != expected:
-            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-            raise ValueError(f"adapter state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        check_state_keys(set(self.state_dict(model)), state)
         set_peft_model_state_dict(model, state)
 
     def merge(self, model: nn.Module) -> nn.Module:

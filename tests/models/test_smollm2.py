@@ -39,11 +39,13 @@ def real(tmp_path_factory):
     run = validate(compose(["model=smollm2-135m", f"model.cache={cache}", "fnmodel=lora", "fnmodel.dropout=0",
                             "dataset=viggo", "dataset.source=local", f"dataset.path={data}", "dataset.limit=4",
                             "threads=2"]))
-    torch.set_num_threads(2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(run.threads)
     source = model_source(run.model)
     tokenizer = load_tokenizer(run.model)
     model = load_model(run.model, tokenizer)
-    return run, source, tokenizer, model
+    yield run, source, tokenizer, model
+    torch.set_num_threads(threads)  # later tests get the machine's setting back
 
 
 def test_conversion_is_cached_and_tokenizer_conventions(real, monkeypatch):
