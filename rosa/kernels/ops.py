@@ -174,7 +174,8 @@ class _DensePlusSparseFn(torch.autograd.Function):
         W = torch_ops.materialise(weight, values, csr, x2.dtype)
         y = x2 @ W.t()
         del W
-        # W0 + S is re-materialised in backward (as RoSA's sp_add) rather than kept alive.
+        # W0 + S is re-materialised in backward (as RoSA's sp_add) rather than kept alive; a 4-bit
+        # weight is saved as it is (its 4-bit codes) and dequantised again there.
         ctx.save_for_backward(x2 if (need_w or need_v) else None,
                               weight if need_x else None, values if need_x else None)
         return y
@@ -202,7 +203,9 @@ def dense_plus_sparse_linear(x: Tensor, weight: Tensor, values: Tensor, csr: CSR
                              impl: str = "auto") -> Tensor:
     """x @ (W0 + S)^T with W0 + S materialised densely (RoSA's default 'sp_add' path) and one
     matmul in x.dtype. dX = dY (W0 + S) (re-materialised), dValues = SDDMM (backend chosen by
-    ``impl``: auto -> triton on CUDA else torch), dW only if ``weight`` requires grad. No bias."""
+    ``impl``: auto -> triton on CUDA else torch), dW only if ``weight`` requires grad. No bias.
+    ``weight`` may be a torchao NF4 tensor: it is dequantised in forward and again in backward, so
+    only the 4-bit weight is held between them."""
     sd_impl = resolve_impl(impl, x.device)
     n, m = csr.shape
     _check(values, csr, m, x, "x")

@@ -133,7 +133,10 @@ def dense_sddmm(csr, g, x, out_dtype=None):
 
 
 def materialise(weight: Tensor, values: Tensor, csr: CSRMatrix, dtype: torch.dtype) -> Tensor:
-    """W0 + S as a dense, contiguous tensor of ``dtype`` (a fresh copy; weight untouched)."""
+    """W0 + S as a dense, contiguous tensor of ``dtype`` (a fresh copy; weight untouched). A 4-bit
+    torchao NF4 ``weight`` is dequantised here, so callers can hold on to the 4-bit tensor only."""
+    if hasattr(weight, "get_original_weight"):  # torchao NF4Tensor
+        weight = weight.get_original_weight()
     W = weight.detach().to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
     if csr.nnz:
         W.view(-1).index_add_(0, csr.flat_indices(), values.detach().to(dtype))

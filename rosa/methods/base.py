@@ -108,6 +108,14 @@ def dense_weight(module: nn.Module, dtype: torch.dtype | None = None) -> torch.T
     return weight.to(dtype) if dtype is not None else weight
 
 
+def base_weight_for_matmul(module: nn.Module) -> torch.Tensor:
+    """The [out, in] weight without a copy: a 4-bit (torchao NF4) weight as it is, for a kernel that
+    dequantises it itself (``rosa.kernels.dense_plus_sparse_linear``), else a detached view."""
+    if hasattr(module.weight, "get_original_weight"):
+        return module.weight
+    return dense_weight(module)
+
+
 def set_dense_weight(module: nn.Module, weight_out_in: torch.Tensor) -> None:
     """Write an [out, in] weight back into an nn.Linear or Conv1D (in place, same dtype).
 

@@ -74,7 +74,7 @@ from torch import nn
 
 from rosa.config import ConfigError, at_least_1, check, positive, probability, unit_interval
 from rosa.kernels import CSRMatrix, dense_plus_sparse_linear, resolve_impl, sparse_linear
-from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, dense_weight,
+from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, base_weight_for_matmul,
                                wrap_target_modules)
 from rosa.methods.lora import LoRALayer
 from rosa.methods.sparse_masks import (GRADIENT_CRITERIA, MASKS_FILE, GradientCollector, gib, load_masks,
@@ -223,7 +223,7 @@ class RosaLayer(LoRALayer):
         if self.nnz == 0:
             y = self.base(x)
         elif layer_impl(self.impl, x.device) == "dense":
-            y = dense_plus_sparse_linear(x, dense_weight(self.base), self.sparse_values, self.csr)
+            y = dense_plus_sparse_linear(x, base_weight_for_matmul(self.base), self.sparse_values, self.csr)
             if self.base.bias is not None:
                 y = y + self.base.bias.to(y.dtype)
         else:

@@ -158,3 +158,29 @@ def test_shape_errors():
         sddmm(csr, x, g)
     with pytest.raises(ValueError):
         dense_plus_sparse_linear(x, torch.zeros(65, 33), v, csr)
+
+
+def test_dense_plus_sparse_4bit_weight_saves_codes_not_a_dequantised_copy():
+    """An NF4 weight goes into the autograd function as it is: same output and gradients as its
+    dequantised copy, and what autograd holds until backward is x, values and the 4-bit weight only."""
+    from torch import nn
+
+    from rosa.models.quantize import is_nf4, quantize_model
+    layer = nn.Linear(128, 64, bias=False).to(torch.bfloat16)
+    layer.weight.requires_grad_(False)
+    quantize_model(nn.Sequential(layer))
+    assert is_nf4(layer.weight)
+    dense = layer.weight.get_original_weight()
+    mask, csr, v, x, _ = setup("random", (64, 128), torch.bfloat16, lead=(3,))
+    results = []
+    for weight in (layer.weight, dense):
+        xi, vi = x.clone().requires_grad_(True), v.clone().requires_grad_(True)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            y = dense_plus_sparse_linear(xi, weight, vi, csr)
+        y.float().square().sum().backward()
+        results.append((y, xi.grad, vi.grad, saved))
+    (y4, gx4, gv4, saved4), (yd, gxd, gvd, _) = results
+    assert torch.equal(y4, yd) and torch.equal(gx4, gxd) and torch.equal(gv4, gvd)
+    big = [t for t in saved4 if t is not layer.weight and t.numel() >= dense.numel()]
+    assert big == [], "a dense copy of the 4-bit weight was kept for backward"
