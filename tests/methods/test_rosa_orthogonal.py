@@ -17,8 +17,9 @@ from torch import nn
 
 from rosa.methods.base import StepContext, adapted_layers
 from rosa.methods.lora import LoRA
-from rosa.methods.rosa_orthogonal import (RosaOrthogonal, RosaOrthogonalLayer, resolve_rank, select_indices,
-                                          split_factors, subspace_generator, thin_svd)
+from rosa.methods.rosa_orthogonal import (RosaOrthogonal, RosaOrthogonalLayer, gram_factors, resolve_rank,
+                                          select_indices, split_factors, subspace_factors, subspace_generator,
+                                          thin_svd)
 from rosa.training.optim import build_optimizer, rebuild_optimizer
 from tests.conftest import REPO, run_train
 
@@ -89,13 +90,43 @@ def test_split_sqrt_vs_left():
     w = torch.randn(12, 8, dtype=torch.float64)
     u, s, vh = torch.linalg.svd(w, full_matrices=False)
     idx = torch.tensor([1, 2, 5])
-    a, b = split_factors(u, s, vh, idx, "sqrt")
+    a, b = split_factors(u[:, idx], s[idx], vh[idx, :], "sqrt")
     torch.testing.assert_close(a.T @ a, torch.diag(s[idx]))
     torch.testing.assert_close(b @ b.T, torch.diag(s[idx]))
-    a2, b2 = split_factors(u, s, vh, idx, "left")
+    a2, b2 = split_factors(u[:, idx], s[idx], vh[idx, :], "left")
     torch.testing.assert_close(a2.T @ a2, torch.diag(s[idx] ** 2))
     torch.testing.assert_close(b2 @ b2.T, torch.eye(3, dtype=torch.float64))
     torch.testing.assert_close(a @ b, a2 @ b2)
+
+
+@pytest.mark.parametrize("split", ["sqrt", "left"])
+@pytest.mark.parametrize("shape", [(60, 36), (36, 60)])
+def test_gram_path_gives_the_svd_split(shape, split):
+    """The Gram eigendecomposition gives the SVD's factors (up to the signs of the directions) and
+    the same draw of indices; a draw that reaches tiny singular values falls back to the SVD."""
+    g = torch.Generator().manual_seed(0)
+    k = min(shape)
+    u0, _ = torch.linalg.qr(torch.randn(shape[0], k, generator=g))
+    v0, _ = torch.linalg.qr(torch.randn(shape[1], k, generator=g))
+    s0 = torch.linspace(3.0, 0.5, k)                       # well separated
+    w = (u0 * s0) @ v0.T
+    a, b, idx = gram_factors(w, 5, "random-window", torch.Generator().manual_seed(3), split)
+    u, s, vh = thin_svd(w)
+    idx_svd = select_indices(k, 5, "random-window", torch.Generator().manual_seed(3))
+    assert idx.tolist() == idx_svd.tolist()
+    a_ref, b_ref = split_factors(u[:, idx], s[idx], vh[idx, :], split)
+    signs = torch.sign((a * a_ref).sum(0))
+    torch.testing.assert_close(a * signs, a_ref, atol=2e-5, rtol=0)
+    torch.testing.assert_close(b * signs[:, None], b_ref, atol=2e-5, rtol=0)
+    # tiny singular values in the drawn window: no Gram answer; subspace_factors then uses the SVD
+    s_tiny = s0.clone()
+    s_tiny[-5:] = 1e-4
+    w_tiny = (u0 * s_tiny) @ v0.T
+    assert gram_factors(w_tiny, 5, "bottom", None, split) is None
+    a2, b2, idx2 = subspace_factors(w_tiny, 5, "bottom", split, torch.Generator().manual_seed(3))
+    u2, s2, vh2 = thin_svd(w_tiny)
+    assert idx2.tolist() == list(range(k - 5, k))
+    torch.testing.assert_close(a2 @ b2, (u2[:, idx2] * s2[idx2]) @ vh2[idx2, :], atol=1e-6, rtol=0)
 
 
 # --------------------------------------------------------------------------- the layer
@@ -390,3 +421,25 @@ def test_train_py_resample_and_resume_across_a_resample(tmp_path):
     assert "rosa-orthogonal" in res_log and "resumed from" in res_log
     assert [f"at step {s} " in res_log for s in (0, 3, 6)] == [True] * 3   # one log across both processes
     assert res_state["method"]["samples"] == 3 and res_state["method"]["last_sampled_step"] == 6
+
+
+def test_bf16_base_drift_is_bounded_by_the_float32_master():
+    """Repeated resampling of a bf16 base: with W_fixed in float32 the merged weight stays within
+    float32 rounding of the pretrained one (<= n 2^-23 max|W| after n resamples); a bf16 W_fixed
+    (the old storage, kept for ``resample_every=never``) drifts far beyond that bound."""
+    n = 30
+    drift = {}
+    for master in (True, False):
+        torch.manual_seed(0)
+        base = nn.Linear(48, 32, bias=True).to(torch.bfloat16)
+        w0 = base.weight.detach().float().clone()
+        layer = RosaOrthogonalLayer(base, rank=4, layer_index=0, train_bias=False, fp32_master=master)
+        for i in range(n):
+            layer.resample("random-window", "sqrt", subspace_generator(0, i, 0))
+        drift[master] = float((layer.merged_weight().detach() - w0).abs().max() / w0.abs().max())
+        x = torch.randn(2, 48, dtype=torch.bfloat16)
+        assert layer(x).dtype == torch.bfloat16
+        assert layer.merged_base().weight.dtype == torch.bfloat16
+    bound = n * 2.0 ** -23
+    assert drift[True] <= bound
+    assert drift[False] > 100 * bound
