@@ -3,9 +3,12 @@ with the LM head over every position (before) and only over labelled positions (
 
 Each (method, head) case runs in its own process, so its peak RSS is its own: the harness's Trainer
 is built as ``train.py`` builds it, then ``--steps`` optimizer steps of ``--batch`` examples are
-timed after one warm-up step (median reported).
+timed after one warm-up step (median reported). spa and rosa-robust choose their masks at step 0
+(mask_criterion=random) and rosa-orthogonal samples once at step 0, so the timed steps are their
+steady state (mask collection and resampling are measured elsewhere).
 
-    python bench/bench_real_step.py [--methods lora fft] [--batch 8] [--steps 2] [--threads 2] [--record]
+    python bench/bench_real_step.py [--methods fft lora spa rosa-robust rosa-orthogonal] [--batch 8]
+                                    [--steps 2] [--threads 2] [--record]
 """
 from __future__ import annotations
 
@@ -43,7 +46,9 @@ def one_case(method: str, head: str, batch: int, steps: int, threads: int) -> di
 
     if head == "full":
         loop.token_loss_sum = full_head_loss
-    overrides = ["model=smollm2-135m", f"fnmodel={method}", "dataset=viggo", "dataset.source=local",
+    steady = {"spa": ["fnmodel.mask_criterion=random"], "rosa-robust": ["fnmodel.mask_criterion=random"],
+              "rosa-orthogonal": ["fnmodel.resample_every=never"]}   # steady state: masks / subspace chosen at step 0
+    overrides = ["model=smollm2-135m", f"fnmodel={method}", *steady.get(method, []), "dataset=viggo", "dataset.source=local",
                  f"dataset.path={DATA}", f"train.batch_size={batch}", f"train.micro_batch_size={batch}",
                  f"threads={threads}", "train.max_steps=100"]
     run = validate(compose(overrides))
@@ -61,7 +66,7 @@ def one_case(method: str, head: str, batch: int, steps: int, threads: int) -> di
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--methods", nargs="+", default=["lora", "fft"])
+    ap.add_argument("--methods", nargs="+", default=["fft", "lora", "spa", "rosa-robust", "rosa-orthogonal"])
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
