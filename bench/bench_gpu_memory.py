@@ -49,25 +49,54 @@ OVERRIDES = {"lora": ["fnmodel.rank=16", "fnmodel.alpha=16"],
 SEQ = 512
 
 
-def build(name: str, arch: dict, device: torch.device):
-    """Model (bf16 base, fp32 trainables, on device), trainable params, AdamW, precision dict."""
+def random_llama(arch: dict, device: torch.device, dtype: torch.dtype):
+    """LlamaForCausalLM with config ``arch`` and seeded random weights, created directly in ``dtype``
+    on ``device`` (``meta``: shapes only, nothing allocated)."""
     from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            return LlamaForCausalLM(LlamaConfig(**arch, attn_implementation="sdpa"))
+    finally:
+        torch.set_default_dtype(previous)
 
+
+def meta_masks(layers: dict, density: float) -> dict:
+    """CSR structures on 'meta' with each layer's exact nnz and index dtypes, no positions: a mask
+    cannot be chosen on 'meta' (top-k and nonzero need values), but its memory is fixed by nnz."""
+    from rosa.kernels.csr import INT16_MAX_DIM, CSRMatrix
+    from rosa.methods.sparse_masks import nnz_for
+
+    def empty(size, dtype):
+        return torch.empty(size, dtype=dtype, device="meta")
+    out = {}
+    for name, layer in layers.items():
+        n, m = layer.out_features, layer.in_features
+        nnz = nnz_for(density, n, m)
+        cols, rows = (torch.int16 if d <= INT16_MAX_DIM else torch.int32 for d in (m, n))
+        out[name] = CSRMatrix((n, m), empty(n + 1, torch.int32), empty(nnz, cols), empty(n, torch.int32),
+                              empty(m + 1, torch.int32), empty(nnz, rows), empty(m, torch.int32),
+                              empty(nnz, torch.int32))
+    return out
+
+
+def build(name: str, arch: dict, device: torch.device):
+    """Model (bf16 base, fp32 trainables, on device), trainable params, AdamW, precision dict.
+    On 'meta' the masks of rosa-robust / spa are placeholders of the right sizes (``meta_masks``)."""
     from rosa.config import compose, validate
     from rosa.methods import get_method
     from rosa.models import resolve_precision
-    run = validate(compose([f"fnmodel={name}", f"device={device.type}", "precision=bf16", *OVERRIDES[name]]))
+    meta = device.type == "meta"
+    overrides = [o.replace("=weight", "=grad-fisher") if meta else o for o in OVERRIDES[name]]
+    run = validate(compose([f"fnmodel={name}", f"device={device.type}", "precision=bf16", *overrides]))
     precision = resolve_precision(run.precision, device)
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(precision["base_dtype"])   # weights created directly in bf16, on the device
-    try:
-        with torch.device(device):
-            model = LlamaForCausalLM(LlamaConfig(**arch, attn_implementation="sdpa"))
-    finally:
-        torch.set_default_dtype(previous)
+    model = random_llama(arch, device, precision["base_dtype"])   # weights created directly in bf16
     method = get_method(run.fnmodel, seed=0)
     model = method.prepare(model)
+    if meta and hasattr(method, "install"):
+        method.install(model, meta_masks(method.layers(model), method.density))
     for p in model.parameters():   # Trainer.cast_trainable
         if p.requires_grad and p.dtype != precision["param_dtype"]:
             p.data = p.data.to(precision["param_dtype"])
@@ -75,6 +104,13 @@ def build(name: str, arch: dict, device: torch.device):
     groups = method.param_groups(model, argparse.Namespace(lr=1e-4))
     params = [p for g in groups for p in g["params"]]
     return model, params, torch.optim.AdamW(groups, lr=1e-4), precision
+
+
+def static_bytes(model, params) -> int:
+    """Bytes of every parameter and buffer plus, per trainable parameter, its gradient and AdamW's
+    two moments (same dtype): the step's memory before activations and temporaries."""
+    held = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    return held + 3 * sum(p.numel() * p.element_size() for p in params)
 
 
 def step(model, params, optimizer, batch, precision, device) -> None:
@@ -127,12 +163,63 @@ def child(name: str, steps: int, dry: bool) -> dict:
 
 def meta_shapes() -> str:
     """Llama-2-7B built on the meta device: parameter count and bf16 weight bytes (no memory used)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-    with torch.device("meta"):
-        model = LlamaForCausalLM(LlamaConfig(**LLAMA2_7B))
+    model = random_llama(LLAMA2_7B, torch.device("meta"), torch.bfloat16)
     n = sum(p.numel() for p in model.parameters())
     linears = sum(1 for m in model.modules() if isinstance(m, torch.nn.Linear)) - 1
     return f"Llama-2-7B shapes on 'meta': {n / 1e9:.2f}B parameters, {linears} adapted linears, bf16 weights {2 * n / 1e9:.1f} GB"
+
+
+def run_methods(methods, steps: int, dry: bool, timeout: float | None = None) -> list[dict]:
+    """Each method in its own subprocess (``--child``); a row per method (``status`` ok / OOM /
+    timeout / failed). ``timeout``: seconds per method."""
+    rows = []
+    for name in methods:
+        cmd = [sys.executable, __file__, "--child", name, "--steps", str(steps)] + (["--dry-run"] if dry else [])
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rows.append({"method": name, "status": f"timeout after {timeout:.0f} s"})
+        else:
+            lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+            if out.returncode or not lines:
+                rows.append({"method": name, "status": f"failed (rc {out.returncode}): {out.stderr.strip().splitlines()[-1:]}"})
+            else:
+                rows.append(json.loads(lines[-1]))
+        print(f"  {name}: {rows[-1].get('status')}", file=sys.stderr, flush=True)
+    return rows
+
+
+def table(rows: list[dict], dry: bool) -> list[str]:
+    """The result table, then (on a GPU) each target met or missed."""
+    by = {r["method"]: r for r in rows}
+    lora_s = by.get("lora", {}).get("step_s")
+    lines = [f"{'method':<12} {'status':<6} {'trainable':>13} {'peak GB':>8} {'peak GiB':>8} {'paper GB':>8} "
+             f"{'vs paper':>8} {'step s':>7} {'x lora':>6}"]
+    for r in rows:
+        peak, step_s = r.get("peak_gb"), r.get("step_s")
+        paper = PAPER_GB.get(r["method"])
+        status = r["status"] if len(r["status"]) <= 6 else "failed"
+        cells = [f"{r['method']:<12}", f"{status:<6}", f"{r.get('trainable', 0):>13,}",
+                 f"{peak:8.2f}" if peak is not None else f"{'-':>8}",
+                 f"{peak * 1e9 / 2**30:8.2f}" if peak is not None else f"{'-':>8}",
+                 f"{'>' if r['method'] == 'fft' else ' '}{paper:7.1f}",
+                 f"{peak / paper:8.2f}" if peak is not None and not dry else f"{'-':>8}",
+                 f"{step_s:7.3f}" if step_s else f"{'-':>7}",
+                 f"{step_s / lora_s:6.2f}" if step_s and lora_s else f"{'-':>6}"]
+        lines.append(" ".join(cells))
+        if r["status"] not in ("ok", "OOM"):
+            lines.append(f"    {r['status']}")
+        if r["status"] == "OOM":
+            lines.append(f"    out of memory (as expected for fft without sharding): {r.get('error', '')}")
+    if not dry:
+        for name in ("lora", "rosa-robust", "spa"):
+            if by.get(name, {}).get("peak_gb") is not None:
+                ok = by[name]["peak_gb"] <= PAPER_GB[name]
+                lines.append(f"{name}: {by[name]['peak_gb']:.2f} GB vs paper {PAPER_GB[name]} GB: {'met' if ok else 'MISSED'}")
+        if lora_s and by.get("rosa-robust", {}).get("step_s"):
+            ratio = by["rosa-robust"]["step_s"] / lora_s
+            lines.append(f"rosa-robust step time x{ratio:.2f} lora (target <= 1.2): {'met' if ratio <= 1.2 else 'MISSED'}")
+    return lines
 
 
 def main() -> int:
@@ -159,44 +246,7 @@ def main() -> int:
         props = torch.cuda.get_device_properties(0)
         print(f"{props.name}, {props.total_memory / 1e9:.0f} GB; Llama-2-7B shapes, random bf16 weights, fp32 "
               f"trainables, bf16 autocast, micro-batch 1 x {SEQ}, AdamW; median of {args.steps} steps")
-    rows = []
-    for name in args.methods:
-        cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps)] + (["--dry-run"] if args.dry_run else [])
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
-        if out.returncode or not lines:
-            rows.append({"method": name, "status": f"failed (rc {out.returncode}): {out.stderr.strip().splitlines()[-1:]}"})
-        else:
-            rows.append(json.loads(lines[-1]))
-        print(f"  {name}: {rows[-1].get('status')}", file=sys.stderr, flush=True)
-    by = {r["method"]: r for r in rows}
-    lora_s = by.get("lora", {}).get("step_s")
-    print(f"{'method':<12} {'status':<6} {'trainable':>13} {'peak GB':>8} {'peak GiB':>8} {'paper GB':>8} "
-          f"{'vs paper':>8} {'step s':>7} {'x lora':>6}")
-    for r in rows:
-        peak, step_s = r.get("peak_gb"), r.get("step_s")
-        paper = PAPER_GB.get(r["method"])
-        status = r["status"] if len(r["status"]) <= 6 else "failed"
-        cells = [f"{r['method']:<12}", f"{status:<6}", f"{r.get('trainable', 0):>13,}",
-                 f"{peak:8.2f}" if peak is not None else f"{'-':>8}",
-                 f"{peak * 1e9 / 2**30:8.2f}" if peak is not None else f"{'-':>8}",
-                 f"{'>' if r['method'] == 'fft' else ' '}{paper:7.1f}",
-                 f"{peak / paper:8.2f}" if peak is not None and not args.dry_run else f"{'-':>8}",
-                 f"{step_s:7.3f}" if step_s else f"{'-':>7}",
-                 f"{step_s / lora_s:6.2f}" if step_s and lora_s else f"{'-':>6}"]
-        print(" ".join(cells))
-        if r["status"] not in ("ok", "OOM"):
-            print(f"    {r['status']}")
-        if r["status"] == "OOM":
-            print(f"    out of memory (as expected for fft without sharding): {r.get('error', '')}")
-    if not args.dry_run:
-        for name in ("lora", "rosa-robust", "spa"):
-            if by.get(name, {}).get("peak_gb") is not None:
-                ok = by[name]["peak_gb"] <= PAPER_GB[name]
-                print(f"{name}: {by[name]['peak_gb']:.2f} GB vs paper {PAPER_GB[name]} GB: {'met' if ok else 'MISSED'}")
-        if lora_s and by.get("rosa-robust", {}).get("step_s"):
-            ratio = by["rosa-robust"]["step_s"] / lora_s
-            print(f"rosa-robust step time x{ratio:.2f} lora (target <= 1.2): {'met' if ratio <= 1.2 else 'MISSED'}")
+    print("\n".join(table(run_methods(args.methods, args.steps, args.dry_run), args.dry_run)))
     return 0
 
 

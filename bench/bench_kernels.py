@@ -14,6 +14,7 @@ and prints each time with its ratio to the dense baseline measured in the same r
 
     python bench/bench_kernels.py --device cpu --quick
     python bench/bench_kernels.py --device cuda            # bf16, T in {512, 2048}
+    python bench/bench_kernels.py --device cuda --check-bf16   # Triton in bf16 vs an fp32 dense reference
 """
 
 from __future__ import annotations
@@ -61,6 +62,44 @@ def timeit(fn, device, warmup, reps):
     return statistics.median(ts) * 1e3
 
 
+BF16_TOL = 2e-2   # max |triton - reference| / max |reference|: bf16 rounding of inputs and outputs
+
+
+def check_bf16(device, shapes, densities, T: int, gen, dtype=torch.bfloat16) -> bool:
+    """Triton SpMM (x S^T), transposed SpMM (g S), SDDMM ((g^T x) at the mask) and sparse_linear's
+    gradients, all on bf16 inputs, against the same products computed densely in fp32 from the
+    same bf16 values (S materialised). Prints one row per case; True when every error is within
+    ``BF16_TOL`` of the reference's largest entry. (``dtype``: fp32 for the CPU interpreter test.)"""
+    from rosa.kernels import sddmm, spmm, spmm_t
+    print(f"# Triton {str(dtype)[6:]} vs fp32 dense reference, T={T}; error = max |out - ref| / max |ref| (pass <= {BF16_TOL})")
+    cols = ["shape", "density", "nnz", "spmm", "spmm_t", "sddmm", "dx", "dvalues"]
+    widths = [11, 7, 8, 9, 9, 9, 9, 9]
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    ok = True
+    for n, m in shapes:
+        x = torch.randn(T, m, generator=gen).to(device, dtype)
+        g = torch.randn(T, n, generator=gen).to(device, dtype)
+        for d in densities:
+            csr = CSRMatrix.from_mask(random_mask(n, m, d, device, gen))
+            v = (torch.randn(csr.nnz, generator=gen) * 0.02).to(device, dtype)
+            S = csr.to_dense(v.float())
+            xf, gf = x.float(), g.float()
+            xg = x.clone().requires_grad_(True)
+            vg = v.clone().requires_grad_(True)
+            sparse_linear(xg, vg, csr, impl="triton").backward(g)
+            pairs = [(spmm(v, csr, x, impl="triton"), xf @ S.t()),
+                     (spmm_t(v, csr, g, impl="triton"), gf @ S),
+                     (sddmm(csr, g, x, impl="triton"), (gf.t() @ xf).view(-1)[csr.flat_indices()]),
+                     (xg.grad, gf @ S),
+                     (vg.grad, (gf.t() @ xf).view(-1)[csr.flat_indices()])]
+            errs = [((out.float() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item() for out, ref in pairs]
+            ok &= all(e <= BF16_TOL for e in errs)
+            row = [f"{n}x{m}", f"{d:.2%}", str(csr.nnz)] + [f"{e:9.2e}" for e in errs]
+            print("  ".join(c.rjust(w) for c, w in zip(row, widths)), flush=True)
+    print(f"# {str(dtype)[6:]} Triton correctness: {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=["cuda", "cpu"],
@@ -71,6 +110,9 @@ def main(argv=None):
     ap.add_argument("--tokens", type=int, nargs="*", default=None)
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--densities", type=float, nargs="*", default=DENSITIES, help="fractions, e.g. 0.001 0.006")
+    ap.add_argument("--check-bf16", action="store_true",
+                    help="instead of timing: Triton's bf16 results against a dense fp32 reference (exit 1 on a miss)")
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
@@ -78,6 +120,11 @@ def main(argv=None):
         sys.exit("--device cuda: CUDA is not available")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.check_bf16:
+        if not triton_available() or device.type != "cuda":
+            sys.exit("--check-bf16 needs triton and --device cuda")
+        tokens = args.tokens or [512]
+        return 0 if check_bf16(device, SHAPES, args.densities, tokens[0], torch.Generator().manual_seed(0)) else 1
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
         args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     gpu = device.type == "cuda"
@@ -109,7 +156,7 @@ def main(argv=None):
                 (x @ Wt.t()).backward(gy)
 
             t_dense = timeit(dense_step, device, warmup, reps)
-            for d in DENSITIES:
+            for d in args.densities:
                 mask = random_mask(n, m, d, device, gen)
                 csr = CSRMatrix.from_mask(mask)
                 v = (torch.randn(csr.nnz, generator=gen) * 0.01).to(device, dtype).requires_grad_(True)
@@ -142,5 +189,6 @@ def main(argv=None):
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from record import recording  # --record: write this output into docs/benchmarks.md
-    with recording("kernels"):
-        main()
+    with recording("kernels-bf16-check" if "--check-bf16" in sys.argv else "kernels"):
+        code = main()
+    sys.exit(code)

@@ -1,8 +1,12 @@
 """precision=nf4 benchmark: step time and memory of lora / rosa-robust on a 4-bit versus a bf16 base
 (same model, one run), evaluation time merged versus unmerged on the 4-bit base, and Llama-2-7B
 weight bytes nf4 vs bf16 (analytic, from shapes). Prints a table. Under 3 minutes on CPU.
+``--arch llama7b`` uses Llama-2-7B's shapes (random bf16 weights, ``--layers`` of them) instead of
+the tiny model; ``--eval-only`` measures only the merged / unmerged evaluation (what the GPU suite
+runs, ``bench/gpu_suite.sh``).
 
     python bench/bench_nf4.py [--device cpu|cuda] [--steps 3] [--batch 4] [--seq 64]
+    python bench/bench_nf4.py --device cuda --arch llama7b --batch 1 --seq 512 --eval-only
 """
 from __future__ import annotations
 
@@ -30,12 +34,20 @@ def llama7b_bytes() -> tuple[int, int]:
     return nf4, bf16
 
 
-def build(method_name: str, nf4: bool, device):
-    from rosa.config import compose, validate
-    from rosa.methods import get_method
+def base_model(device, arch: dict | None = None):
+    """The tiny model, or (``arch``) a random Llama of those shapes built directly in bf16 on ``device``."""
+    if arch is not None:
+        from bench_gpu_memory import random_llama
+        return random_llama(arch, device, torch.bfloat16)
     from rosa.models.tiny import tiny_model, tiny_tokenizer
     torch.manual_seed(0)
-    model = tiny_model(tiny_tokenizer()).to(torch.bfloat16).to(device)
+    return tiny_model(tiny_tokenizer()).to(torch.bfloat16).to(device)
+
+
+def build(method_name: str, nf4: bool, device, arch: dict | None = None):
+    from rosa.config import compose, validate
+    from rosa.methods import get_method
+    model = base_model(device, arch)
     for p in model.parameters():
         p.requires_grad_(False)
     if nf4:
@@ -47,7 +59,7 @@ def build(method_name: str, nf4: bool, device):
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.to(torch.bfloat16)
-    return method, model
+    return method, model.to(device)
 
 
 def sync(device):
@@ -74,13 +86,16 @@ def step_time(method, model, batch, steps, device) -> tuple[float, float]:
         sync(device)
         if i:
             times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-    return sum(times) / len(times), peak
+    return sum(times) / len(times), peak_mib(device)
 
 
 @torch.no_grad()
 def eval_time(model, batch, reps, device) -> float:
+    """Seconds per evaluation forward (mean of ``reps`` after one warm-up). On CUDA the peak memory
+    of these forwards is left in torch.cuda.max_memory_allocated (reset here)."""
     model.eval()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     with torch.autocast(device.type, dtype=torch.bfloat16):
         model(input_ids=batch)
         sync(device)
@@ -119,51 +134,72 @@ def held_for_backward(device, tokens: int = 512, size: int = 4096, density: floa
     return held(dense_weight(layer)), held(base_weight_for_matmul(layer))
 
 
+def peak_mib(device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--arch", choices=["tiny", "llama7b"], default="tiny")
+    ap.add_argument("--layers", type=int, default=32, help="decoder layers with --arch llama7b")
+    ap.add_argument("--eval-only", action="store_true", help="only merged vs unmerged evaluation (no training "
+                    "steps, no re-quantisation of the merged weights)")
     args = ap.parse_args()
     device = torch.device(args.device)
+    arch = None
+    if args.arch == "llama7b":
+        from bench_gpu_memory import LLAMA2_7B
+        arch = dict(LLAMA2_7B, num_hidden_layers=args.layers)
     batch = torch.randint(3, 200, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)).to(device)
     from rosa.methods import METHODS
     methods = ["lora"] + (["rosa-robust"] if "rosa-robust" in METHODS else [])
 
-    print(f"device={device} tiny Llama, batch {args.batch}x{args.seq}, {args.steps} steps, bf16 autocast")
-    print(f"{'method':<12} {'base':<5} {'step ms':>9} {'peak MiB':>9} {'weight KiB':>11}")
-    for name in methods:
-        for nf4 in (False, True):
-            method, model = build(name, nf4, device)
-            ms, peak = step_time(method, model, batch, args.steps, device)
-            print(f"{name:<12} {'nf4' if nf4 else 'bf16':<5} {ms * 1e3:9.1f} {peak:9.1f} {q.weight_bytes(model) / 2**10:11.1f}")
+    what = "tiny Llama" if arch is None else f"Llama-2-7B shapes ({args.layers} layers, random weights)"
+    print(f"device={device} {what}, batch {args.batch}x{args.seq}, {args.steps} steps, bf16 autocast")
+    if not args.eval_only:
+        print(f"{'method':<12} {'base':<5} {'step ms':>9} {'peak MiB':>9} {'weight KiB':>11}")
+        for name in methods:
+            for nf4 in (False, True):
+                method, model = build(name, nf4, device, arch)
+                ms, peak = step_time(method, model, batch, args.steps, device)
+                print(f"{name:<12} {'nf4' if nf4 else 'bf16':<5} {ms * 1e3:9.1f} {peak:9.1f} {q.weight_bytes(model) / 2**10:11.1f}")
+                del method, model
 
-    method, model = build("lora", True, device)
+    method, model = build("lora", True, device, arch)
+    print(f"\n4-bit base with lora: weights {q.weight_bytes(model) / 2**20:.1f} MiB")
     for layer in model.modules():     # a non-zero adapter, as after training
         if hasattr(layer, "lora_B"):
             nn.init.normal_(layer.lora_B, std=0.01)
     reps = 10
     unmerged = eval_time(model, batch, reps, device)
+    peaks = [peak_mib(device)]
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
         ref = model(input_ids=batch).logits.float()
     merged_model = method.merge(model)
     merged = eval_time(merged_model, batch, reps, device)
+    peaks.append(peak_mib(device))
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
         out = merged_model(input_ids=batch).logits.float()
-    # re-quantizing the merged weights (an option): its extra rounding error on the logits
-    requant = [m for m in merged_model.modules() if isinstance(m, nn.Linear) and m is not merged_model.lm_head]
-    before = {id(m): m.weight.detach().float().clone() for m in requant}
-    q.quantize_model(merged_model)
-    werr = max(((q.dequantize(m.weight).float() - before[id(m)]).abs().max() / before[id(m)].abs().max()).item()
-               for m in requant)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
-        out_rq = merged_model(input_ids=batch).logits.float()
-    print(f"\neval forward (lora, 4-bit base): unmerged {unmerged * 1e3:.1f} ms, merged bf16 {merged * 1e3:.1f} ms, "
+    print(f"eval forward (lora, 4-bit base): unmerged {unmerged * 1e3:.1f} ms, merged bf16 {merged * 1e3:.1f} ms, "
           f"speed-up x{unmerged / merged:.2f}")
+    if device.type == "cuda":
+        print(f"eval peak memory: unmerged {peaks[0]:.0f} MiB, merged bf16 {peaks[1]:.0f} MiB")
     print(f"merged vs unmerged logits: mean |diff| / mean |logit| = {((out - ref).abs().mean() / ref.abs().mean()).item():.4f}")
-    print(f"re-quantized merged: max weight error / max |w| = {werr:.4f}; "
-          f"logits mean |diff| / mean |logit| = {((out_rq - ref).abs().mean() / ref.abs().mean()).item():.4f}")
+    if not args.eval_only:
+        # re-quantizing the merged weights (an option): its extra rounding error on the logits
+        requant = [m for m in merged_model.modules() if isinstance(m, nn.Linear) and m is not merged_model.lm_head]
+        before = {id(m): m.weight.detach().float().clone() for m in requant}
+        q.quantize_model(merged_model)
+        werr = max(((q.dequantize(m.weight).float() - before[id(m)]).abs().max() / before[id(m)].abs().max()).item()
+                   for m in requant)
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+            out_rq = merged_model(input_ids=batch).logits.float()
+        print(f"re-quantized merged: max weight error / max |w| = {werr:.4f}; "
+              f"logits mean |diff| / mean |logit| = {((out_rq - ref).abs().mean() / ref.abs().mean()).item():.4f}")
 
     before, after = held_for_backward(device)
     print(f"\nrosa-robust dense W0+S path on a 4-bit 4096x4096 layer, 512 tokens: held from forward to backward "

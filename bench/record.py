@@ -72,16 +72,21 @@ def write(name: str, text: str, command: str | None = None, doc: Path = DOC, fen
         command = "python " + " ".join(shlex.quote(a) for a in argv) + " --record"
     doc.parent.mkdir(parents=True, exist_ok=True)
     current = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    block = section(name, text, command, fenced)
-    pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: block, current)
-    else:
-        updated = current.rstrip("\n") + f"\n\n## {name}\n\n{block}\n"
+    updated = replace_section(current, name, section(name, text, command, fenced))
     tmp = doc.with_suffix(".md.tmp")
     tmp.write_text(updated)
     tmp.replace(doc)
     return doc
+
+
+def replace_section(current: str, name: str, block: str) -> str:
+    """``current`` with its ``name`` section (markers included) replaced by ``block`` (which carries
+    the markers itself), or ``block`` appended under a ``## name`` heading when there is none. The
+    text outside the markers, other sections included, is kept byte for byte."""
+    pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
+    if pattern.search(current):
+        return pattern.sub(lambda _: block, current, count=1)
+    return current.rstrip("\n") + f"\n\n## {name}\n\n{block}\n"
 
 
 class _Tee(io.TextIOBase):
