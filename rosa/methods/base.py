@@ -261,6 +261,12 @@ class Method:
             for name, tensor in current.items():
                 tensor.copy_(state[name].to(tensor.dtype))
 
+    def write_once_keys(self, names) -> tuple[str, set[str]] | None:
+        """Of the state tensors ``names``, those that change only at rare events (ROSA's W_fixed, at a
+        resample), with a tag naming their current version: a checkpoint writes them once per tag and
+        links the same file into later checkpoints. None (the default): every checkpoint writes all."""
+        return None
+
     def extra_state(self) -> dict:
         return {}
 

@@ -371,6 +371,10 @@ class RosaOrthogonal(Method):
                 f"{self.cfg.resample_every}, {self.samples} samplings, {last})")
 
     # -- state (tensors: the default, i.e. A, B, biases, w_fixed, rosa_indices of every layer)
+    def write_once_keys(self, names) -> tuple[str, set[str]]:
+        """W_fixed changes only at a resample: checkpoints write it once per sampling."""
+        return f"sample{self.samples}-step{self.last_sampled_step}", {n for n in names if n.endswith(".w_fixed")}
+
     def extra_state(self) -> dict:
         return {"last_sampled_step": self.last_sampled_step, "samples": self.samples,
                 "resample_seconds": self.resample_seconds}

@@ -3,6 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rosa.methods.base import adapted_layers, find_target_modules
@@ -125,3 +126,36 @@ def test_peft_export_gpt2_conv1d(tmp_path):
     ids = torch.randint(0, 50, (2, 9))
     peft_model = peft.PeftModel.from_pretrained(fresh(), str(tmp_path))
     torch.testing.assert_close(peft_model(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_dropout_branch_matches_the_plain_composition(dtype):
+    """The fused dropout + low-rank function gives the output and gradients of dropout -> A -> s -> B
+    with the same mask, keeps each element with probability 1 - p, and draws from torch's generator
+    (a seed repeats it)."""
+    from rosa.methods.lora import _DropoutLowRank, keep_mask
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 50, 24, generator=g).to(dtype).requires_grad_(True)
+    a = torch.randn(4, 24, generator=g).requires_grad_(True)
+    b = torch.randn(16, 4, generator=g).requires_grad_(True)
+    p, scale = 0.3, 2.0
+    torch.manual_seed(7)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        y = _DropoutLowRank.apply(x, a, b, p, scale)
+    grad = torch.randn(y.shape, generator=g).to(y.dtype)
+    y.backward(grad)
+    torch.manual_seed(7)
+    keep = keep_mask(x.shape, p, x.device)
+    x_ref = x.detach().float().requires_grad_(True)
+    a_ref, b_ref = a.detach().clone().requires_grad_(True), b.detach().clone().requires_grad_(True)
+    y_ref = F.linear(F.linear(x_ref * keep / (1 - p), a_ref) * scale, b_ref)
+    y_ref.backward(grad.float())
+    for ours, ref in ((y, y_ref), (x.grad, x_ref.grad), (a.grad, a_ref.grad), (b.grad, b_ref.grad)):
+        scale_of = float(ref.abs().max())   # bf16: 8 mantissa bits, so compare against the largest entry
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(ours.float(), ref, atol=tol * scale_of, rtol=0)
+    assert x.grad.dtype == dtype and a.grad.dtype == torch.float32
+    assert abs(keep.float().mean().item() - (1 - p)) < 0.02
+    layer = LoRALayer(nn.Linear(24, 16), rank=4, alpha=8.0, dropout=p, rslora=False, generator=torch.Generator())
+    layer.eval()
+    assert torch.equal(layer(x.detach().float()), layer(x.detach().float()))   # no dropout in eval mode
