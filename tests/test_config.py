@@ -69,3 +69,60 @@ def test_subprocess_exit_2_and_no_run_directory(tmp_path):
     result = run_train("train.lr=-1", f"output.path={tmp_path / 'runs'}", timeout=120)
     assert result.returncode == 2 and "train.lr=-1.0 is out of range" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- issue 14: more bad input
+@pytest.mark.parametrize("args, expected", [
+    (["train.optimizer.betas=[a,b]"], "train.optimizer.betas=['a', 'b'] is not allowed; expected two numbers in [0, 1)"),
+    (["train.lr=${nope.nope}"], "train.lr='${nope.nope}': the interpolation cannot be resolved (Interpolation key 'nope.nope' not found)"),
+    (["train.lr=${oc.env:NO_SUCH_VAR}"], "train.lr='${oc.env:NO_SUCH_VAR}': the interpolation cannot be resolved"),
+    (["train.lr=${train.lr}"], "train.lr='${train.lr}': the interpolation cannot be resolved (Recursive interpolation detected)"),
+    (["seed=-1"], "seed=-1 is out of range; allowed: an integer in [0, 4294967295]"),
+    (["seed=4294967296"], "seed=4294967296 is out of range; allowed: an integer in [0, 4294967295]"),
+    (["device=foo"], "device='foo' is not allowed; allowed: auto, cpu, cuda or cuda:N"),
+    (["fnmodel.target_modules=5"], "fnmodel.target_modules=5 is not allowed; allowed: 'all-linear', a non-empty list of module names or a regular expression"),
+    (["fnmodel.target_modules=[]"], "fnmodel.target_modules=[] is not allowed; allowed: 'all-linear', a non-empty list"),
+    (['fnmodel.target_modules="(["'], "fnmodel.target_modules='([' is not a valid regular expression (unterminated character set at position 1)"),
+    (["fnmodel=rosa-orthogonal", "fnmodel.target_modules=[q_proj, 3]"], "fnmodel.target_modules=['q_proj', 3] is not allowed"),
+    (["dataset.sample_rows={train: -1}"], "dataset.sample_rows.train=-1 is out of range; allowed: an integer >= 1"),
+    (["dataset.sample_rows={bogus: 3}"], "dataset.sample_rows.bogus: unknown split; allowed split names: train, validation, test"),
+    (["dataset.splits={bogus: test}"], "dataset.splits.bogus: unknown split; allowed split names: train, validation, test"),
+    (["+experiment=does-not-exist"], "experiment: Could not find 'experiment/does-not-exist'; choose one of: baselines/dora"),
+    (["fnmodel.density=0.1"], "fnmodel.density: unknown key; allowed keys under fnmodel: name, rank, alpha, dropout, rslora, target_modules"),
+    (["fnmodel=rosa-robust", "fnmodel.densty=0.1"], "fnmodel.densty: unknown key (did you mean 'density'?); allowed keys under fnmodel: name, rank"),
+    (["train.lr=inf"], "train.lr=inf is not allowed; expected a finite number"),
+    (["train.lr=1e400"], "train.lr=inf is not allowed; expected a finite number"),
+    (["train.lr=nan"], "train.lr=nan is not allowed; expected a finite number"),
+    (["fnmodel.alpha=inf"], "fnmodel.alpha=inf is not allowed; expected a finite number"),
+    (["train.optimizer.eps=inf"], "train.optimizer.eps=inf is not allowed; expected a finite number"),
+    (["train.optimizer.weight_decay=inf"], "train.optimizer.weight_decay=inf is not allowed; expected a finite number"),
+    (["train.optimizer.betas=[0.9,nan]"], "train.optimizer.betas=[0.9, nan] is not allowed; expected a finite number"),
+    (["train.max_grad_norm=nan"], "train.max_grad_norm=nan is not allowed"),
+    (["fnmodel=peft", "++fnmodel.config.lora_alpha=inf"], "fnmodel.config.lora_alpha=inf is not allowed; expected a finite number"),
+    (["train.max_steps=1000000000000"], "train.max_steps=1000000000000 is out of range; allowed: an integer in [0, 1000000000]"),
+    (["train.epochs=1000000000000"], "train.epochs=1000000000000 is out of range; allowed: an integer in [1, 1000000]"),
+    (["output.name=../../../../escaped"], "output.name='../../../../escaped' is not allowed; allowed: a folder name without"),
+    (["output.name=/tmp/x"], "output.name='/tmp/x' is not allowed"),
+    (["output.name=.."], "output.name='..' is not allowed"),
+    (["-m", "train.lr=1e-3,-1", "seed=range(0,256)"], "train.lr=-1.0 is out of range"),
+    (["-m", "train.batch_size=8,6", "train.micro_batch_size=4,8", "seed=range(0,100)"],
+     "train.batch_size=6 is not a multiple of train.micro_batch_size=4"),
+])
+def test_more_bad_input_one_line_exit_2(capsys, args, expected):
+    assert expected in rejected(capsys, *args)
+
+
+@pytest.mark.parametrize("args", [["train.max_grad_norm=inf"], ["output.name=my-run.v2"], ["device=cuda:1"],
+                                  ["fnmodel.target_modules=[q_proj,v_proj]"], ["fnmodel.target_modules=.*proj"],
+                                  ["dataset.splits={train: test}"], ["seed=4294967295"], ["seed=0"]])
+def test_edge_values_still_allowed(args):
+    validate(compose(args))
+
+
+def test_big_sweep_validates_every_value_quickly(capsys):
+    """A sweep over more than 256 combinations is checked in full without composing each one."""
+    import time
+    started = time.monotonic()
+    args = check_command_line(["train.py", "-m", "train.lr=1e-3,2e-3", "seed=range(0,300)"])
+    assert "seed=range(0,300)" in args
+    assert time.monotonic() - started < 60  # generous: composing 600 combinations would take minutes

@@ -72,7 +72,7 @@ from typing import Any, Literal, Optional
 import torch
 from torch import nn
 
-from rosa.config import ConfigError, at_least_1, check, positive, probability, unit_interval
+from rosa.config import TARGET_MODULES, ConfigError, at_least_1, check, positive, probability, unit_interval
 from rosa.kernels import CSRMatrix, dense_plus_sparse_linear, resolve_impl, sparse_linear
 from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, dense_weight,
                                wrap_target_modules)
@@ -97,7 +97,7 @@ class RosaRobustConfig:
     rslora: bool = False
     density: Optional[float] = field(default=0.006, metadata=unit_interval)  # nnz = int(density*n*m)
     budget: Optional[float] = field(default=None, metadata=positive)  # LoRA-rank units; derives density
-    target_modules: Any = "all-linear"
+    target_modules: Any = field(default="all-linear", metadata=TARGET_MODULES)
     lora_lr: Optional[float] = field(default=7e-4, metadata=positive)    # null: train.lr
     sparse_lr: Optional[float] = field(default=2e-4, metadata=positive)  # null: train.lr
     mask_criterion: Literal["grad-fisher", "grad-mean", "weight", "random"] = "grad-fisher"
