@@ -272,6 +272,10 @@ class RosaOrthogonal(Method):
         self.target_names = wrap_target_modules(model, cfg.target_modules, make_layer)
         return model
 
+    def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:
+        for out_features, in_features in shapes.values():
+            resolve_rank(self.cfg.rank, out_features, in_features)
+
     def period(self, ctx: StepContext) -> int | None:
         every = self.cfg.resample_every
         if every == "epoch":

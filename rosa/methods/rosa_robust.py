@@ -294,6 +294,24 @@ class RosaRobust(Method):
             self.phase = "collect" if cfg.rank == 0 or cfg.warmup_steps == 0 else "warmup"
         return model
 
+    def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:
+        super().check_layers(shapes)
+        if not self.cfg.mask_path or self.cfg.density == 0:
+            return
+        try:
+            masks, _ = load_masks(self.cfg.mask_path)
+        except Exception as err:  # noqa: BLE001 - any unreadable file: one line naming it
+            reason = (str(err).strip().splitlines() or [""])[0]
+            raise ValueError(f"fnmodel.mask_path={self.cfg.mask_path!r} is not a readable {MASKS_FILE} "
+                             f"({type(err).__name__}: {reason}); allowed: a masks file saved by rosa-robust "
+                             "or a run folder holding one") from None
+        wrong = sorted(n for n in masks if n in shapes and tuple(masks[n].shape) != tuple(shapes[n]))
+        if set(masks) != set(shapes) or wrong:
+            missing, extra = sorted(set(shapes) - set(masks)), sorted(set(masks) - set(shapes))
+            raise ValueError(f"fnmodel.mask_path={self.cfg.mask_path!r} does not fit the target layers: missing "
+                             f"{missing[:3]}, unexpected {extra[:3]}, other shape {wrong[:3]}; allowed: masks "
+                             "saved for this model and fnmodel.target_modules")
+
     def log_plan(self, shapes: list[tuple[int, int]]) -> None:
         cfg, d = self.cfg, self.density
         lora = trainable_count(shapes, int(cfg.rank), 0.0)
