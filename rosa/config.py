@@ -58,6 +58,12 @@ def int_range(low: int, high: int):
     return check(lambda v: low <= v <= high, f"an integer in [{low}, {high}]")
 
 
+def neutral(value) -> dict:
+    """Field metadata of a key added after runs existed: ``value`` reproduces the behaviour from
+    before the key; at that value the key stays out of the run identity (see run_identity)."""
+    return {"neutral": value}
+
+
 def validator(function):
     """Field metadata: ``function(value, key)`` raises ConfigError (one line) for a bad value."""
     return {"validate": function}
@@ -115,7 +121,7 @@ class ModelConfig:
     trust_remote_code: bool = False
     cache: Optional[str] = None           # HF cache dir for the weights; converted GGUF folders go under it
     gradient_checkpointing: bool = False
-    chat_template: bool = False           # render prompts with the tokenizer's chat template
+    chat_template: bool = field(default=False, metadata=neutral(False))  # render prompts with the tokenizer's chat template
 
 
 @dataclass
@@ -143,11 +149,11 @@ class PrecisionConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: Literal["adamw", "sgd"] = "adamw"                               # sgd: the ROSA paper's (plain, momentum 0)
+    name: Literal["adamw", "sgd"] = field(default="adamw", metadata=neutral("adamw"))  # sgd: the ROSA paper's (plain, momentum 0)
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     eps: float = field(default=1e-8, metadata=positive)
     weight_decay: float = field(default=0.0, metadata=non_negative)
-    momentum: float = field(default=0.0, metadata=non_negative)          # sgd only
+    momentum: float = field(default=0.0, metadata={**non_negative, **neutral(0.0)})  # sgd only
 
 
 @dataclass
@@ -162,7 +168,7 @@ class TrainConfig:
     warmup_steps: int = field(default=0, metadata=non_negative)
     max_grad_norm: Optional[float] = field(default=1.0, metadata={**positive, "allow_inf": True})  # inf: no clipping
     loss_on: Literal["target", "all"] = "target"
-    loss_norm: Literal["tokens", "examples"] = "tokens"  # step loss / its target tokens, or the mean of per-example means
+    loss_norm: Literal["tokens", "examples"] = field(default="tokens", metadata=neutral("tokens"))  # step loss / its target tokens, or the mean of per-example means
     eval_every: int = field(default=0, metadata=non_negative)            # 0: only at the end
     eval_batches: Optional[int] = field(default=16, metadata=at_least_1)  # validation micro-batches; null: all
     checkpoint_every: int = field(default=50, metadata=at_least_1)
@@ -553,34 +559,87 @@ def _check_cross_field(run: RunConfig) -> None:
 
 
 # ----------------------------------------------------------------------------- run identity
-# Keys that change nothing about the trained weights: not part of a run's identity.
-_IDENTITY_EXCLUDED = {"output", "eval", "device", "experiment", "threads"}
-_TRAIN_EXCLUDED = {"checkpoint_every", "log_every", "eval_at_end", "sample_at_eval", "eval_every", "eval_batches"}
-# Keys added after runs existed, with the value that reproduces the old behaviour: at that value they
-# stay out of the identity, so an upgrade keeps every existing run's folder (and its resume or skip).
-_ADDED_KEYS_OLD_BEHAVIOUR = {
-    ("model", "chat_template"): False,
-    ("train", "loss_norm"): "tokens",
-    ("train", "optimizer", "name"): "adamw",
-    ("train", "optimizer", "momentum"): 0.0,
+# A run's folder name ends with a hash of its *identity*: the settings that decide the trained
+# weights. The rule, kept by tests/test_config.py::test_every_schema_key_is_classified:
+#
+# 1. Every key of every schema is classified, once: in NOT_IDENTITY (and everything below it) when
+#    it cannot change the weights (logging and evaluation cadence, output, device, threads); in
+#    IDENTITY_V1 when it belonged to the identity before this rule existed (always hashed, as it
+#    always was); otherwise it declares its *neutral* value, the behaviour before the key existed
+#    (``neutral(value)`` metadata), and is hashed only when it differs from it.
+# 2. IDENTITY_V1 never grows: a key added later must declare its neutral value or be listed in
+#    NOT_IDENTITY. So an upgrade that adds a key keeps every existing run's folder (and its
+#    resume or skip), and any setting that changes training gives a new folder.
+# 3. A key's neutral value never changes, and a key never moves between the classes (either would
+#    move existing runs to new folders or, worse, merge different runs into one); train() also
+#    refuses to resume a folder whose stored config.yaml trains differently
+#    (rosa/training/preflight.py: check_same_settings).
+NOT_IDENTITY = {
+    "RunConfig": {"output", "eval", "device", "experiment", "threads"},
+    "TrainConfig": {"checkpoint_every", "log_every", "eval_at_end", "sample_at_eval", "eval_every", "eval_batches"},
+}
+IDENTITY_V1 = {
+    "RunConfig": {"model", "dataset", "fnmodel", "precision", "train", "seed"},
+    "ModelConfig": {"name", "revision", "trust_remote_code", "cache", "gradient_checkpointing"},
+    "DatasetConfig": {"name", "source", "path", "cache", "splits", "max_length", "sample_rows", "sample_seed", "limit"},
+    "PrecisionConfig": {"name", "base_dtype", "param_dtype", "autocast"},
+    "TrainConfig": {"epochs", "max_steps", "batch_size", "micro_batch_size", "lr", "optimizer", "scheduler",
+                    "warmup_steps", "max_grad_norm", "loss_on"},
+    "OptimizerConfig": {"betas", "eps", "weight_decay"},
+    "FFTConfig": {"name"},
+    "LoRAConfig": {"name", "rank", "alpha", "dropout", "rslora", "target_modules"},
+    "RosaOrthogonalConfig": {"name", "rank", "selection", "split", "resample_every", "train_bias", "target_modules"},
+    "RosaRobustConfig": {"name", "rank", "alpha", "dropout", "rslora", "density", "budget", "target_modules",
+                         "lora_lr", "sparse_lr", "mask_criterion", "mask_samples", "mask_accumulator_device",
+                         "warmup_steps", "restart", "mask_path", "impl"},
+    "PeftMethodConfig": {"name", "peft_type", "config"},
 }
 
 
-def run_identity(run: RunConfig) -> dict:
-    from dataclasses import asdict
+def _listed(table: dict, schema: type, name: str) -> bool:
+    return any(name in table.get(cls.__name__, ()) for cls in schema.__mro__)
 
-    data = asdict(run)
-    for key in _IDENTITY_EXCLUDED:
-        data.pop(key, None)
-    for key in _TRAIN_EXCLUDED:
-        data["train"].pop(key, None)
-    for path, old_behaviour in _ADDED_KEYS_OLD_BEHAVIOUR.items():
-        parent = data
-        for part in path[:-1]:
-            parent = parent.get(part, {})
-        if path[-1] in parent and parent[path[-1]] == old_behaviour:
-            del parent[path[-1]]
-    return data
+
+def run_identity(run) -> dict:
+    """The settings that decide the trained weights, as a nested dict; its hash ends the run folder.
+
+    Keys in NOT_IDENTITY are left out; keys in IDENTITY_V1 are always in; every other key declares
+    its neutral value (the behaviour before the key existed) and is in only when it differs from it.
+    So adding a key at its neutral value keeps every existing run's identity, and any change that
+    alters training gives a new one (the full rule is in the comment above)."""
+    out = {}
+    for f in fields(run):
+        value = getattr(run, f.name)
+        if _listed(NOT_IDENTITY, type(run), f.name):
+            continue
+        if "neutral" in f.metadata and value == f.metadata["neutral"]:
+            continue
+        out[f.name] = run_identity(value) if hasattr(value, "__dataclass_fields__") else json.loads(
+            json.dumps(value, default=str))
+    return out
+
+
+def unclassified_keys() -> list[str]:
+    """Schema keys that break the rule above (none, or a test fails): unclassified or twice classified."""
+    _load_method_schemas()
+    problems, seen = [], set()
+
+    def walk(schema: type) -> None:
+        if schema in seen:
+            return
+        seen.add(schema)
+        hints = get_type_hints(schema)
+        for f in fields(schema):
+            classes = [_listed(NOT_IDENTITY, schema, f.name), _listed(IDENTITY_V1, schema, f.name),
+                       "neutral" in f.metadata]
+            if sum(classes) != 1:
+                problems.append(f"{schema.__name__}.{f.name}")
+            if not classes[0] and hasattr(hints[f.name], "__dataclass_fields__"):
+                walk(hints[f.name])
+
+    for schema in (RunConfig, *METHOD_SCHEMAS.values()):
+        walk(schema)
+    return problems
 
 
 def run_hash(run: RunConfig) -> str:

@@ -126,3 +126,57 @@ def test_big_sweep_validates_every_value_quickly(capsys):
     args = check_command_line(["train.py", "-m", "train.lr=1e-3,2e-3", "seed=range(0,300)"])
     assert "seed=range(0,300)" in args
     assert time.monotonic() - started < 60  # generous: composing 600 combinations would take minutes
+
+
+# ----------------------------------------------------------------------------- run identity (issue 14)
+from dataclasses import dataclass, field  # noqa: E402
+
+from rosa import config as config_module  # noqa: E402
+from rosa.config import LoRAConfig, neutral, run_hash, unclassified_keys  # noqa: E402
+
+
+def test_every_schema_key_is_classified():
+    """A new key cannot be added without deciding: not identity, or identity with its neutral value."""
+    assert unclassified_keys() == []
+
+
+def test_an_unclassified_key_is_reported(monkeypatch):
+    @dataclass
+    class WithNewKey(LoRAConfig):
+        new_knob: float = 1.0
+
+    monkeypatch.setitem(config_module.METHOD_SCHEMAS, "lora-new", WithNewKey)
+    assert unclassified_keys() == ["WithNewKey.new_knob"]
+
+
+def test_default_run_hashes_are_unchanged():
+    """The folders of existing runs: these hashes must never change."""
+    expected = {(): "44c3acea", ("fnmodel=fft",): "0ea194e9", ("fnmodel=rosa-robust",): "5f90db8f",
+                ("fnmodel=rosa-orthogonal",): "6bcb0c28", ("fnmodel=spa",): "7a8163c4", ("fnmodel=peft",): "98e9667c",
+                ("dataset=gsm8k",): "0504690e", ("+experiment=rosa-paper/gsm8k-bf16",): "d413d927",
+                ("train.optimizer.name=sgd",): "bea745d1", ("model.chat_template=true",): "c33bcbab"}
+    assert {k: run_hash(validate(compose(list(k)))) for k in expected} == expected
+
+
+def test_a_key_added_at_its_neutral_value_keeps_every_identity():
+    @dataclass
+    class WithNewKey(LoRAConfig):
+        new_knob: float = field(default=1.0, metadata=neutral(1.0))
+
+    run = validate(compose([]))
+    old = run_hash(run)
+    run.fnmodel = WithNewKey(**vars(run.fnmodel))
+    assert run_hash(run) == old
+    run.fnmodel.new_knob = 2.0
+    assert run_hash(run) != old
+
+
+def test_training_settings_change_the_identity_and_the_rest_does_not():
+    base = run_hash(validate(compose([])))
+    changes = [["train.lr=1e-3"], ["seed=1"], ["fnmodel.rank=4"], ["train.loss_norm=examples"], ["dataset.limit=5"],
+               ["train.optimizer.momentum=0.5", "train.optimizer.name=sgd"], ["precision=bf16"], ["train.max_steps=3"]]
+    hashes = {run_hash(validate(compose(c))) for c in changes}
+    assert base not in hashes and len(hashes) == len(changes)
+    for same in (["threads=1"], ["train.eval_every=5"], ["output.name=x"], ["eval.limit=3"], ["device=cpu"],
+                 ["train.checkpoint_every=7"]):
+        assert run_hash(validate(compose(same))) == base, same
