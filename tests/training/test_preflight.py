@@ -112,3 +112,20 @@ def test_preflight_error_in_a_subprocess(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: fnmodel.target_modules=['no_such_module'] matches")
     assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_mask_file_must_fit_the_target_layers(tmp_path):
+    """Masks saved for the same layers pass; masks for other layers are refused by name."""
+    from rosa.methods.sparse_masks import random_masks, save_masks
+    from rosa.training.preflight import PreflightError, meta_model, preflight, target_layer_shapes
+
+    run = validate(compose([*SMALL, "fnmodel=rosa-robust", f"output.path={tmp_path / 'runs'}"]))
+    shapes = target_layer_shapes(run)
+    layers = {n: torch.nn.Linear(i, o, bias=False) for n, (o, i) in shapes.items()}
+    save_masks(tmp_path / "masks.safetensors", random_masks(layers, 0.01, seed=0))
+    run.fnmodel.mask_path = str(tmp_path / "masks.safetensors")
+    preflight(run, tmp_path / "runs" / "x")
+    run.fnmodel.target_modules = ["q_proj"]
+    with pytest.raises(PreflightError, match="does not fit the target layers: missing \\[\\], unexpected"):
+        preflight(run, tmp_path / "runs" / "x")
+    assert meta_model(run.model).model.embed_tokens.weight.is_meta
