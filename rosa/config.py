@@ -84,13 +84,13 @@ def _check_target_modules(value, key: str) -> None:
     raise ConfigError(f"{key}={value!r} is not allowed; allowed: {allowed}")
 
 
-def _check_split_map(values_allowed: str, value_ok):
+def _check_split_map(values_allowed: str, value_ok, problem: str = "is not allowed"):
     def check_map(value: dict, key: str) -> None:
         for split, item in value.items():
             if split not in SPLIT_NAMES:
                 raise ConfigError(_unknown_split_message(f"{key}.{split}"))
             if not value_ok(item):
-                raise ConfigError(f"{key}.{split}={item!r} is out of range; allowed: {values_allowed}")
+                raise ConfigError(f"{key}.{split}={item!r} {problem}; allowed: {values_allowed}")
     return validator(check_map)
 
 
@@ -134,7 +134,7 @@ class DatasetConfig:
         "a source split name, a file name or carve:<source split>", lambda v: isinstance(v, str) and v.strip()))
     max_length: int = field(default=512, metadata=check(lambda v: v >= 8, "an integer >= 8"))
     sample_rows: dict = field(default_factory=dict, metadata=_check_split_map(
-        "an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1))
+        "an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "is out of range"))
     sample_seed: int = 0
     limit: Optional[int] = field(default=None, metadata=at_least_1)
 
@@ -278,11 +278,29 @@ def rewrite_overrides(overrides: list[str]) -> list[str]:
     return out
 
 
+def parse_overrides(overrides: list[str]) -> list:
+    """Hydra's parse of a command line; an override its grammar refuses is a one-line ConfigError."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    try:
+        return parser.parse_overrides(overrides)
+    except OverrideParseException as err:
+        raise ConfigError(_parse_error_message(err)) from None
+
+
+def _parse_error_message(err: Exception) -> str:
+    lines = [l for l in str(err).splitlines() if l.strip() and not l.startswith(("See https://", "Error parsing"))]
+    reason = " ".join(" ".join(lines).split())
+    override = getattr(err, "override", None) or "an override"
+    return (f"{override}: not a valid override ({reason}); allowed: Hydra's override grammar; quote a value "
+            "holding brackets or other special characters, e.g. 'key=\"value\"'")
+
+
 def expand_sweeps(overrides: list[str], limit: int = 256) -> list[list[str]]:
     """Every combination of a multirun command line, for validating each before launching."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = parse_overrides(overrides)
     options = []
     for override in parsed:
         if override.is_sweep_override():
@@ -305,7 +323,6 @@ def validate_sweep(overrides: list[str], limit: int = 256) -> None:
     combination of the plain values (``seed=range(0,1000)``) into a copy of that config, which costs
     a validation, not a composition; every combination is still checked. More than ``MAX_SWEEP``
     combinations are refused."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     combos = expand_sweeps(overrides, limit=limit + 1)
@@ -313,7 +330,7 @@ def validate_sweep(overrides: list[str], limit: int = 256) -> None:
         for combo in combos:
             validate(compose(combo))
         return
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = parse_overrides(overrides)
     total = math.prod(len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1 for o in parsed)
     if total > MAX_SWEEP:
         raise ConfigError(f"the sweep has {total} combinations; allowed: at most {MAX_SWEEP} per command "
@@ -364,6 +381,8 @@ def _one_line_hydra_error(err: Exception, overrides: list[str]) -> str:
         key = full_key or text.split("'")[1]
         return _unknown_split_key(key, overrides) or _unknown_key_message(key, method=_method_of(overrides))
     missing = re.search(r"Could not find '([^']+)'", text)
+    if type(err).__name__ == "OverrideParseException":
+        return _parse_error_message(err)
     if missing:  # unknown group option, e.g. model=gpt9 or +experiment=nope
         group = missing.group(1).split("/")[0]
         return f"{group}: Could not find {missing.group(1)!r}; choose one of: {', '.join(group_choices(group))}"
@@ -374,9 +393,7 @@ def _unknown_split_key(key: str, overrides: list[str]) -> str | None:
     """``dataset.splits={bogus: test}``: name the unknown split, not the mapping."""
     if key not in ("dataset.splits", "dataset.sample_rows"):
         return None
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    for override in OverridesParser.create().parse_overrides([o for o in overrides if o.startswith(key + "=")]):
+    for override in parse_overrides([o for o in overrides if o.startswith(key + "=")]):
         value = override.value()
         for split in value if isinstance(value, dict) else []:
             if split not in SPLIT_NAMES:

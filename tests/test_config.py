@@ -83,10 +83,14 @@ def test_subprocess_exit_2_and_no_run_directory(tmp_path):
     (["fnmodel.target_modules=5"], "fnmodel.target_modules=5 is not allowed; allowed: 'all-linear', a non-empty list of module names or a regular expression"),
     (["fnmodel.target_modules=[]"], "fnmodel.target_modules=[] is not allowed; allowed: 'all-linear', a non-empty list"),
     (['fnmodel.target_modules="(["'], "fnmodel.target_modules='([' is not a valid regular expression (unterminated character set at position 1)"),
+    (["fnmodel.target_modules=(["], "fnmodel.target_modules=([: not a valid override (extraneous input '(' expecting"),
+    (["-m", "fnmodel.target_modules=([", "seed=1,2"], "fnmodel.target_modules=([: not a valid override"),
+    (["dataset.sample_rows={train:"], "dataset.sample_rows={train:: not a valid override (no viable alternative at input"),
     (["fnmodel=rosa-orthogonal", "fnmodel.target_modules=[q_proj, 3]"], "fnmodel.target_modules=['q_proj', 3] is not allowed"),
     (["dataset.sample_rows={train: -1}"], "dataset.sample_rows.train=-1 is out of range; allowed: an integer >= 1"),
     (["dataset.sample_rows={bogus: 3}"], "dataset.sample_rows.bogus: unknown split; allowed split names: train, validation, test"),
     (["dataset.splits={bogus: test}"], "dataset.splits.bogus: unknown split; allowed split names: train, validation, test"),
+    (["dataset.splits={train: 5}"], "dataset.splits.train=5 is not allowed; allowed: a source split name"),
     (["+experiment=does-not-exist"], "experiment: Could not find 'experiment/does-not-exist'; choose one of: baselines/dora"),
     (["fnmodel.density=0.1"], "fnmodel.density: unknown key; allowed keys under fnmodel: name, rank, alpha, dropout, rslora, target_modules"),
     (["fnmodel=rosa-robust", "fnmodel.densty=0.1"], "fnmodel.densty: unknown key (did you mean 'density'?); allowed keys under fnmodel: name, rank"),
@@ -117,6 +121,12 @@ def test_more_bad_input_one_line_exit_2(capsys, args, expected):
                                   ["dataset.splits={train: test}"], ["seed=4294967295"], ["seed=0"]])
 def test_edge_values_still_allowed(args):
     validate(compose(args))
+
+
+def test_split_names_match_the_data_layer():
+    from rosa.config import SPLIT_NAMES
+    from rosa.data.schema import CANONICAL_SPLITS
+    assert SPLIT_NAMES == CANONICAL_SPLITS
 
 
 def test_big_sweep_validates_every_combination_with_few_compositions(monkeypatch):

@@ -236,7 +236,7 @@ class Method:
         name, (out_features, in_features) = min(shapes.items(), key=lambda item: min(item[1]))
         if rank > min(out_features, in_features):
             raise ValueError(f"fnmodel.rank={rank} exceeds min(out, in) = {min(out_features, in_features)} of layer "
-                             f"{name} ({out_features}x{in_features}); allowed: 0 <= rank <= "
+                             f"{name} ({out_features}x{in_features}); allowed: rank <= "
                              f"{min(out_features, in_features)} for this model's target layers")
 
     # -- hooks (return None or a LoopRequest)
