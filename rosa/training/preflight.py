@@ -69,15 +69,15 @@ def target_layer_shapes(run: RunConfig) -> dict[str, tuple[int, int]] | None:
     model_source(run.model)  # a missing or unreadable model; GGUF converts here
     if run.model.chat_template:  # the tokenizer must have one
         load_tokenizer(run.model)
-    target_modules = getattr(run.fnmodel, "target_modules", None)
-    if target_modules is None:
-        return None
     try:
         model = meta_model(run.model)
     except (OSError, ValueError, KeyError) as err:  # a config.json transformers cannot read
         reason = (str(err).strip().splitlines() or [""])[0]
         raise ModelSourceError(f"model.name={run.model.name}: its config cannot be read ({type(err).__name__}: "
                                f"{reason}); allowed: a causal LM that transformers knows") from None
+    target_modules = getattr(run.fnmodel, "target_modules", None)
+    if target_modules is None:
+        return None
     try:
         names = find_target_modules(model, target_modules)
     except ValueError as err:

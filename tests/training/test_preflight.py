@@ -47,12 +47,13 @@ def test_bad_data_file(tmp_path, capsys, content, expected):
     (b"{garbage", "is not valid JSON"),
     (b'{"model_type": "no-such-architecture"}', "its config cannot be read"),
 ])
-def test_unreadable_model(tmp_path, capsys, config_json, expected):
+@pytest.mark.parametrize("method", ["lora", "fft"])
+def test_unreadable_model(tmp_path, capsys, config_json, expected, method):
     folder = tmp_path / "model"
     if config_json is not None:
         folder.mkdir()
         (folder / "config.json").write_bytes(config_json)
-    assert expected in refused(tmp_path, capsys, f"model.name={folder}")
+    assert expected in refused(tmp_path, capsys, f"model.name={folder}", f"fnmodel={method}")
 
 
 @pytest.mark.parametrize("overrides, expected", [
