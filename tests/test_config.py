@@ -144,7 +144,8 @@ def test_big_sweep_validates_every_combination_with_few_compositions(monkeypatch
 
 
 # ----------------------------------------------------------------------------- run identity (issue 14)
-from dataclasses import dataclass, field  # noqa: E402
+import re  # noqa: E402
+from dataclasses import dataclass, field, fields  # noqa: E402
 
 from rosa import config as config_module  # noqa: E402
 from rosa.config import LoRAConfig, neutral, run_hash, unclassified_keys  # noqa: E402
@@ -195,3 +196,34 @@ def test_training_settings_change_the_identity_and_the_rest_does_not():
     for same in (["threads=1"], ["train.eval_every=5"], ["output.name=x"], ["eval.limit=3"], ["device=cpu"],
                  ["train.checkpoint_every=7"]):
         assert run_hash(validate(compose(same))) == base, same
+
+
+def test_nan_and_inf_are_refused_for_every_float_key():
+    """Generic: every float field of every schema (each method's too) refuses nan and -inf."""
+    from typing import Optional, get_type_hints
+
+    from omegaconf import OmegaConf
+    import rosa.methods  # noqa: F401 (registers every method schema)
+    from rosa.config import METHOD_SCHEMAS, ConfigError, RunConfig
+
+    def float_keys(schema, prefix):
+        hints = get_type_hints(schema)
+        for f in fields(schema):
+            typ = hints[f.name]
+            if hasattr(typ, "__dataclass_fields__"):
+                yield from float_keys(typ, f"{prefix}{f.name}.")
+            elif typ in (float, Optional[float]):
+                yield f"{prefix}{f.name}"
+
+    checked = 0
+    for method in ("lora", "rosa-robust", "rosa-orthogonal", "spa"):
+        base = OmegaConf.to_container(compose([f"fnmodel={method}"]))
+        keys = list(float_keys(RunConfig, "")) + list(float_keys(METHOD_SCHEMAS[method], "fnmodel."))
+        for key in keys:
+            for bad in (float("nan"), float("-inf")):
+                data = OmegaConf.create(base)
+                OmegaConf.update(data, key, bad)
+                with pytest.raises(ConfigError, match=f"^{re.escape(key)}=(nan|-inf) is not allowed; expected a finite"):
+                    validate(data)
+                checked += 1
+    assert checked >= 40
