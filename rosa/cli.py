@@ -11,7 +11,7 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
-from rosa.config import ConfigError, compose, expand_sweeps, rewrite_overrides, validate
+from rosa.config import ConfigError, compose, rewrite_overrides, validate, validate_sweep
 from rosa.launcher import check_launcher_overrides
 
 log = logging.getLogger("rosa")
@@ -34,9 +34,10 @@ def check_command_line(argv: list[str]) -> list[str]:
             if new != args[i]:
                 print(f"{args[i]} -> {new}", file=sys.stderr)
             args[i] = new
-        combos = expand_sweeps(rewritten) if any(a in ("-m", "--multirun") for a in args) else [rewritten]
-        for combo in combos:
-            validate(compose(combo))
+        if any(a in ("-m", "--multirun") for a in args):
+            validate_sweep(rewritten)  # every combination
+        else:
+            validate(compose(rewritten))
         check_launcher_overrides(rewritten)  # hydra/launcher=slurm, hydra.launcher.<key>=...
     except ConfigError as err:
         fail(str(err))

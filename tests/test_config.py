@@ -69,3 +69,161 @@ def test_subprocess_exit_2_and_no_run_directory(tmp_path):
     result = run_train("train.lr=-1", f"output.path={tmp_path / 'runs'}", timeout=120)
     assert result.returncode == 2 and "train.lr=-1.0 is out of range" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- issue 14: more bad input
+@pytest.mark.parametrize("args, expected", [
+    (["train.optimizer.betas=[a,b]"], "train.optimizer.betas=['a', 'b'] is not allowed; expected two numbers in [0, 1)"),
+    (["train.lr=${nope.nope}"], "train.lr='${nope.nope}': the interpolation cannot be resolved (Interpolation key 'nope.nope' not found)"),
+    (["train.lr=${oc.env:NO_SUCH_VAR}"], "train.lr='${oc.env:NO_SUCH_VAR}': the interpolation cannot be resolved"),
+    (["train.lr=${train.lr}"], "train.lr='${train.lr}': the interpolation cannot be resolved (Recursive interpolation detected)"),
+    (["seed=-1"], "seed=-1 is out of range; allowed: an integer in [0, 4294967295]"),
+    (["seed=4294967296"], "seed=4294967296 is out of range; allowed: an integer in [0, 4294967295]"),
+    (["device=foo"], "device='foo' is not allowed; allowed: auto, cpu, cuda or cuda:N"),
+    (["fnmodel.target_modules=5"], "fnmodel.target_modules=5 is not allowed; allowed: 'all-linear', a non-empty list of module names or a regular expression"),
+    (["fnmodel.target_modules=[]"], "fnmodel.target_modules=[] is not allowed; allowed: 'all-linear', a non-empty list"),
+    (['fnmodel.target_modules="(["'], "fnmodel.target_modules='([' is not a valid regular expression (unterminated character set at position 1)"),
+    (["fnmodel.target_modules=(["], "fnmodel.target_modules=([: not a valid override (extraneous input '(' expecting"),
+    (["-m", "fnmodel.target_modules=([", "seed=1,2"], "fnmodel.target_modules=([: not a valid override"),
+    (["dataset.sample_rows={train:"], "dataset.sample_rows={train:: not a valid override (no viable alternative at input"),
+    (["fnmodel=rosa-orthogonal", "fnmodel.target_modules=[q_proj, 3]"], "fnmodel.target_modules=['q_proj', 3] is not allowed"),
+    (["dataset.sample_rows={train: -1}"], "dataset.sample_rows.train=-1 is out of range; allowed: an integer >= 1"),
+    (["dataset.sample_rows={bogus: 3}"], "dataset.sample_rows.bogus: unknown split; allowed split names: train, validation, test"),
+    (["dataset.splits={bogus: test}"], "dataset.splits.bogus: unknown split; allowed split names: train, validation, test"),
+    (["dataset.splits={train: 5}"], "dataset.splits.train=5 is not allowed; allowed: a source split name"),
+    (["+experiment=does-not-exist"], "experiment: Could not find 'experiment/does-not-exist'; choose one of: baselines/dora"),
+    (["fnmodel.density=0.1"], "fnmodel.density: unknown key; allowed keys under fnmodel: name, rank, alpha, dropout, rslora, target_modules"),
+    (["fnmodel=rosa-robust", "fnmodel.densty=0.1"], "fnmodel.densty: unknown key (did you mean 'density'?); allowed keys under fnmodel: name, rank"),
+    (["train.lr=inf"], "train.lr=inf is not allowed; expected a finite number"),
+    (["train.lr=1e400"], "train.lr=inf is not allowed; expected a finite number"),
+    (["train.lr=nan"], "train.lr=nan is not allowed; expected a finite number"),
+    (["fnmodel.alpha=inf"], "fnmodel.alpha=inf is not allowed; expected a finite number"),
+    (["train.optimizer.eps=inf"], "train.optimizer.eps=inf is not allowed; expected a finite number"),
+    (["train.optimizer.weight_decay=inf"], "train.optimizer.weight_decay=inf is not allowed; expected a finite number"),
+    (["train.optimizer.betas=[0.9,nan]"], "train.optimizer.betas=[0.9, nan] is not allowed; expected a finite number"),
+    (["train.max_grad_norm=nan"], "train.max_grad_norm=nan is not allowed"),
+    (["fnmodel=peft", "++fnmodel.config.lora_alpha=inf"], "fnmodel.config.lora_alpha=inf is not allowed; expected a finite number"),
+    (["train.max_steps=1000000000000"], "train.max_steps=1000000000000 is out of range; allowed: an integer in [0, 1000000000]"),
+    (["train.epochs=1000000000000"], "train.epochs=1000000000000 is out of range; allowed: an integer in [1, 1000000]"),
+    (["output.name=../../../../escaped"], "output.name='../../../../escaped' is not allowed; allowed: a folder name without"),
+    (["output.name=/tmp/x"], "output.name='/tmp/x' is not allowed"),
+    (["output.name=.."], "output.name='..' is not allowed"),
+    (["-m", "train.lr=1e-3,-1", "seed=range(0,256)"], "train.lr=-1.0 is out of range"),
+    (["-m", "train.batch_size=8,6", "train.micro_batch_size=4,8", "seed=range(0,100)"],
+     "train.batch_size=6 is not a multiple of train.micro_batch_size=4"),
+])
+def test_more_bad_input_one_line_exit_2(capsys, args, expected):
+    assert expected in rejected(capsys, *args)
+
+
+@pytest.mark.parametrize("args", [["train.max_grad_norm=inf"], ["output.name=my-run.v2"], ["device=cuda:1"],
+                                  ["fnmodel.target_modules=[q_proj,v_proj]"], ["fnmodel.target_modules=.*proj"],
+                                  ["dataset.splits={train: test}"], ["seed=4294967295"], ["seed=0"]])
+def test_edge_values_still_allowed(args):
+    validate(compose(args))
+
+
+def test_split_names_match_the_data_layer():
+    from rosa.config import SPLIT_NAMES
+    from rosa.data.schema import CANONICAL_SPLITS
+    assert SPLIT_NAMES == CANONICAL_SPLITS
+
+
+def test_big_sweep_validates_every_combination_with_few_compositions(monkeypatch):
+    """More than 256 combinations: one Hydra composition per group choice, every combination validated."""
+    from rosa import config
+
+    composed, validated = [], []
+    real_compose, real_validate = config.compose, config.validate
+    monkeypatch.setattr(config, "compose", lambda o: composed.append(o) or real_compose(o))
+    monkeypatch.setattr(config, "validate", lambda c: validated.append(c) or real_validate(c))
+    config.validate_sweep(["fnmodel=lora,fft", "train.lr=1e-3,2e-3", "seed=range(0,150)"])
+    assert len(composed) == 2 and len(validated) == 2 * 2 * 150
+    assert {(v.fnmodel.name, v.train.lr, v.seed) for v in validated} == {
+        (m, lr, s) for m in ("lora", "fft") for lr in (1e-3, 2e-3) for s in range(150)}
+
+
+# ----------------------------------------------------------------------------- run identity (issue 14)
+import re  # noqa: E402
+from dataclasses import dataclass, field, fields  # noqa: E402
+
+from rosa import config as config_module  # noqa: E402
+from rosa.config import LoRAConfig, neutral, run_hash, unclassified_keys  # noqa: E402
+
+
+def test_every_schema_key_is_classified():
+    """A new key cannot be added without deciding: not identity, or identity with its neutral value."""
+    assert unclassified_keys() == []
+
+
+def test_an_unclassified_key_is_reported(monkeypatch):
+    @dataclass
+    class WithNewKey(LoRAConfig):
+        new_knob: float = 1.0
+
+    monkeypatch.setitem(config_module.METHOD_SCHEMAS, "lora-new", WithNewKey)
+    assert unclassified_keys() == ["WithNewKey.new_knob"]
+
+
+def test_default_run_hashes_are_unchanged():
+    """The folders of existing runs: these hashes must never change."""
+    expected = {(): "44c3acea", ("fnmodel=fft",): "0ea194e9", ("fnmodel=rosa-robust",): "5f90db8f",
+                ("fnmodel=rosa-orthogonal",): "6bcb0c28", ("fnmodel=spa",): "7a8163c4", ("fnmodel=peft",): "98e9667c",
+                ("dataset=gsm8k",): "0504690e", ("+experiment=rosa-paper/gsm8k-bf16",): "d413d927",
+                ("train.optimizer.name=sgd",): "bea745d1", ("model.chat_template=true",): "c33bcbab"}
+    assert {k: run_hash(validate(compose(list(k)))) for k in expected} == expected
+
+
+def test_a_key_added_at_its_neutral_value_keeps_every_identity():
+    @dataclass
+    class WithNewKey(LoRAConfig):
+        new_knob: float = field(default=1.0, metadata=neutral(1.0))
+
+    run = validate(compose([]))
+    old = run_hash(run)
+    run.fnmodel = WithNewKey(**vars(run.fnmodel))
+    assert run_hash(run) == old
+    run.fnmodel.new_knob = 2.0
+    assert run_hash(run) != old
+
+
+def test_training_settings_change_the_identity_and_the_rest_does_not():
+    base = run_hash(validate(compose([])))
+    changes = [["train.lr=1e-3"], ["seed=1"], ["fnmodel.rank=4"], ["train.loss_norm=examples"], ["dataset.limit=5"],
+               ["train.optimizer.momentum=0.5", "train.optimizer.name=sgd"], ["precision=bf16"], ["train.max_steps=3"]]
+    hashes = {run_hash(validate(compose(c))) for c in changes}
+    assert base not in hashes and len(hashes) == len(changes)
+    for same in (["threads=1"], ["train.eval_every=5"], ["output.name=x"], ["eval.limit=3"], ["device=cpu"],
+                 ["train.checkpoint_every=7"]):
+        assert run_hash(validate(compose(same))) == base, same
+
+
+def test_nan_and_inf_are_refused_for_every_float_key():
+    """Generic: every float field of every schema (each method's too) refuses nan and -inf."""
+    from typing import Optional, get_type_hints
+
+    from omegaconf import OmegaConf
+    import rosa.methods  # noqa: F401 (registers every method schema)
+    from rosa.config import METHOD_SCHEMAS, ConfigError, RunConfig
+
+    def float_keys(schema, prefix):
+        hints = get_type_hints(schema)
+        for f in fields(schema):
+            typ = hints[f.name]
+            if hasattr(typ, "__dataclass_fields__"):
+                yield from float_keys(typ, f"{prefix}{f.name}.")
+            elif typ in (float, Optional[float]):
+                yield f"{prefix}{f.name}"
+
+    checked = 0
+    for method in ("lora", "rosa-robust", "rosa-orthogonal", "spa"):
+        base = OmegaConf.to_container(compose([f"fnmodel={method}"]))
+        keys = list(float_keys(RunConfig, "")) + list(float_keys(METHOD_SCHEMAS[method], "fnmodel."))
+        for key in keys:
+            for bad in (float("nan"), float("-inf")):
+                data = OmegaConf.create(base)
+                OmegaConf.update(data, key, bad)
+                with pytest.raises(ConfigError, match=f"^{re.escape(key)}=(nan|-inf) is not allowed; expected a finite"):
+                    validate(data)
+                checked += 1
+    assert checked >= 40

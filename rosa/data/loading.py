@@ -26,6 +26,9 @@ The source's rows (all records, malformed ones included) are permuted with
 canonical split mapped plainly to ``<source>`` gets the remaining rows. Every part keeps file
 order. Without a ``carve:`` value nothing is removed from a source split.
 
+Format notes: a row the reader flags (a CSV cell over several lines, invalid quoting: see
+``readers.py``) is kept and counted in the LoadReport's ``suspect`` (logged with the first row).
+
 Row checks: a row whose record did not parse, misses a field, has an empty text field or gives
 an empty target is skipped and counted in the LoadReport (with the first bad row number). A
 split with no valid row is a DataError naming the file. ``limit`` keeps the first N valid
@@ -246,6 +249,9 @@ def _to_examples(
     examples: list[Example] = []
     for number, raw in rows:
         report.rows_read += 1
+        note = getattr(raw, "format_note", None)
+        if note:
+            report.flag(number, note)
         problem = _row_problem(spec, raw)
         if problem is None:
             row = {key: value.strip() if isinstance(value, str) else value for key, value in raw.items()}

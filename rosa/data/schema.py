@@ -94,11 +94,19 @@ class LoadReport:
     first_bad_reason: str | None = None
     carved_out: int = 0  # rows of the source split that belong to a carved split
     over_limit: int = 0  # valid rows dropped by `dataset.limit`
+    suspect: int = 0  # rows kept whose format looks wrong (a CSV cell over several lines: merged rows)
+    first_suspect_row: int | None = None
+    first_suspect_reason: str | None = None
 
     def skip(self, row_number: int, reason: str) -> None:
         self.malformed += 1
         if self.first_bad_row is None:
             self.first_bad_row, self.first_bad_reason = row_number, reason
+
+    def flag(self, row_number: int, reason: str) -> None:
+        self.suspect += 1
+        if self.first_suspect_row is None:
+            self.first_suspect_row, self.first_suspect_reason = row_number, reason
 
     def summary(self) -> str:
         line = (
@@ -107,6 +115,9 @@ class LoadReport:
         )
         if self.first_bad_row is not None:
             line += f" (first malformed: row {self.first_bad_row}: {self.first_bad_reason})"
+        if self.suspect:
+            line += (f"; {self.suspect} kept rows to check (first: row {self.first_suspect_row}: "
+                     f"{self.first_suspect_reason})")
         return line
 
 

@@ -181,8 +181,9 @@ def find_target_modules(model: nn.Module, target_modules: str | Iterable[str]) -
         if hit:
             names.append(name)
     if not names:
-        raise ValueError(f"fnmodel.target_modules: {target_modules!r} matches no linear layer of the model; "
-                         "use 'all-linear', a list of names (e.g. [q_proj, v_proj]) or a regex")
+        leaves = sorted({n.rpartition(".")[2] for n, m in model.named_modules() if is_linear_like(m) and m is not head})
+        raise ValueError(f"fnmodel.target_modules={target_modules!r} matches no linear layer of the model; allowed: "
+                         f"'all-linear', a list of names or a regex over module names (this model's: {', '.join(leaves)})")
     return names
 
 
@@ -231,6 +232,20 @@ class Method:
     def trainable_parameters(self, model: nn.Module) -> int:
         """Exact count of trainable scalars (sparse values count once each)."""
         return sum(p.numel() for g in self.param_groups(model, _LR1) for p in g["params"])
+
+    def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:
+        """Before anything is built: raise ValueError (one line) when the config does not fit the
+        target layers' (out, in) ``shapes`` (from a weightless copy of the model). By default an
+        integer ``rank`` may not exceed any target layer's min(out, in): a larger rank adds no
+        capacity, only memory (a typo like 100000 would fail allocating)."""
+        rank = getattr(self.cfg, "rank", None)
+        if not isinstance(rank, int) or isinstance(rank, bool) or not shapes:
+            return
+        name, (out_features, in_features) = min(shapes.items(), key=lambda item: min(item[1]))
+        if rank > min(out_features, in_features):
+            raise ValueError(f"fnmodel.rank={rank} exceeds min(out, in) = {min(out_features, in_features)} of layer "
+                             f"{name} ({out_features}x{in_features}); allowed: rank <= "
+                             f"{min(out_features, in_features)} for this model's target layers")
 
     # -- hooks (return None or a LoopRequest)
     def before_step(self, ctx: StepContext) -> LoopRequest | None:

@@ -97,7 +97,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rosa.config import check
+from rosa.config import TARGET_MODULES, check
 from rosa.training import distributed
 from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, dense_weight,
                                is_conv1d, linear_shape, wrap_target_modules)
@@ -131,7 +131,7 @@ class RosaOrthogonalConfig:
     resample_every: Any = field(default="epoch", metadata=check(
         _period_ok, "'epoch', 'never' (sample once, at the start) or an integer >= 1 (optimizer steps)"))
     train_bias: bool = True                # the official ROSA trained the adapted layers' biases
-    target_modules: Any = "all-linear"     # "all-linear", a list of names, or a regex
+    target_modules: Any = field(default="all-linear", metadata=TARGET_MODULES)  # "all-linear", a list of names, or a regex
 
 
 # --------------------------------------------------------------------------- the pieces, as functions
@@ -329,6 +329,10 @@ class RosaOrthogonal(Method):
 
         self.target_names = wrap_target_modules(model, cfg.target_modules, make_layer)
         return model
+
+    def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:
+        for out_features, in_features in shapes.values():
+            resolve_rank(self.cfg.rank, out_features, in_features)
 
     def period(self, ctx: StepContext) -> int | None:
         every = self.cfg.resample_every

@@ -72,7 +72,7 @@ from typing import Any, Literal, Optional
 import torch
 from torch import nn
 
-from rosa.config import ConfigError, at_least_1, check, positive, probability, unit_interval
+from rosa.config import TARGET_MODULES, ConfigError, at_least_1, check, positive, probability, unit_interval
 from rosa.kernels import CSRMatrix, dense_plus_sparse_linear, resolve_impl, sparse_linear
 from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, base_weight_for_matmul,
                                wrap_target_modules)
@@ -97,7 +97,7 @@ class RosaRobustConfig:
     rslora: bool = False
     density: Optional[float] = field(default=0.006, metadata=unit_interval)  # nnz = int(density*n*m)
     budget: Optional[float] = field(default=None, metadata=positive)  # LoRA-rank units; derives density
-    target_modules: Any = "all-linear"
+    target_modules: Any = field(default="all-linear", metadata=TARGET_MODULES)
     lora_lr: Optional[float] = field(default=7e-4, metadata=positive)    # null: train.lr
     sparse_lr: Optional[float] = field(default=2e-4, metadata=positive)  # null: train.lr
     mask_criterion: Literal["grad-fisher", "grad-mean", "weight", "random"] = "grad-fisher"
@@ -293,6 +293,24 @@ class RosaRobust(Method):
         else:
             self.phase = "collect" if cfg.rank == 0 or cfg.warmup_steps == 0 else "warmup"
         return model
+
+    def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:
+        super().check_layers(shapes)
+        if not self.cfg.mask_path or self.cfg.density == 0:
+            return
+        try:
+            masks, _ = load_masks(self.cfg.mask_path)
+        except Exception as err:  # noqa: BLE001 - any unreadable file: one line naming it
+            reason = (str(err).strip().splitlines() or [""])[0]
+            raise ValueError(f"fnmodel.mask_path={self.cfg.mask_path!r} is not a readable {MASKS_FILE} "
+                             f"({type(err).__name__}: {reason}); allowed: a masks file saved by rosa-robust "
+                             "or a run folder holding one") from None
+        wrong = sorted(n for n in masks if n in shapes and tuple(masks[n].shape) != tuple(shapes[n]))
+        if set(masks) != set(shapes) or wrong:
+            missing, extra = sorted(set(shapes) - set(masks)), sorted(set(masks) - set(shapes))
+            raise ValueError(f"fnmodel.mask_path={self.cfg.mask_path!r} does not fit the target layers: missing "
+                             f"{missing[:3]}, unexpected {extra[:3]}, other shape {wrong[:3]}; allowed: masks "
+                             "saved for this model and fnmodel.target_modules")
 
     def log_plan(self, shapes: list[tuple[int, int]]) -> None:
         cfg, d = self.cfg, self.density

@@ -32,11 +32,11 @@ from rosa.config import RunConfig
 from rosa.data import build_train_features, collate_batch, get_spec, load_examples
 from rosa.methods import LoopRequest, StepContext, get_method
 from rosa.data.features import prompt_ids
-from rosa.models import (ModelSourceError, load_model, load_tokenizer, model_source, resolve_device,
-                         resolve_precision, set_threads)
+from rosa.models import load_model, load_tokenizer, resolve_device, resolve_precision, set_threads
 from rosa.models.loss import example_mean_loss, token_loss_sum
 from rosa.training import checkpoint as ckpt
 from rosa.training import distributed, preemption
+from rosa.training.preflight import PreflightError, preflight
 from rosa.training.optim import build_optimizer, lr_factor, rebuild_optimizer, set_learning_rates
 from rosa.training.rundir import read_status, run_dir_for, update_status
 
@@ -373,11 +373,9 @@ def train(run: RunConfig, config_yaml: str) -> int:
     if status and status.get("state") == "done":
         print(f"run {run_dir} is already done ({status.get('steps')} steps, finished {status.get('ended')}); nothing to do")
         return 0
-    try:  # a missing or unreadable model stops here, before the run folder exists (GGUF converts here)
-        model_source(run.model)
-        if run.model.chat_template:  # the tokenizer must have one
-            load_tokenizer(run.model)
-    except ModelSourceError as err:
+    try:  # device, model, method-vs-model, data and stored settings: before the run folder exists
+        preflight(run, run_dir)
+    except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     run_dir.mkdir(parents=True, exist_ok=True)
