@@ -314,6 +314,7 @@ class Trainer:
                          stats["grad_norm"], elapsed, tokens_per_s)
             if t.eval_every and self.step % t.eval_every == 0 and self.phase_step < self.total_steps:
                 self.log_validation(writer)
+            preemption.test_signal(self.step)
             self.stop_signal = distributed.agree_stop(self.stop_signal)
             if self.step % t.checkpoint_every == 0 or self.stop_signal is not None:
                 self.save()

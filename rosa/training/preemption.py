@@ -15,6 +15,7 @@ with status ``interrupted`` (exit 3) and the same command resumes it.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 
 log = logging.getLogger("rosa")
@@ -35,6 +36,23 @@ def install(trainer) -> dict:
             pass
     trainer.previous_signal_handlers = previous
     return previous
+
+
+TEST_SIGNAL_ENV = "ROSA_TEST_SIGNAL_AT_STEP"
+
+
+def test_signal(point: int | str) -> None:
+    """Test hook: ``ROSA_TEST_SIGNAL_AT_STEP=N:SIGNAME[,M:SIGNAME]`` makes the run send itself SIGNAME
+    when it reaches ``point`` N (a step number: the end of that step, before its checkpoint). Tests
+    stop a run at a chosen step this way, with no timing involved. ``raise_signal`` runs a Python
+    handler before it returns, so the signal has been handled when this returns."""
+    spec = os.environ.get(TEST_SIGNAL_ENV)
+    if not spec:
+        return
+    for item in spec.split(","):
+        at, _, name = item.partition(":")
+        if at.strip() == str(point):
+            signal.raise_signal(signal.Signals[name.strip()])
 
 
 def restore(previous: dict) -> None:

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +21,7 @@ from rosa.methods.lora import LoRA
 from rosa.methods.rosa_robust import RosaLayer, RosaRobust, SpA, density_for_budget, trainable_count
 from rosa.methods.sparse_masks import GradientCollector, load_masks, masks_from_scores, recovery, top_k_mask
 from rosa.training.optim import build_optimizer
-from tests.conftest import REPO
+from tests.conftest import run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
@@ -536,38 +533,24 @@ def final_state(root: Path) -> dict:
     return json.loads((latest_checkpoint(run_dir(root)) / "state.json").read_text())
 
 
-def latest_step(root: Path) -> int:
-    pointers = list(root.rglob("checkpoints/latest.json"))
-    try:
-        return json.loads(pointers[0].read_text())["step"] if pointers else 0
-    except (ValueError, KeyError):   # being replaced
-        return 0
-
-
 def train_until(args: list[str], stop_at_step: int | None) -> None:
-    """train.py in a subprocess; with ``stop_at_step``, SIGKILL it as soon as that checkpoint exists."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    root = Path(next(a for a in args if a.startswith("output.path=")).split("=", 1)[1])
-    deadline = time.time() + 300
-    while proc.poll() is None and time.time() < deadline:
-        if stop_at_step is not None and latest_step(root) >= stop_at_step:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return
-        time.sleep(0.02)
-    out = proc.communicate(timeout=60)[0]
-    assert proc.returncode == 0, out[-3000:]
-    assert stop_at_step is None, f"the run ended before step {stop_at_step}"
+    """train.py in a subprocess; with ``stop_at_step``, it SIGKILLs itself at the end of the next step,
+    before that step's checkpoint, so the checkpoint of ``stop_at_step`` is its last (no timing involved)."""
+    env = {"OMP_NUM_THREADS": "1"}
+    if stop_at_step is not None:
+        env["ROSA_TEST_SIGNAL_AT_STEP"] = f"{stop_at_step + 1}:SIGKILL"
+    result = run_train(*args, env=env)
+    if stop_at_step is None:
+        assert result.returncode == 0, result.stderr[-3000:]
+    else:
+        assert result.returncode == -signal.SIGKILL, f"the run ended before step {stop_at_step + 1}: " + result.stderr[-3000:]
 
 
 def test_real_loop_phases_and_resume_in_each_phase(tmp_path, caplog):
     """warm-up 3 steps, collection over 4 steps (mask_samples=8 micro-batches of 2 per step), restart,
     8 steps: 15 steps in all. Uninterrupted vs killed (SIGKILL) once the checkpoint of step 1 (warm-up:
     steps 1-3), 4 (collection: 4-6) and 9 (after the mask: 7-14) exists, resumed each time: the same
-    per-step losses and masks. The phases span several steps, so a kill that lands a step late on a
-    loaded machine still falls in the intended phase."""
+    per-step losses and masks. The run kills itself at a given step (ROSA_TEST_SIGNAL_AT_STEP)."""
     import logging
     caplog.set_level(logging.INFO)
     common = ["fnmodel=rosa-robust", "fnmodel.rank=4", "fnmodel.density=0.02", "fnmodel.warmup_steps=3",
@@ -592,6 +575,7 @@ def test_real_loop_phases_and_resume_in_each_phase(tmp_path, caplog):
     for stop in (1, 4, 9):
         train_until(args, stop)
         state = final_state(root)
+        assert state["step"] == stop
         killed.append((state["step"], state["method"]["phase"]))
     train_until(args, None)
     assert [phase for _, phase in killed] == ["warmup", "collect", "sparse"], killed
