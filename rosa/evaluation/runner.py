@@ -60,8 +60,11 @@ def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_s
         return {"run": str(run_dir), "state": "skipped", "reason": f"{state}" + (f": {error}" if error else "")}
     out = metrics_path(run_dir, split)
     if out.exists() and not force:
-        return {"run": str(run_dir), "state": "skipped",
-                "reason": f"already evaluated: {out.name} exists; --force redoes it"}
+        problem = metrics_problem(out, split)
+        if problem is None:
+            return {"run": str(run_dir), "state": "skipped",
+                    "reason": f"already evaluated: {out.name} exists; --force redoes it"}
+        print(f"warning: {out} is not a metrics record ({problem}); evaluating the run again", file=sys.stderr)
 
     started = time.time()
     loaded = load_run(run_dir, device=device, merge=merge)
@@ -99,6 +102,19 @@ def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_s
     atomic.write_json(out, record)
     _log_tensorboard(run_dir, split, record["metrics"], (status or {}).get("steps", 0))
     return {"run": str(run_dir), "state": "evaluated", **record}
+
+
+def metrics_problem(path: Path, split: str) -> str | None:
+    """Why ``path`` is not a complete metrics record of ``split`` (None when it is one)."""
+    try:
+        record = atomic.read_json(path)
+    except (OSError, ValueError) as err:
+        return f"{type(err).__name__}: {err}".splitlines()[0]
+    if not isinstance(record, dict) or record.get("split") != split or not isinstance(record.get("metrics"), dict):
+        return f"no metrics of split {split!r}"
+    if not all(isinstance(v, (int, float)) for v in record["metrics"].values()):
+        return "a metric that is not a number"
+    return None
 
 
 class ProgressLog:
