@@ -26,7 +26,7 @@ from rosa.config import RunConfig, run_hash
 
 STATUS_FILE = "status.json"
 LOCK_FILE = ".lock"
-FINAL_RECORD = Path("adapter") / STATUS_FILE   # the finished run's status, saved with its adapter
+FINAL_RECORD = Path("adapter") / "run-record.json"   # the finished run's status, saved with its adapter
 log = logging.getLogger("rosa")
 
 
