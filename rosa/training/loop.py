@@ -434,8 +434,8 @@ def train(run: RunConfig, config_yaml: str) -> int:
         if not run.train.eval_at_end:
             return 0
     except (InterruptedError, preemption.StopRequested) as stop:
-        _record_status(run_dir, state="interrupted", error=str(stop))
-        print(f"run {run_dir}: {stop}", file=sys.stderr)
+        note = _record_status(run_dir, state="interrupted", error=str(stop))
+        print(f"run {run_dir}: {stop}{note}", file=sys.stderr)
         signum = stop.signum if isinstance(stop, preemption.StopRequested) else trainer.stop_signal
         # under submitit: requeue now that the checkpoint is saved
         preemption.hand_over(signum, original_handlers, trainer.step if trainer else 0)
@@ -474,22 +474,23 @@ def _save_adapter(trainer: Trainer, record: dict) -> None:
     tmp_dir.rename(adapter_dir)
 
 
-def _record_status(run_dir: Path, **fields) -> None:
-    """update_status when the disk allows it (after a write error, it may not): never a second error."""
+def _record_status(run_dir: Path, **fields) -> str:
+    """update_status when the disk allows it (after a write error, it may not): never a second error.
+    Returns "" or a note for the caller's one line saying that status.json could not be updated."""
     try:
         update_status(run_dir, **fields)
     except OSError as err:
-        print(f"warning: could not record state={fields.get('state')} in {run_dir / 'status.json'}: {err}",
-              file=sys.stderr)
+        return f" (status.json not updated: {err.strerror or err})"
+    return ""
 
 
 def _record_failure(run_dir: Path, trainer: Trainer | None, err: BaseException) -> str:
-    """Mark the run failed with the error's first line (returned). The steps done are kept: a run that
-    could not resume (step 0) does not overwrite the count of its earlier attempt."""
+    """Mark the run failed with the error's first line (returned, with a note if status.json could not
+    be written). The steps done are kept: a run that could not resume (step 0) does not overwrite the
+    count of its earlier attempt."""
     message = f"{type(err).__name__}: {err}".splitlines()[0]
-    _record_status(run_dir, state="failed", error=message, ended=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                   **({"steps": trainer.step} if trainer and trainer.step else {}))
-    return message
+    return message + _record_status(run_dir, state="failed", error=message, ended=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                    **({"steps": trainer.step} if trainer and trainer.step else {}))
 
 
 def _clean_tensorboard(run_dir: Path) -> None:

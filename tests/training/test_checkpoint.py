@@ -67,23 +67,37 @@ def test_no_usable_checkpoint_is_one_error_line_and_keeps_status_steps(tmp_path,
     assert status["state"] == "failed" and status["steps"] == 4 and "trainer.pt" in status["error"]
 
 
-def test_full_disk_fails_in_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
-    real, calls = ckpt.save_file, {"n": 0}
+@pytest.mark.parametrize("status_too", [False, True], ids=["checkpoint", "checkpoint-and-status"])
+def test_full_disk_fails_in_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys, status_too):
+    """ENOSPC while writing step 4's checkpoint (and, the disk staying full, status.json too)."""
+    from rosa import atomic
+    real, calls, full = ckpt.save_file, {"n": 0}, []
+    real_json = atomic.write_json
 
     def fills_the_disk(tensors, filename, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:   # the checkpoint of step 4: a partial file, then ENOSPC
             with open(filename, "wb") as f:
                 f.write(b"\0" * 100)
+            full.append(filename)
             raise OSError(errno.ENOSPC, "No space left on device", filename)
         return real(tensors, filename, *args, **kwargs)
 
+    def json_on_a_full_disk(path, data):
+        if full and status_too:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_json(path, data)
+
     monkeypatch.setattr(ckpt, "save_file", fills_the_disk)
+    monkeypatch.setattr(atomic, "write_json", json_on_a_full_disk)
     code, run_dir = train(tmp_path)
     err = capsys.readouterr().err.strip()
     assert code == 1 and "\n" not in err and "No space left on device" in err, err
     status = json.loads((run_dir / "status.json").read_text())
-    assert status["state"] == "failed" and "No space left on device" in status["error"]
+    if status_too:   # the last status that could be written, and the one line says so
+        assert status["state"] == "running" and "status.json not updated" in err
+    else:
+        assert status["state"] == "failed" and "No space left on device" in status["error"]
     assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
     latest = ckpt.latest_checkpoint(run_dir)
     assert latest.name == "step-0000002"
