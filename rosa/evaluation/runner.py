@@ -28,7 +28,7 @@ from rosa.data import build_train_features, collate_batch, eval_examples, get_sp
 from rosa.data.features import tokenize
 from rosa.evaluation.generate import decoding_for, generate
 from rosa.evaluation.load import EvalError, LoadedRun, load_run
-from rosa.training.rundir import read_status
+from rosa.training.rundir import recover_status
 
 SPLITS = ("validation", "test")
 PROGRESS_EVERY_S = 10.0
@@ -53,7 +53,7 @@ def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_s
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise EvalError(f"split {split!r}; allowed: {', '.join(SPLITS)}")
-    status = read_status(run_dir)
+    status = recover_status(run_dir)   # a finished run's lost status.json comes back from its adapter folder
     state = (status or {}).get("state", "not started")
     if state != "done":
         error = (status or {}).get("error")

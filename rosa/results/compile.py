@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from rosa.training.rundir import find_runs, read_status
+from rosa.training.rundir import find_runs, recover_status
 
 LOWER_IS_BETTER = ("ppl", "bits_per_token", "loss")
 BASE = "base"  # a run of 0 steps: the pretrained model as it is
@@ -66,7 +66,7 @@ def read_run(run_dir: Path, split: str) -> RunRow:
         row.problem = f"unreadable config.yaml ({type(err).__name__})"
         return row
     row.density = adapter_density(run_dir, row.density)
-    status = read_status(run_dir) or {"state": "not started"}
+    status = recover_status(run_dir) or {"state": "not started"}
     row.precision = status.get("precision", "?")
     row.trainable, row.peak_mem_gb, row.train_time_s = (status.get("trainable_params"), status.get("peak_mem_gb"),
                                                          status.get("train_time_s"))

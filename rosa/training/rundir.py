@@ -69,9 +69,9 @@ def read_status(run_dir: Path) -> dict | None:
 
 
 def recover_status(run_dir: Path) -> dict | None:
-    """``status.json``; when it is missing or unreadable and the run is finished (its adapter folder
-    holds the final record), the record is restored and returned, with one line on stderr. An
-    unreadable status of an unfinished run gives one warning and None (it is written anew)."""
+    """``status.json`` (as :func:`read_status`); when it is missing or unreadable and the run is
+    finished (its adapter folder holds the final record), the record is restored and returned, with
+    one line on stderr. An unreadable status of an unfinished run gives one warning."""
     path = Path(run_dir) / STATUS_FILE
     status = read_status(run_dir)
     if status is not None and status.get("state") != "corrupt":
@@ -82,13 +82,18 @@ def recover_status(run_dir: Path) -> dict | None:
     except (OSError, ValueError):
         record = None
     if isinstance(record, dict) and record.get("state") == "done":
-        atomic.write_json(path, record)
-        print(f"warning: {path} was {'missing' if status is None else 'unreadable'}; restored from {record_path} "
+        try:
+            atomic.write_json(path, record)
+            done = "restored from"
+        except OSError as err:  # a read-only tree (eval.py, compile_results.py): the record is still used
+            done = f"not restored ({err.strerror or err}); using"
+        print(f"warning: {path} was {'missing' if status is None else 'unreadable'}; {done} {record_path} "
               "(the run is finished)", file=sys.stderr)
         return record
     if status is not None:
-        log.warning("warning: %s is unreadable; it is written anew and the run resumes from its checkpoint", path)
-    return None
+        log.warning("warning: %s is unreadable and there is no %s: the run is not finished (training writes "
+                    "status.json anew)", path, record_path)
+    return status
 
 
 def lock_run(run_dir: Path) -> IO:
