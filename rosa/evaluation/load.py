@@ -19,6 +19,7 @@ import torch
 from rosa.config import RunConfig, validate
 from rosa.methods import Method, get_method
 from rosa.models import load_model, load_tokenizer, resolve_device, resolve_precision, set_threads
+from rosa.training.checkpoint import check_safetensors
 
 log = logging.getLogger("rosa")
 
@@ -54,6 +55,11 @@ def load_run(run_dir: Path, device: str | None = None, merge: bool | None = None
     adapter = run_dir / "adapter"
     if not (adapter / "adapter.json").exists():
         raise EvalError(f"{adapter} holds no adapter.json (was the run saved?)")
+    try:  # a truncated file is named before any model is loaded
+        check_safetensors(adapter / "adapter.safetensors")
+    except (OSError, ValueError) as err:
+        raise EvalError(f"{adapter / 'adapter.safetensors'} is unreadable ({type(err).__name__}: {err})"
+                        .splitlines()[0]) from err
     dev = resolve_device(device or run.device)
     precision = resolve_precision(run.precision, dev)
     merge = run.eval.merge if merge is None else merge

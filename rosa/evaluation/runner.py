@@ -28,7 +28,7 @@ from rosa.data import build_train_features, collate_batch, eval_examples, get_sp
 from rosa.data.features import tokenize
 from rosa.evaluation.generate import decoding_for, generate
 from rosa.evaluation.load import EvalError, LoadedRun, load_run
-from rosa.training.rundir import read_status
+from rosa.training.rundir import recover_status
 
 SPLITS = ("validation", "test")
 PROGRESS_EVERY_S = 10.0
@@ -53,15 +53,18 @@ def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_s
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise EvalError(f"split {split!r}; allowed: {', '.join(SPLITS)}")
-    status = read_status(run_dir)
+    status = recover_status(run_dir)   # a finished run's lost status.json comes back from its adapter folder
     state = (status or {}).get("state", "not started")
     if state != "done":
         error = (status or {}).get("error")
         return {"run": str(run_dir), "state": "skipped", "reason": f"{state}" + (f": {error}" if error else "")}
     out = metrics_path(run_dir, split)
     if out.exists() and not force:
-        return {"run": str(run_dir), "state": "skipped",
-                "reason": f"already evaluated: {out.name} exists; --force redoes it"}
+        problem = metrics_problem(out, split)
+        if problem is None:
+            return {"run": str(run_dir), "state": "skipped",
+                    "reason": f"already evaluated: {out.name} exists; --force redoes it"}
+        print(f"warning: {out} is not a metrics record ({problem}); evaluating the run again", file=sys.stderr)
 
     started = time.time()
     loaded = load_run(run_dir, device=device, merge=merge)
@@ -99,6 +102,19 @@ def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_s
     atomic.write_json(out, record)
     _log_tensorboard(run_dir, split, record["metrics"], (status or {}).get("steps", 0))
     return {"run": str(run_dir), "state": "evaluated", **record}
+
+
+def metrics_problem(path: Path, split: str) -> str | None:
+    """Why ``path`` is not a complete metrics record of ``split`` (None when it is one)."""
+    try:
+        record = atomic.read_json(path)
+    except (OSError, ValueError) as err:
+        return f"{type(err).__name__}: {err}".splitlines()[0]
+    if not isinstance(record, dict) or record.get("split") != split or not isinstance(record.get("metrics"), dict):
+        return f"no metrics of split {split!r}"
+    if not all(isinstance(v, (int, float)) for v in record["metrics"].values()):
+        return "a metric that is not a number"
+    return None
 
 
 class ProgressLog:

@@ -77,8 +77,9 @@ from rosa.kernels import CSRMatrix, dense_plus_sparse_linear, resolve_impl, spar
 from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, base_weight_for_matmul,
                                wrap_target_modules)
 from rosa.methods.lora import LoRALayer
-from rosa.methods.sparse_masks import (GRADIENT_CRITERIA, MASKS_FILE, GradientCollector, gib, load_masks,
-                                       masks_from_scores, nnz_for, random_masks, save_masks, weight_masks)
+from rosa.methods.sparse_masks import (GRADIENT_CRITERIA, MASKS_FILE, GradientCollector, file_density, gib,
+                                       load_masks, mask_file_layers, masks_from_scores, nnz_for, random_masks,
+                                       save_masks, weight_masks)
 from rosa.training import distributed
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,8 @@ class RosaRobustConfig:
         if self.budget is not None and self.density is not None:
             raise ConfigError(f"fnmodel.density={self.density!r} conflicts with fnmodel.budget={self.budget!r}; "
                               "allowed: density=null when budget is set (it is derived from budget and rank)")
-        if self.budget is None and self.density is None:
-            raise ConfigError("fnmodel.density=None is not allowed without fnmodel.budget; "
+        if self.budget is None and self.density is None and self.mask_path is None:
+            raise ConfigError("fnmodel.density=None is not allowed without fnmodel.budget or fnmodel.mask_path; "
                               "set a density in [0, 1] or a budget")
         if self.budget is not None and self.budget < self.rank:
             raise ConfigError(f"fnmodel.budget={self.budget!r} is below fnmodel.rank={self.rank}; "
@@ -124,11 +125,30 @@ class RosaRobustConfig:
         if self.mask_path is not None and not Path(self.mask_path).exists():
             raise ConfigError(f"fnmodel.mask_path={self.mask_path!r} does not exist; allowed: a "
                               f"{MASKS_FILE} file or a run folder holding one")
+        if self.mask_path is not None:
+            self.check_mask_file()
         device = run.device if run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         try:
             resolve_impl(self.impl, device)
         except ValueError as err:
             raise ConfigError(f"fnmodel.impl={self.impl!r} is not usable on device={run.device}: {err}") from None
+
+
+    def check_mask_file(self) -> None:
+        """The masks file must be readable, and of the configured density unless the density is left
+        to the file (``fnmodel.density=null``)."""
+        try:
+            layers = mask_file_layers(self.mask_path)
+        except ValueError as err:
+            raise ConfigError(f"fnmodel.mask_path={self.mask_path!r}: {err}; allowed: a {MASKS_FILE} written by a "
+                              "rosa-robust or spa run (or its run folder)") from None
+        if self.density is None or self.budget is not None:
+            return
+        if any(nnz != nnz_for(self.density, n, m) for nnz, n, m in layers.values()):
+            nnz = sum(v[0] for v in layers.values())
+            raise ConfigError(f"fnmodel.mask_path={self.mask_path!r} has density {file_density(layers):.4g} ({nnz} "
+                              f"nonzeros), not fnmodel.density={self.density!r}; allowed: a masks file of that "
+                              "density, or fnmodel.density=null to take the density from the file")
 
 
 @dataclass
@@ -257,6 +277,7 @@ class RosaRobust(Method):
         self.collect_start: int | None = None   # step at which the current collection began
         self.masks: dict = {}              # where the masks came from (for the log and adapter.json)
         self.masks_saved = False
+        self.masks_checked = False         # the masks file checked against the masks (after a resume)
         self.warned_short = False
         self.resumed_sums: dict[str, torch.Tensor] = {}
 
@@ -270,7 +291,8 @@ class RosaRobust(Method):
         shapes = [(l.out_features, l.in_features) for l in layers.values()]
         if cfg.budget is not None:
             self.density = density_for_budget(shapes, float(cfg.budget), int(cfg.rank))
-        self.log_plan(shapes)
+        if self.density is not None:   # None: from the mask file (logged when it is loaded)
+            self.log_plan(shapes)
 
         if self.density == 0:
             self.phase = "lora"
@@ -278,12 +300,12 @@ class RosaRobust(Method):
         elif cfg.mask_path:
             masks, meta = load_masks(cfg.mask_path)
             self.install(model, masks)
-            self.masks = {**meta, "source": str(cfg.mask_path)}
-            self.phase = "sparse"
             nnz = sum(c.nnz for c in masks.values())
-            log.info("%s: masks loaded from %s: %d nonzeros (density %.4g%%; fnmodel.density is not used), "
-                     "no warm-up or collection", self.name, cfg.mask_path, nnz,
-                     100 * nnz / sum(n * m for n, m in shapes))
+            self.density = nnz / sum(n * m for n, m in shapes)   # the file's, reported everywhere
+            self.masks = {**meta, "source": str(cfg.mask_path), "density": self.density}
+            self.phase = "sparse"
+            log.info("%s: masks loaded from %s: %d nonzeros (density %.4g%%, the file's), "
+                     "no warm-up or collection", self.name, cfg.mask_path, nnz, 100 * self.density)
         elif cfg.mask_criterion not in GRADIENT_CRITERIA:
             build = weight_masks(layers, self.density) if cfg.mask_criterion == "weight" else \
                 random_masks(layers, self.density, self.seed)
@@ -372,7 +394,30 @@ class RosaRobust(Method):
             self.collector.begin_step()
         if self.phase == "sparse" and not self.masks_saved:
             self.save_masks(ctx, {n: l.csr for n, l in self.layers(ctx.model).items()})
+        elif self.phase == "sparse" and not self.masks_checked:
+            self.check_saved_masks(ctx)
         return None
+
+    def check_saved_masks(self, ctx: StepContext) -> None:
+        """Once per process after a resume: the run's masks file must hold the masks the checkpoint
+        holds; an unreadable (truncated) or different file is named and written again from them."""
+        self.masks_checked = True
+        if ctx.run_dir is None or not distributed.is_main():
+            return
+        path = Path(ctx.run_dir) / MASKS_FILE
+        current = {n: l.csr for n, l in self.layers(ctx.model).items()}
+        try:
+            saved, _ = load_masks(path)
+            problem = None if set(saved) == set(current) and all(
+                torch.equal(saved[n].row_offsets.cpu().long(), c.row_offsets.cpu().long())
+                and torch.equal(saved[n].col_indices.cpu().long(), c.col_indices.cpu().long())
+                for n, c in current.items()) else "it does not hold the checkpoint's masks"
+        except Exception as err:  # safetensors, JSON and missing-key errors alike
+            problem = f"{type(err).__name__}: {err}".splitlines()[0]
+        if problem is not None:
+            log.warning("warning: %s is unreadable or wrong (%s); writing it again from the checkpoint's masks",
+                        path, problem)
+            self.save_masks(ctx, current)
 
     def start_collection(self, ctx: StepContext) -> None:
         cfg = self.cfg
@@ -400,10 +445,14 @@ class RosaRobust(Method):
         scores = collector.scores()
         collector.detach()
         masks = masks_from_scores(scores, self.density)
+        requested, used = self.cfg.mask_samples or ctx.micro_batches_per_step, collector.collected
+        if used < requested:
+            log.warning("%s: %d of the %d micro-batch statistics were non-finite (fp16 overflow?) and left out; "
+                        "the masks come from %d micro-batches", self.name, requested - used, requested, used)
         del scores, collector
         self.install(ctx.model, masks)
         self.masks = {"source": self.cfg.mask_criterion, "density": self.density, "step": ctx.step,
-                      "micro_batches": self.cfg.mask_samples or ctx.micro_batches_per_step}
+                      "micro_batches": used, "micro_batches_requested": requested}
         self.save_masks(ctx, masks)
         self.phase = "sparse"
         nnz = sum(c.nnz for c in masks.values())
@@ -418,7 +467,7 @@ class RosaRobust(Method):
         return LoopRequest(restart=True)
 
     def save_masks(self, ctx: StepContext, masks: dict[str, CSRMatrix]) -> None:
-        self.masks_saved = True
+        self.masks_saved = self.masks_checked = True
         if ctx.run_dir is None or not distributed.is_main():
             return
         path = save_masks(Path(ctx.run_dir) / MASKS_FILE, masks, self.masks)
@@ -435,7 +484,9 @@ class RosaRobust(Method):
             return f"{head} [collecting {cfg.mask_criterion} gradients: {done} micro-batches so far]"
         if self.phase == "lora":
             return f"{head} [LoRA only: density 0]"
-        return f"{head} [{'LoRA + ' if cfg.rank else ''}sparse, masks from {self.masks.get('source', '?')}]"
+        used = self.masks.get("micro_batches")
+        over = f" over {used} micro-batches" if used is not None else ""
+        return f"{head} [{'LoRA + ' if cfg.rank else ''}sparse, masks from {self.masks.get('source', '?')}{over}]"
 
     # -- state
     def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:

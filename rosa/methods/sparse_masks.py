@@ -188,6 +188,9 @@ class GradientCollector:
     def scores(self) -> dict[str, torch.Tensor]:
         """Per layer: the mean statistic (grad-fisher) or its absolute value (grad-mean)."""
         missing = [n for n, c in self.counts.items() if c == 0]
+        if missing and self.skipped:
+            raise RuntimeError(f"every micro-batch statistic of {len(missing)} adapted layers (e.g. {missing[0]}) "
+                               "was non-finite during mask collection (fp16 overflow?); no mask can be built")
         if missing:
             raise RuntimeError(f"no gradient reached {len(missing)} adapted layers (e.g. {missing[0]}) "
                                "during mask collection; are they used in the forward pass?")
@@ -259,6 +262,26 @@ def load_masks(path: str | Path) -> tuple[dict[str, CSRMatrix], dict]:
     return masks, metadata
 
 
+def mask_file_layers(path: str | Path) -> dict[str, tuple[int, int, int]]:
+    """``{layer: (nnz, n, m)}`` of a masks file (or a run folder holding one), from its header and
+    tensor shapes only. Raises ValueError (one line, naming the file) when it is unreadable."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MASKS_FILE
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = json.loads((f.metadata() or {})["shapes"])
+            return {name: (f.get_slice(f"{name}.col_indices").get_shape()[0], int(n), int(m))
+                    for name, (n, m) in shapes.items()}
+    except Exception as err:  # safetensors, JSON and missing-key errors alike
+        raise ValueError(f"{path} is unreadable ({type(err).__name__}: {err})".splitlines()[0]) from err
+
+
+def file_density(layers: dict[str, tuple[int, int, int]]) -> float:
+    """All nonzeros over all entries of :func:`mask_file_layers`' layers."""
+    return sum(nnz for nnz, _, _ in layers.values()) / max(1, sum(n * m for _, n, m in layers.values()))
+
+
 def recovery(mask: torch.Tensor, truth: torch.Tensor) -> float:
     """Fraction of the true support ``truth`` that ``mask`` contains."""
     return float((mask & truth).sum()) / max(1, int(truth.sum()))
@@ -268,5 +291,5 @@ def gib(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:.2f} GiB" if n_bytes >= 2**27 else f"{n_bytes / 2**20:.1f} MiB"
 
 
-__all__ = ["GRADIENT_CRITERIA", "MASK_CRITERIA", "MASKS_FILE", "GradientCollector", "gib", "load_masks",
-           "masks_from_scores", "nnz_for", "random_masks", "recovery", "save_masks", "top_k_mask", "weight_masks"]
+__all__ = ["GRADIENT_CRITERIA", "MASK_CRITERIA", "MASKS_FILE", "GradientCollector", "file_density", "gib",
+           "load_masks", "mask_file_layers", "masks_from_scores", "nnz_for", "random_masks", "recovery", "save_masks", "top_k_mask", "weight_masks"]

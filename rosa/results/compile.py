@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from rosa.training.rundir import find_runs, read_status
+from rosa.training.rundir import find_runs, recover_status
 
 LOWER_IS_BETTER = ("ppl", "bits_per_token", "loss")
 BASE = "base"  # a run of 0 steps: the pretrained model as it is
@@ -65,7 +65,8 @@ def read_run(run_dir: Path, split: str) -> RunRow:
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as err:
         row.problem = f"unreadable config.yaml ({type(err).__name__})"
         return row
-    status = read_status(run_dir) or {"state": "not started"}
+    row.density = adapter_density(run_dir, row.density)
+    status = recover_status(run_dir) or {"state": "not started"}
     row.precision = status.get("precision", "?")
     row.trainable, row.peak_mem_gb, row.train_time_s = (status.get("trainable_params"), status.get("peak_mem_gb"),
                                                          status.get("train_time_s"))
@@ -88,6 +89,16 @@ def read_run(run_dir: Path, split: str) -> RunRow:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         row.problem = f"corrupt metrics file {path} ({type(err).__name__}: {err})".splitlines()[0]
     return row
+
+
+def adapter_density(run_dir: Path, configured):
+    """The density the run's adapter really has (its method state: from a budget or a mask file),
+    else the configured one."""
+    try:
+        density = json.loads((run_dir / "adapter" / "adapter.json").read_text())["extra_state"]["density"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return configured
+    return density if isinstance(density, (int, float)) else configured
 
 
 def assign_budgets(rows: list[RunRow]) -> None:

@@ -7,15 +7,21 @@ Layout (one folder per checkpoint, the newest named in ``latest.json``)::
         trainer.pt            optimizer, grad scaler, RNG states (read with weights_only=True)
         state.json            step counters, method bookkeeping, metrics so far
 
-A checkpoint is written into ``step-N.tmp`` and renamed when complete; ``latest.json`` is then
-replaced atomically, and only after that is the previous checkpoint removed. A kill at any point
-leaves at least one complete checkpoint that ``latest.json`` (or a scan) finds.
+A checkpoint is written into ``step-N.tmp``, checked (each file readable to its end), renamed, and
+only then named in ``latest.json`` (replaced atomically). The previous good checkpoint is kept beside
+it; older ones are removed. A kill or a write error (a full disk) at any point leaves a complete, good
+checkpoint; a failed write removes its ``.tmp`` folder. Resuming takes the newest checkpoint that
+loads and falls back to the previous one, naming the unreadable file (``usable_checkpoint``).
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 import random
 import shutil
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +31,12 @@ from safetensors.torch import load_file, save_file
 from rosa import atomic
 
 CHECKPOINTS = "checkpoints"
+FILES = ("adapter.safetensors", "trainer.pt", "state.json")
+log = logging.getLogger("rosa")
+
+
+class CheckpointError(RuntimeError):
+    """An unreadable checkpoint file; the message (one line) names it."""
 
 
 def rng_state() -> dict:
@@ -47,48 +59,121 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], trainer: dict, state: dict) -> Path:
+def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], trainer: dict, state: dict,
+                    keep: Path | None = None) -> Path:
+    """Write and check the checkpoint of ``step``, point ``latest.json`` at it, then remove every other
+    checkpoint but ``keep`` (the previous good one). A failed write leaves no ``.tmp`` folder behind."""
     root = Path(run_dir) / CHECKPOINTS
     final = root / f"step-{step:07d}"
     tmp = root / f"step-{step:07d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items()}, str(tmp / "adapter.safetensors"))
-    torch.save(trainer, tmp / "trainer.pt")
-    atomic.write_json(tmp / "state.json", state)
-    for f in tmp.iterdir():
-        with open(f, "rb") as handle:
-            os.fsync(handle.fileno())
+    try:
+        tmp.mkdir(parents=True)
+        save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items()}, str(tmp / "adapter.safetensors"))
+        torch.save(trainer, tmp / "trainer.pt")
+        atomic.write_json(tmp / "state.json", state)
+        for f in tmp.iterdir():
+            with open(f, "rb") as handle:
+                os.fsync(handle.fileno())
+        verify_checkpoint(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    previous = latest_checkpoint(run_dir)
     atomic.write_json(root / "latest.json", {"step": step, "path": final.name})
-    if previous is not None and previous != final:
-        shutil.rmtree(previous, ignore_errors=True)
+    for old in root.glob("step-*"):
+        if old != final and (keep is None or old != Path(keep)):
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    root = Path(run_dir) / CHECKPOINTS
-    pointer = root / "latest.json"
-    if pointer.exists():
+def verify_checkpoint(path: Path) -> None:
+    """Cheap structural checks (no tensor is loaded): the safetensors header and its data size, the
+    zip directory of trainer.pt, state.json's JSON. Raises CheckpointError naming the bad file."""
+    for name, check in (("adapter.safetensors", check_safetensors), ("trainer.pt", _check_zip),
+                        ("state.json", lambda f: json.loads(f.read_text(encoding="utf-8")))):
+        file = Path(path) / name
         try:
-            candidate = root / atomic.read_json(pointer)["path"]
-            if _complete(candidate):
-                return candidate
-        except (ValueError, KeyError):
-            pass
-    complete = sorted(p for p in root.glob("step-*") if not p.name.endswith(".tmp") and _complete(p))
-    return complete[-1] if complete else None
+            check(file)
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            raise CheckpointError(f"{file} is unreadable ({type(err).__name__}: {err})".splitlines()[0]) from err
+
+
+def check_safetensors(file: Path) -> None:
+    """ValueError / OSError unless ``file``'s header parses and its size is the one the header describes."""
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{len(head)} bytes, shorter than a safetensors header")
+        (size,) = struct.unpack("<Q", head)
+        if size > file.stat().st_size - 8:
+            raise ValueError(f"a header of {size} bytes in a file of {file.stat().st_size}")
+        try:
+            header = json.loads(f.read(size))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+            raise ValueError(f"a bad header ({type(err).__name__})") from err
+    if file.stat().st_size != 8 + size + end:
+        raise ValueError(f"{file.stat().st_size} bytes, the header describes {8 + size + end}")
+
+
+def _check_zip(file: Path) -> None:
+    with zipfile.ZipFile(file) as z:
+        if not z.namelist():
+            raise ValueError("an empty archive")
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, the one ``latest.json`` names first, then the others newest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    found = sorted((p for p in root.glob("step-*") if not p.name.endswith(".tmp") and _complete(p)), reverse=True)
+    try:
+        named = root / atomic.read_json(root / "latest.json")["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return found
+    return [named] + [p for p in found if p != named] if named in found else found
+
+
+def usable_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Path, tuple] | None:
+    """The newest checkpoint that loads, with its contents; unreadable newer ones are named in one
+    warning. None without checkpoints; CheckpointError when none loads."""
+    errors = []
+    for path in checkpoints(run_dir):
+        try:
+            loaded = load_checkpoint(path, device)
+        except CheckpointError as err:
+            errors.append(str(err))
+            continue
+        if errors:
+            log.warning("warning: %s; resuming from the previous good checkpoint %s", "; ".join(errors), path)
+        return path, loaded
+    if errors:
+        raise CheckpointError(f"no usable checkpoint in {Path(run_dir) / CHECKPOINTS}: {errors[-1]} "
+                              "(and every newer one); move the checkpoints folder away to restart from step 0")
+    return None
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = checkpoints(run_dir)
+    return found[0] if found else None
 
 
 def _complete(path: Path) -> bool:
-    return all((path / f).exists() for f in ("adapter.safetensors", "trainer.pt", "state.json"))
+    return all((path / f).exists() for f in FILES)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[dict, dict, dict]:
-    tensors = load_file(str(path / "adapter.safetensors"), device=str(device))
-    trainer = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
-    state = atomic.read_json(path / "state.json")
-    return tensors, trainer, state
+    """(tensors, trainer state, state); CheckpointError (one line, naming the file) when one is unreadable."""
+    path = Path(path)
+    loaders = (("adapter.safetensors", lambda f: load_file(str(f), device=str(device))),
+               ("trainer.pt", lambda f: torch.load(f, map_location="cpu", weights_only=True)),
+               ("state.json", atomic.read_json))
+    out = []
+    for name, load in loaders:
+        try:
+            out.append(load(path / name))
+        except Exception as err:  # safetensors, pickle, zip and JSON errors alike
+            raise CheckpointError(f"{path / name} is unreadable ({type(err).__name__}: {err})".splitlines()[0]) from err
+    return tuple(out)

@@ -38,7 +38,8 @@ from rosa.training import checkpoint as ckpt
 from rosa.training import distributed, preemption
 from rosa.training.preflight import PreflightError, preflight
 from rosa.training.optim import build_optimizer, lr_factor, rebuild_optimizer, set_learning_rates
-from rosa.training.rundir import read_status, run_dir_for, update_status
+from rosa.training.rundir import (FINAL_RECORD, RunLocked, lock_run, read_status, recover_status, run_dir_for,
+                                  update_status)
 
 log = logging.getLogger("rosa")
 PROGRESS_EVERY_S = 10.0
@@ -125,6 +126,7 @@ class Trainer:
         self.history: list[dict] = []      # per-step train losses (kept in checkpoints for tests/figures)
         self.val_history: list[dict] = []
         self.stop_signal: int | None = None
+        self.last_good: Path | None = None  # the newest checkpoint known good (kept when the next is written)
 
     # -- setup helpers
     def cast_trainable(self) -> None:
@@ -191,13 +193,16 @@ class Trainer:
         trainer_state = {"optimizer": optimizer, "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state()}
         state = {"step": self.step, "phase_step": self.phase_step, "method": self.method.extra_state(),
                  "history": self.history, "val_history": self.val_history}
-        ckpt.save_checkpoint(self.run_dir, self.step, tensors, trainer_state, state)
+        self.last_good = ckpt.save_checkpoint(self.run_dir, self.step, tensors, trainer_state, state, keep=self.last_good)
 
     def resume(self) -> bool:
-        path = ckpt.latest_checkpoint(self.run_dir)
-        if path is None:
+        """Continue from the newest checkpoint that loads (an unreadable newer one is named in a
+        warning); CheckpointError when there are checkpoints but none loads."""
+        found = ckpt.usable_checkpoint(self.run_dir, self.device)
+        if found is None:
             return False
-        tensors, trainer_state, state = ckpt.load_checkpoint(path, self.device)
+        path, (tensors, trainer_state, state) = found
+        self.last_good = path
         self.method.load_extra_state(state["method"])
         if self.fsdp:  # each rank keeps its shard of the full tensors
             distributed.load_full_model_state(self.model, tensors)
@@ -314,6 +319,7 @@ class Trainer:
                          stats["grad_norm"], elapsed, tokens_per_s)
             if t.eval_every and self.step % t.eval_every == 0 and self.phase_step < self.total_steps:
                 self.log_validation(writer)
+            preemption.test_signal(self.step)
             self.stop_signal = distributed.agree_stop(self.stop_signal)
             if self.step % t.checkpoint_every == 0 or self.stop_signal is not None:
                 self.save()
@@ -321,7 +327,8 @@ class Trainer:
                 if distributed.is_main():
                     update_status(self.run_dir, steps=self.step, total_steps=self.total_steps)
             if self.stop_signal is not None:
-                raise InterruptedError(f"stopped by signal {self.stop_signal} at step {self.step}; checkpoint saved")
+                raise InterruptedError(f"stopped by signal {preemption.describe(self.stop_signal)} at step {self.step}; "
+                                       "checkpoint saved")
         final = self.log_validation(writer)
         if last_saved != self.step:
             self.save()
@@ -369,7 +376,7 @@ def train(run: RunConfig, config_yaml: str) -> int:
     if not distributed.is_main():
         return _train_worker(run)
     run_dir = run_dir_for(run)
-    status = read_status(run_dir)
+    status = recover_status(run_dir)
     if status and status.get("state") == "done":
         print(f"run {run_dir} is already done ({status.get('steps')} steps, finished {status.get('ended')}); nothing to do")
         return 0
@@ -378,14 +385,29 @@ def train(run: RunConfig, config_yaml: str) -> int:
     except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = setup_logging(run_dir)
-    atomic.write_text(run_dir / "config.yaml", config_yaml)
-    started = time.time()
-    trainer = None
+    created = next((p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()), None)
     try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_run(run_dir)
+    except RunLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        print(f"error: cannot write the run folder {run_dir}: {err.strerror or err} ({err.filename or run_dir}); "
+              "allowed: an output.path this process can write", file=sys.stderr)
+        return 2
+    original_handlers = preemption.install_startup()  # until the loop runs, a stop signal ends start-up cleanly
+    started = time.time()
+    trainer = handler = None
+    try:
+        handler = setup_logging(run_dir)
+        atomic.write_text(run_dir / "config.yaml", config_yaml)
         trainer = Trainer(run, run_dir)
         resumed = trainer.resume()
+        if not resumed:
+            _clean_tensorboard(run_dir)
         trainable = trainer.method.trainable_parameters(trainer.model)
         log.info("run %s: %s on %s (%s), %d trainable parameters, %d steps", run_dir, trainer.method.describe(),
                  run.dataset.name, trainer.precision["name"], trainable, trainer.total_steps)
@@ -393,45 +415,90 @@ def train(run: RunConfig, config_yaml: str) -> int:
                       model=run.model.name, precision=trainer.precision["name"], trainable_params=trainable,
                       weight_memory_gb=trainer.weight_memory_gb, total_steps=trainer.total_steps, threads=trainer.threads,
                       **({} if resumed else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
-        _install_stop_signals(trainer)
+        preemption.install(trainer, original_handlers)
         writer = SummaryWriter(log_dir=str(run_dir), purge_step=trainer.step + 1 if resumed else None, flush_secs=15)
         final = trainer.fit(writer)
-        adapter_dir = run_dir / "adapter"
-        tmp_dir = run_dir / "adapter.tmp"
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        trainer.method.save_adapter(trainer.model, tmp_dir, {"base_model": run.model.name},
-                                   tensors=trainer.adapter_state())
-        shutil.rmtree(adapter_dir, ignore_errors=True)
-        tmp_dir.rename(adapter_dir)
         train_time = (status or {}).get("train_time_s", 0) + time.time() - started
         summary = dict(state="done", ended=time.strftime("%Y-%m-%dT%H:%M:%S"), steps=trainer.step,
                        trainable_params=trainer.method.trainable_parameters(trainer.model),
                        final_val_loss=final["loss"], final_val_ppl=final["ppl"], train_time_s=train_time,
                        step_time_s=_mean([h["seconds"] for h in trainer.history if "seconds" in h]),
                        peak_mem_gb=peak_memory_gb(trainer.device))
+        _save_adapter(trainer, {**(read_status(run_dir) or {}), **summary})
         writer.add_hparams(flat_hparams(run), {"hparam/val_loss": final["loss"], "hparam/val_ppl": final["ppl"]}, run_name=".")
         writer.close()
         update_status(run_dir, **summary)
         print(f"run {run_dir}: done in {trainer.step} steps, val loss {final['loss']:.4f}, val ppl {final['ppl']:.2f}")
         if not run.train.eval_at_end:
             return 0
-    except InterruptedError as stop:
-        update_status(run_dir, state="interrupted", error=str(stop))
-        print(f"run {run_dir}: {stop}", file=sys.stderr)
-        preemption.hand_over(trainer)  # under submitit: requeue now that the checkpoint is saved
+    except (InterruptedError, preemption.StopRequested) as stop:
+        note = _record_status(run_dir, state="interrupted", error=str(stop))
+        print(f"run {run_dir}: {stop}{note}", file=sys.stderr)
+        signum = stop.signum if isinstance(stop, preemption.StopRequested) else trainer.stop_signal
+        # under submitit: requeue now that the checkpoint is saved
+        preemption.hand_over(signum, original_handlers, trainer.step if trainer else 0)
         return 3
+    except (OSError, ckpt.CheckpointError) as err:  # a full disk, an unreadable checkpoint: one line
+        print(f"error: run {run_dir} failed: {_record_failure(run_dir, trainer, err)}", file=sys.stderr)
+        return 1
     except Exception as err:  # the run is marked failed with its error, then the error propagates
-        update_status(run_dir, state="failed", error=f"{type(err).__name__}: {err}".splitlines()[0],
-                      ended=time.strftime("%Y-%m-%dT%H:%M:%S"), steps=trainer.step if trainer else 0)
+        _record_failure(run_dir, trainer, err)
         log.error("run %s failed: %s", run_dir, err)
         raise
     finally:
-        preemption.restore(getattr(trainer, "previous_signal_handlers", {}))
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        preemption.restore(original_handlers)
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        lock.close()  # releases the run
     trainer = None  # free the training model; the run is done whatever its evaluation gives
     from rosa.evaluation.runner import evaluate_after_training
     return evaluate_after_training(run, run_dir)
+
+
+def _save_adapter(trainer: Trainer, record: dict) -> None:
+    """``<run>/adapter`` with the final status record (written into ``adapter.tmp``, then renamed): a
+    finished run is recognised from it even if status.json is lost."""
+    adapter_dir, tmp_dir = trainer.run_dir / "adapter", trainer.run_dir / "adapter.tmp"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    try:
+        trainer.method.save_adapter(trainer.model, tmp_dir, {"base_model": trainer.run.model.name},
+                                    tensors=trainer.adapter_state())
+        atomic.write_json(tmp_dir / FINAL_RECORD.name, record)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    tmp_dir.rename(adapter_dir)
+
+
+def _record_status(run_dir: Path, **fields) -> str:
+    """update_status when the disk allows it (after a write error, it may not): never a second error.
+    Returns "" or a note for the caller's one line saying that status.json could not be updated."""
+    try:
+        update_status(run_dir, **fields)
+    except OSError as err:
+        return f" (status.json not updated: {err.strerror or err})"
+    return ""
+
+
+def _record_failure(run_dir: Path, trainer: Trainer | None, err: BaseException) -> str:
+    """Mark the run failed with the error's first line (returned, with a note if status.json could not
+    be written). The steps done are kept: a run that could not resume (step 0) does not overwrite the
+    count of its earlier attempt."""
+    message = f"{type(err).__name__}: {err}".splitlines()[0]
+    return message + _record_status(run_dir, state="failed", error=message, ended=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                    **({"steps": trainer.step} if trainer and trainer.step else {}))
+
+
+def _clean_tensorboard(run_dir: Path) -> None:
+    """A run that starts from step 0 drops the events of an earlier attempt (killed before its first
+    checkpoint), so TensorBoard shows no step twice; a resume purges the steps after its checkpoint."""
+    stale = list(run_dir.glob("events.out.tfevents.*"))
+    for path in stale:
+        path.unlink()
+    if stale:
+        log.info("removed %d TensorBoard event file(s) of an earlier attempt (the run starts from step 0)", len(stale))
 
 
 def _train_worker(run: RunConfig) -> int:
@@ -454,7 +521,3 @@ def _train_worker(run: RunConfig) -> int:
     return 0
 
 
-def _install_stop_signals(trainer: Trainer) -> None:
-    """SIGTERM / SIGUSR2 (SLURM preemption, time limit): finish the step, checkpoint, exit (and
-    under submitit requeue: see rosa/training/preemption.py)."""
-    preemption.install(trainer)

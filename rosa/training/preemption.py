@@ -3,7 +3,9 @@
 SLURM sends ``SIGUSR2`` (submitit's preemption / time-limit signal, ``--signal=USR2@<delay>``) and
 ``SIGTERM`` (``scancel``, ``scontrol requeue``, the kill at the time limit). The training loop
 replaces the handlers with one that only sets ``trainer.stop_signal``; the loop then finishes the
-step, saves a checkpoint and raises ``InterruptedError``.
+step, saves a checkpoint and raises ``InterruptedError``. ``SIGINT`` (Ctrl-C) is handled the same way.
+Before the loop runs (loading, the first status), a stop signal raises :class:`StopRequested`
+instead, so a half-written file is cleaned up by its ``finally`` and the run ends as interrupted.
 
 Under submitit, the handler we replaced for ``SIGUSR2`` is submitit's own ``checkpoint_and_try_requeue``:
 it pickles the task again (hydra-submitit-launcher's ``checkpoint()`` resubmits the same overrides) and
@@ -15,26 +17,76 @@ with status ``interrupted`` (exit 3) and the same command resumes it.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 
 log = logging.getLogger("rosa")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)   # SIGINT: Ctrl-C, treated as SIGTERM
 
 
-def install(trainer) -> dict:
-    """Make the stop signals set ``trainer.stop_signal``; return the replaced handlers."""
-    def request_stop(signum, _frame):
-        trainer.stop_signal = signum
+class StopRequested(BaseException):
+    """A stop signal before the loop runs (start-up): raised from the handler, so ``finally`` blocks
+    (an atomic write's clean-up) run and the run ends as interrupted. Not an Exception: nothing
+    that catches errors swallows it."""
 
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped by signal {describe(signum)} during start-up; no step was lost")
+
+
+def describe(signum: int) -> str:
+    return f"{signum} ({signal.Signals(signum).name})"
+
+
+def _set_handlers(handler) -> dict:
     previous = {}
     for sig in STOP_SIGNALS:
         try:
-            previous[sig] = signal.signal(sig, request_stop)
+            previous[sig] = signal.signal(sig, handler)
         except ValueError:  # not in the main thread
             pass
-    trainer.previous_signal_handlers = previous
     return previous
+
+
+def install_startup() -> dict:
+    """Until the loop takes over (:func:`install`): the first stop signal raises StopRequested.
+    Returns the replaced (original) handlers."""
+    raised = []
+
+    def stop_now(signum, _frame):
+        if not raised:   # a second signal while the first one's clean-up runs is ignored
+            raised.append(signum)
+            raise StopRequested(signum)
+    return _set_handlers(stop_now)
+
+
+def install(trainer, original: dict | None = None) -> dict:
+    """Make the stop signals set ``trainer.stop_signal``; ``trainer.previous_signal_handlers`` holds
+    the ``original`` handlers (those :func:`install_startup` replaced) or else the replaced ones."""
+    def request_stop(signum, _frame):
+        trainer.stop_signal = signum
+
+    previous = _set_handlers(request_stop)
+    trainer.previous_signal_handlers = original if original is not None else previous
+    return trainer.previous_signal_handlers
+
+
+TEST_SIGNAL_ENV = "ROSA_TEST_SIGNAL_AT_STEP"
+
+
+def test_signal(point: int | str) -> None:
+    """Test hook: ``ROSA_TEST_SIGNAL_AT_STEP=N:SIGNAME[,M:SIGNAME]`` makes the run send itself SIGNAME
+    when it reaches ``point`` N (a step number: the end of that step, before its checkpoint). Tests
+    stop a run at a chosen step this way, with no timing involved. ``raise_signal`` runs a Python
+    handler before it returns, so the signal has been handled when this returns."""
+    spec = os.environ.get(TEST_SIGNAL_ENV)
+    if not spec:
+        return
+    for item in spec.split(","):
+        at, _, name = item.partition(":")
+        if at.strip() == str(point):
+            signal.raise_signal(signal.Signals[name.strip()])
 
 
 def restore(previous: dict) -> None:
@@ -49,16 +101,15 @@ def is_submitit_handler(handler) -> bool:
     return callable(handler) and str(getattr(handler, "__module__", "")).startswith("submitit")
 
 
-def hand_over(trainer) -> None:
+def hand_over(signum: int | None, handlers: dict, step: int) -> None:
     """After the stop checkpoint: pass the signal to submitit's handler (requeue, then exit), if any.
 
     SIGTERM under submitit is only logged by submitit (SLURM requeues or cancels the job itself), so
     only the preemption signal is handed over. Returns normally when there is nothing to chain."""
-    signum = getattr(trainer, "stop_signal", None)
-    previous = getattr(trainer, "previous_signal_handlers", {}).get(signum)
+    previous = handlers.get(signum)
     if signum is None or signum == signal.SIGTERM or not is_submitit_handler(previous):
         return
-    log.info("checkpoint saved at step %d; handing signal %s to submitit (requeue)", trainer.step,
+    log.info("checkpoint saved at step %d; handing signal %s to submitit (requeue)", step,
              signal.Signals(signum).name)
-    restore(trainer.previous_signal_handlers)
+    restore(handlers)
     previous(signum, None)  # submitit: checkpoint() -> requeue -> sys.exit

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -98,3 +99,36 @@ def test_eval_at_end_failure_keeps_the_run_done(tmp_path_factory, tmp_path, caps
     assert evaluate_after_training(read_run_config(run), run) == 4
     assert "trained, but evaluation failed" in capsys.readouterr().err
     assert read_status(run)["state"] == "done"
+
+
+def test_garbage_metrics_truncated_adapter_and_half_written_run(tmp_path_factory, tmp_path, eval_main, capsys):
+    """A garbage metrics-test.json is re-evaluated (named in one line), not taken as "already
+    evaluated"; a truncated adapter is named in one line; a half-written run (config, a partial
+    status, no checkpoint or adapter) is skipped; a finished run whose status.json is lost is
+    evaluated (its record is in adapter/); the others evaluate, and compile_results tables them."""
+    from tests.results.test_compile import compile_main
+    root = tmp_path / "runs"
+    garbage = only_run(copy_runs(tmp_path_factory, root / "garbage"))
+    truncated = only_run(copy_runs(tmp_path_factory, root / "truncated"))
+    half = only_run(copy_runs(tmp_path_factory, root / "half"))
+    lost = only_run(copy_runs(tmp_path_factory, root / "lost"))
+    (lost / "status.json").unlink()   # a finished run: its record is in adapter/
+    (garbage / "metrics-test.json").write_text('{"metrics": {"bleu": 0.9')
+    adapter_file = truncated / "adapter" / "adapter.safetensors"
+    adapter_file.write_bytes(adapter_file.read_bytes()[:1000])
+    for name in ("adapter", "checkpoints"):
+        shutil.rmtree(half / name)
+    (half / "status.json").write_text('{"state": "runn')
+
+    assert eval_main([str(root), *FAST]) == 1
+    captured = capsys.readouterr()
+    assert f"{garbage}: test bleu=" in captured.out
+    assert f"{lost}: test bleu=" in captured.out and read_status(lost)["state"] == "done"
+    assert f"{garbage / 'metrics-test.json'} is not a metrics record" in captured.err
+    assert read_status(garbage)["state"] == "done" and "bleu" in json.loads((garbage / "metrics-test.json").read_text())["metrics"]
+    failed = [line for line in captured.err.splitlines() if str(truncated) in line]
+    assert len(failed) == 1 and f"{adapter_file} is unreadable" in failed[0], captured.err
+    assert f"{half}: skipped (corrupt: unreadable {half / 'status.json'})" in captured.out
+    assert compile_main([str(root), "--out", str(tmp_path / "out")]) == 0
+    markdown = capsys.readouterr().out
+    assert "garbage/e2e/" in markdown and "lost/e2e/" in markdown and f"{truncated}: not evaluated" in markdown and f"{half}: corrupt" in markdown

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +21,7 @@ from rosa.methods.lora import LoRA
 from rosa.methods.rosa_robust import RosaLayer, RosaRobust, SpA, density_for_budget, trainable_count
 from rosa.methods.sparse_masks import GradientCollector, load_masks, masks_from_scores, recovery, top_k_mask
 from rosa.training.optim import build_optimizer
-from tests.conftest import REPO
+from tests.conftest import run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
@@ -536,38 +533,24 @@ def final_state(root: Path) -> dict:
     return json.loads((latest_checkpoint(run_dir(root)) / "state.json").read_text())
 
 
-def latest_step(root: Path) -> int:
-    pointers = list(root.rglob("checkpoints/latest.json"))
-    try:
-        return json.loads(pointers[0].read_text())["step"] if pointers else 0
-    except (ValueError, KeyError):   # being replaced
-        return 0
-
-
 def train_until(args: list[str], stop_at_step: int | None) -> None:
-    """train.py in a subprocess; with ``stop_at_step``, SIGKILL it as soon as that checkpoint exists."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    root = Path(next(a for a in args if a.startswith("output.path=")).split("=", 1)[1])
-    deadline = time.time() + 300
-    while proc.poll() is None and time.time() < deadline:
-        if stop_at_step is not None and latest_step(root) >= stop_at_step:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return
-        time.sleep(0.02)
-    out = proc.communicate(timeout=60)[0]
-    assert proc.returncode == 0, out[-3000:]
-    assert stop_at_step is None, f"the run ended before step {stop_at_step}"
+    """train.py in a subprocess; with ``stop_at_step``, it SIGKILLs itself at the end of the next step,
+    before that step's checkpoint, so the checkpoint of ``stop_at_step`` is its last (no timing involved)."""
+    env = {"OMP_NUM_THREADS": "1"}
+    if stop_at_step is not None:
+        env["ROSA_TEST_SIGNAL_AT_STEP"] = f"{stop_at_step + 1}:SIGKILL"
+    result = run_train(*args, env=env)
+    if stop_at_step is None:
+        assert result.returncode == 0, result.stderr[-3000:]
+    else:
+        assert result.returncode == -signal.SIGKILL, f"the run ended before step {stop_at_step + 1}: " + result.stderr[-3000:]
 
 
 def test_real_loop_phases_and_resume_in_each_phase(tmp_path, caplog):
     """warm-up 3 steps, collection over 4 steps (mask_samples=8 micro-batches of 2 per step), restart,
     8 steps: 15 steps in all. Uninterrupted vs killed (SIGKILL) once the checkpoint of step 1 (warm-up:
     steps 1-3), 4 (collection: 4-6) and 9 (after the mask: 7-14) exists, resumed each time: the same
-    per-step losses and masks. The phases span several steps, so a kill that lands a step late on a
-    loaded machine still falls in the intended phase."""
+    per-step losses and masks. The run kills itself at a given step (ROSA_TEST_SIGNAL_AT_STEP)."""
     import logging
     caplog.set_level(logging.INFO)
     common = ["fnmodel=rosa-robust", "fnmodel.rank=4", "fnmodel.density=0.02", "fnmodel.warmup_steps=3",
@@ -592,6 +575,7 @@ def test_real_loop_phases_and_resume_in_each_phase(tmp_path, caplog):
     for stop in (1, 4, 9):
         train_until(args, stop)
         state = final_state(root)
+        assert state["step"] == stop
         killed.append((state["step"], state["method"]["phase"]))
     train_until(args, None)
     assert [phase for _, phase in killed] == ["warmup", "collect", "sparse"], killed
@@ -629,3 +613,93 @@ def test_warmup_is_shortened_only_when_the_run_is_too_short_for_the_masks(total_
     ctx = StepContext(model=nn.Linear(2, 2), step=0, phase_step=0, epoch=0, steps_per_epoch=total_steps,
                       total_steps=total_steps, micro_batches_per_step=2)
     assert method.warmup_length(ctx) == expected
+
+
+# ----------------------------------------------------------------------------- faults
+def test_non_finite_micro_batches_are_reported_and_counted(caplog):
+    """A non-finite micro-batch statistic (an fp16 overflow) is left out with a warning, and the masks
+    record the micro-batches really used, not the requested count."""
+    import logging
+    w0, target, _ = teacher()
+    method = SpA(cfg(name="spa", rank=0, density=0.05), seed=0)
+    model = method.prepare(toy_model(w0))
+
+    def ctx(step):
+        return StepContext(model=model, step=step, phase_step=step, epoch=0, steps_per_epoch=2, total_steps=2,
+                           micro_batches_per_step=4)
+
+    method.before_step(ctx(0))
+    gen = torch.Generator().manual_seed(0)
+    for i in range(4):
+        x = torch.randn(8, 64, generator=gen)
+        if i == 1:
+            x[0, 0] = float("inf")
+        (model(x) - x @ target.T).square().mean().backward()
+    caplog.set_level(logging.WARNING)
+    method.after_step(ctx(1))
+    assert method.phase == "sparse" and method.extra_state()["masks"]["micro_batches"] == 3
+    assert "1 of the 4 micro-batch statistics were non-finite" in caplog.text
+    assert "over 3 micro-batches" in method.describe()
+
+
+def tiny_mask_file(directory: Path, tokenizer, density: float) -> tuple[Path, float]:
+    """A masks file for the tiny model at ``density``, and its real density (nnz over entries)."""
+    from rosa.methods.sparse_masks import save_masks
+    from rosa.models.tiny import tiny_model
+    method = RosaRobust(cfg(rank=4, density=density, mask_criterion="random"), seed=0)
+    layers = method.layers(method.prepare(tiny_model(tokenizer)))
+    path = save_masks(directory / "masks.safetensors", {n: l.csr for n, l in layers.items()}, {"density": density})
+    return path, sum(l.nnz for l in layers.values()) / sum(l.in_features * l.out_features for l in layers.values())
+
+
+def test_mask_path_of_another_density_is_refused_or_taken_from_the_file(tmp_path, tiny_tokenizer):
+    from rosa.models.tiny import tiny_model
+    path, real = tiny_mask_file(tmp_path, tiny_tokenizer, 0.02)
+    with pytest.raises(ConfigError) as err:   # the preset's density is 0.006
+        validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}"]))
+    message = str(err.value)
+    assert "\n" not in message and f"has density {real:.4g}" in message and "fnmodel.density=null" in message
+    validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}", "fnmodel.density=0.02"]))
+    run = validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}", "fnmodel.density=null"]))
+    method = get_method(run.fnmodel, seed=0)
+    method.prepare(tiny_model(tiny_tokenizer))
+    assert method.density == pytest.approx(real) and method.extra_state()["density"] == method.density
+    assert f"d={100 * real:.3g}%" in method.describe()
+    result = run_train("fnmodel=rosa-robust", f"fnmodel.mask_path={path}", f"output.path={tmp_path}/runs",
+                       env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr[-2000:]
+    assert f"has density {real:.4g}" in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_unreadable_mask_path_is_one_line(tmp_path, tiny_tokenizer):
+    path, _ = tiny_mask_file(tmp_path, tiny_tokenizer, 0.02)
+    path.write_bytes(path.read_bytes()[:200])   # truncated
+    with pytest.raises(ConfigError) as err:
+        validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}", "fnmodel.density=0.02"]))
+    assert "\n" not in str(err.value) and f"{path} is unreadable" in str(err.value)
+
+
+def test_corrupt_masks_file_is_named_and_written_again_on_resume(tmp_path, monkeypatch, caplog):
+    """A run killed after its mask phase whose masks.safetensors was truncated: the resume names the
+    file and writes it again from the checkpoint's masks."""
+    import logging
+    from safetensors.torch import load_file
+    from rosa.training.loop import train
+    from tests.training.faults import Killed, die_before_step
+    args = ["fnmodel=spa", "fnmodel.density=0.02", *TINY, "train.max_steps=3", f"output.path={tmp_path}"]
+    die_before_step(monkeypatch, 3)   # the mask at step 1, then the restart: step 2's checkpoint is in "sparse"
+    with pytest.raises(Killed):
+        train(validate(compose(args)), "")
+    monkeypatch.undo()
+    directory = run_dir(tmp_path)
+    masks_file = directory / "masks.safetensors"
+    masks_file.write_bytes(masks_file.read_bytes()[:100])
+    caplog.set_level(logging.INFO)
+    assert train(validate(compose(args)), "") == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(masks_file) in w for w in warnings), warnings
+    masks, _ = load_masks(directory)
+    adapter = load_file(str(directory / "adapter" / "adapter.safetensors"))
+    assert len(masks) == 28
+    for name, csr in masks.items():
+        assert torch.equal(csr.col_indices.long(), adapter[f"{name}.sparse_col_indices"].long())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import json
 
 import pytest
 import yaml
@@ -78,3 +79,18 @@ def test_tables_bold_best_and_list_problem_runs(tree, tmp_path, capsys):
 def test_no_runs_exit_2(tmp_path, capsys):
     assert compile_main([str(tmp_path)]) == 2
     assert "no runs below" in capsys.readouterr().err
+
+
+def test_density_column_is_the_adapters_own(tree):
+    """A density from a budget or a mask file (fnmodel.density=null) is the one the run's adapter
+    holds, not the configured null."""
+    from rosa.results.compile import read_run
+    _root, runs = tree
+    run = runs["a"]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["fnmodel"].update(name="rosa-robust", density=None)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    adapter = json.loads((run / "adapter" / "adapter.json").read_text())
+    adapter["extra_state"] = {"phase": "sparse", "density": 0.0123}
+    (run / "adapter" / "adapter.json").write_text(json.dumps(adapter))
+    assert read_run(run, "test").density == 0.0123

@@ -1,0 +1,42 @@
+"""Helpers of the fault tests: a tiny in-process run and a deterministic "kill" at a chosen step."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rosa.config import compose, validate
+from rosa.training import loop
+from rosa.training.rundir import run_dir_for
+
+FAST = ["train.max_steps=6", "train.batch_size=4", "train.micro_batch_size=2", "train.checkpoint_every=2",
+        "dataset.sample_rows.train=16", "dataset.sample_rows.validation=4",
+        "train.eval_at_end=false", "train.sample_at_eval=false", "train.eval_batches=1", "threads=1"]
+
+
+class Killed(BaseException):
+    """Like SIGKILL: not an Exception, so the run is not marked failed and nothing is cleaned up."""
+
+
+def config(root: Path, *overrides: str):
+    return validate(compose([*FAST, *overrides, f"output.path={root}"]))
+
+
+def train(root: Path, *overrides: str) -> tuple[int, Path]:
+    run = config(root, *overrides)
+    return loop.train(run, "config: test\n"), run_dir_for(run)
+
+
+def die_before_step(monkeypatch, step: int) -> None:
+    """Make the in-process loop raise ``Killed`` when it starts ``step`` (its checkpoints before stay)."""
+    real = loop.Trainer.train_step
+
+    def step_or_die(self):
+        if self.step + 1 == step:
+            raise Killed(step)
+        return real(self)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", step_or_die)
+
+
+def history(checkpoint: Path) -> list[float]:
+    import json
+    return [h["loss"] for h in json.loads((checkpoint / "state.json").read_text())["history"]]

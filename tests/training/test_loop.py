@@ -1,0 +1,44 @@
+"""The loop's run path: a restart from scratch starts a clean TensorBoard log, a read-only runs
+folder is one line and exit 2 with nothing left behind."""
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from tests.training.faults import config, train
+from tests.training.test_resume import tensorboard_steps
+from rosa.training.rundir import run_dir_for
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_restart_from_scratch_starts_a_clean_tensorboard_log(tmp_path):
+    """A run killed before its first checkpoint left events of steps 1-3; the rerun starts at step 0."""
+    from torch.utils.tensorboard import SummaryWriter
+    run_dir = run_dir_for(config(tmp_path))
+    run_dir.mkdir(parents=True)
+    stale = SummaryWriter(log_dir=str(run_dir))
+    for step in (1, 2, 3):
+        stale.add_scalar("train/loss", 9.0, step)
+    stale.close()
+    assert train(tmp_path)[0] == 0
+    assert tensorboard_steps(run_dir) == [1, 2, 3, 4, 5, 6]
+
+
+def test_read_only_runs_folder_is_one_line_exit_2_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    real = Path.mkdir
+
+    def read_only(self, *args, **kwargs):   # tests run as root, where chmod does not stop writes
+        if runs in self.parents:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    code, run_dir = train(runs)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and err.startswith("error: ") and "Permission denied" in err, err
+    assert list(runs.iterdir()) == []
