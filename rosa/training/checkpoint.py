@@ -6,6 +6,9 @@ Layout (one folder per checkpoint, the newest named in ``latest.json``)::
         adapter.safetensors   trainable parameters and method buffers (masks, indices, factors)
         trainer.pt            optimizer, grad scaler, RNG states (read with weights_only=True)
         state.json            step counters, method bookkeeping, metrics so far
+        once-<tag>.safetensors   tensors a method changes only at rare events (ROSA's W_fixed: tag =
+                              its sampling), written once per tag and hard-linked into later
+                              checkpoints (``Method.write_once_keys``); loaded with the adapter
 
 A checkpoint is written into ``step-N.tmp``, checked (each file readable to its end), renamed, and
 only then named in ``latest.json`` (replaced atomically). The previous good checkpoint is kept beside
@@ -32,6 +35,7 @@ from rosa import atomic
 
 CHECKPOINTS = "checkpoints"
 FILES = ("adapter.safetensors", "trainer.pt", "state.json")
+ONCE_PREFIX = "once-"
 log = logging.getLogger("rosa")
 
 
@@ -60,16 +64,22 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], trainer: dict, state: dict,
-                    keep: Path | None = None) -> Path:
+                    keep: Path | None = None, write_once: tuple[str, set[str]] | None = None) -> Path:
     """Write and check the checkpoint of ``step``, point ``latest.json`` at it, then remove every other
-    checkpoint but ``keep`` (the previous good one). A failed write leaves no ``.tmp`` folder behind."""
+    checkpoint but ``keep`` (the previous good one). A failed write leaves no ``.tmp`` folder behind.
+    ``write_once = (tag, names)``: those tensors go to ``once-<tag>.safetensors``, hard-linked from an
+    existing checkpoint that holds the same tag (not written again) when there is one."""
     root = Path(run_dir) / CHECKPOINTS
     final = root / f"step-{step:07d}"
     tmp = root / f"step-{step:07d}.tmp"
+    tag, once_names = write_once or (None, set())
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items()}, str(tmp / "adapter.safetensors"))
+        save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items() if n not in once_names},
+                  str(tmp / "adapter.safetensors"))
+        if tag is not None:
+            _write_once(root, tmp / f"{ONCE_PREFIX}{tag}.safetensors", {n: tensors[n] for n in once_names})
         torch.save(trainer, tmp / "trainer.pt")
         atomic.write_json(tmp / "state.json", state)
         for f in tmp.iterdir():
@@ -89,10 +99,25 @@ def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], 
     return final
 
 
+def _write_once(root: Path, target: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Link ``target``'s name from a checkpoint that already holds it (intact), else write it."""
+    for existing in sorted(root.glob(f"step-*/{target.name}"), reverse=True):
+        if existing.parent.name.endswith(".tmp"):
+            continue
+        try:
+            check_safetensors(existing)
+            os.link(existing, target)
+            return
+        except (OSError, ValueError):   # damaged, or a file system without hard links: write it
+            continue
+    save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items()}, str(target))
+
+
 def verify_checkpoint(path: Path) -> None:
-    """Cheap structural checks (no tensor is loaded): the safetensors header and its data size, the
-    zip directory of trainer.pt, state.json's JSON. Raises CheckpointError naming the bad file."""
-    for name, check in (("adapter.safetensors", check_safetensors), ("trainer.pt", _check_zip),
+    """Cheap structural checks (no tensor is loaded): the safetensors headers and their data sizes,
+    the zip directory of trainer.pt, state.json's JSON. Raises CheckpointError naming the bad file."""
+    once = [(f.name, check_safetensors) for f in sorted(Path(path).glob(f"{ONCE_PREFIX}*.safetensors"))]
+    for name, check in (("adapter.safetensors", check_safetensors), *once, ("trainer.pt", _check_zip),
                         ("state.json", lambda f: json.loads(f.read_text(encoding="utf-8")))):
         file = Path(path) / name
         try:
@@ -170,10 +195,14 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[dic
     loaders = (("adapter.safetensors", lambda f: load_file(str(f), device=str(device))),
                ("trainer.pt", lambda f: torch.load(f, map_location="cpu", weights_only=True)),
                ("state.json", atomic.read_json))
+    once = [(f.name, loaders[0][1]) for f in sorted(path.glob(f"{ONCE_PREFIX}*.safetensors"))]
     out = []
-    for name, load in loaders:
+    for name, load in (*loaders, *once):
         try:
             out.append(load(path / name))
         except Exception as err:  # safetensors, pickle, zip and JSON errors alike
             raise CheckpointError(f"{path / name} is unreadable ({type(err).__name__}: {err})".splitlines()[0]) from err
-    return tuple(out)
+    tensors, trainer, state, *written_once = out
+    for part in written_once:
+        tensors.update(part)
+    return tensors, trainer, state

@@ -193,7 +193,8 @@ class Trainer:
         trainer_state = {"optimizer": optimizer, "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state()}
         state = {"step": self.step, "phase_step": self.phase_step, "method": self.method.extra_state(),
                  "history": self.history, "val_history": self.val_history}
-        self.last_good = ckpt.save_checkpoint(self.run_dir, self.step, tensors, trainer_state, state, keep=self.last_good)
+        self.last_good = ckpt.save_checkpoint(self.run_dir, self.step, tensors, trainer_state, state, keep=self.last_good,
+                                              write_once=self.method.write_once_keys(tensors))
 
     def resume(self) -> bool:
         """Continue from the newest checkpoint that loads (an unreadable newer one is named in a

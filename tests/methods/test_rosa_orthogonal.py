@@ -405,6 +405,12 @@ def test_train_py_resample_and_resume_across_a_resample(tmp_path):
     assert killed.returncode == -9, killed.stderr[-2000:]
     killed_state, _ = final_state(tmp_path / "resumed")
     assert len(killed_state["history"]) == 4 and killed_state["method"]["last_sampled_step"] == 3
+    # W_fixed is written once per sampling, beside the adapter tensors, not inside them
+    (checkpoint,) = (tmp_path / "resumed").rglob("checkpoints/step-0000004")
+    assert [f.name for f in checkpoint.glob("once-*")] == ["once-sample2-step3.safetensors"]
+    from safetensors import safe_open
+    with safe_open(str(checkpoint / "adapter.safetensors"), "pt") as f:
+        assert f.keys() and not any(k.endswith(".w_fixed") for k in f.keys())
     resumed = run_train(*alias, env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     out_ref, _ = reference.communicate(timeout=300)

@@ -103,3 +103,26 @@ def test_full_disk_fails_in_one_line_and_keeps_the_previous_checkpoint(tmp_path,
     assert latest.name == "step-0000002"
     tensors, _trainer, state = ckpt.load_checkpoint(latest)
     assert state["step"] == 2 and tensors
+
+
+def test_write_once_tensors_are_linked_until_their_tag_changes(tmp_path):
+    """Tensors named in ``write_once`` go to once-<tag>.safetensors: written at the first checkpoint of
+    a tag, hard-linked (same inode, no bytes written) into later ones, written anew for a new tag, and
+    loaded back with the adapter tensors."""
+    import torch
+    tensors = {"layer.w_fixed": torch.randn(64, 32), "layer.rosa_A": torch.randn(64, 4)}
+    trainer = {"rng": ckpt.rng_state()}
+    inode = {}
+    for step, tag in ((2, "sample1-step0"), (4, "sample1-step0"), (6, "sample2-step5")):
+        path = ckpt.save_checkpoint(tmp_path, step, tensors, trainer, {"step": step},
+                                    keep=ckpt.latest_checkpoint(tmp_path), write_once=(tag, {"layer.w_fixed"}))
+        once = path / f"once-{tag}.safetensors"
+        inode[step] = once.stat().st_ino
+        loaded, _, _ = ckpt.load_checkpoint(path)
+        assert set(loaded) == set(tensors) and torch.equal(loaded["layer.w_fixed"], tensors["layer.w_fixed"])
+    assert inode[4] == inode[2] and inode[6] != inode[4]
+    from safetensors.torch import load_file
+    assert set(load_file(str(path / "adapter.safetensors"))) == {"layer.rosa_A"}
+    once.write_bytes(once.read_bytes()[:100])          # a damaged once-file makes its checkpoint unusable
+    with pytest.raises(ckpt.CheckpointError, match="once-sample2-step5.safetensors"):
+        ckpt.verify_checkpoint(path)
