@@ -90,7 +90,8 @@ def build(name: str, arch: dict, device: torch.device):
     from rosa.models import resolve_precision
     meta = device.type == "meta"
     overrides = [o.replace("=weight", "=grad-fisher") if meta else o for o in OVERRIDES[name]]
-    run = validate(compose([f"fnmodel={name}", f"device={device.type}", "precision=bf16", *overrides]))
+    # the config's device is not used below (the model is built on ``device``); 'meta' is no run device
+    run = validate(compose([f"fnmodel={name}", f"device={'cpu' if meta else device.type}", "precision=bf16", *overrides]))
     precision = resolve_precision(run.precision, device)
     model = random_llama(arch, device, precision["base_dtype"])   # weights created directly in bf16
     method = get_method(run.fnmodel, seed=0)

@@ -163,8 +163,9 @@ def test_method_trains_on_4bit_base_and_merges(name):
     layers = adapted_layers(model)
     if name in ("spa", "rosa-robust"):          # masks came from input/grad-output hooks on the 4-bit base
         assert all(layer.nnz > 0 for layer in layers.values())
-    if name == "rosa-orthogonal":               # W_fixed is dense (bf16): the 4-bit base is dropped
-        assert all(layer.base.weight is None and layer.w_fixed.dtype == torch.bfloat16 for layer in layers.values())
+    if name == "rosa-orthogonal":               # W_fixed is dense: the 4-bit base is dropped (float32 master,
+        # as resampling repeats: bounded bf16 drift, see rosa_orthogonal's docstring)
+        assert all(layer.base.weight is None and layer.w_fixed.dtype == torch.float32 for layer in layers.values())
     else:                                       # the base stays 4-bit under the adapter
         assert all(q.is_nf4(layer.base.weight) for layer in layers.values())
     # merged: dequantise + delta -> a plain bf16 weight; agrees with unmerged up to bf16 rounding

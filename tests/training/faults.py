@@ -20,9 +20,15 @@ def config(root: Path, *overrides: str):
     return validate(compose([*FAST, *overrides, f"output.path={root}"]))
 
 
+def config_yaml(root: Path, *overrides: str) -> str:
+    """The config.yaml train.py would store for this run (a resume compares it with the command's)."""
+    from omegaconf import OmegaConf
+    return OmegaConf.to_yaml(compose([*FAST, *overrides, f"output.path={root}"]), resolve=True)
+
+
 def train(root: Path, *overrides: str) -> tuple[int, Path]:
     run = config(root, *overrides)
-    return loop.train(run, "config: test\n"), run_dir_for(run)
+    return loop.train(run, config_yaml(root, *overrides)), run_dir_for(run)
 
 
 def die_before_step(monkeypatch, step: int) -> None:

@@ -72,8 +72,13 @@ def test_method_must_fit_the_model(tmp_path, capsys, overrides, expected):
 def test_corrupt_mask_file(tmp_path, capsys):
     masks = tmp_path / "masks.safetensors"
     masks.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header")
-    message = refused(tmp_path, capsys, "fnmodel=rosa-robust", f"fnmodel.mask_path={masks}")
-    assert f"fnmodel.mask_path='{masks}' is not a readable masks.safetensors" in message
+    # refused already by validation (its header is read there, with the density check), one line
+    from rosa.config import ConfigError
+    with pytest.raises(ConfigError) as refusal:
+        validate(compose([*SMALL, "fnmodel=rosa-robust", f"fnmodel.mask_path={masks}", f"output.path={tmp_path / 'runs'}"]))
+    message = str(refusal.value)
+    assert f"fnmodel.mask_path='{masks}': {masks} is unreadable" in message and "\n" not in message
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
