@@ -46,7 +46,7 @@ def cluster_runs(tmp_path_factory):
     runs = tmp / "runs"
     grids = {"grids": {
         "long": {"slurm": RESOURCES, "runs": [
-            " ".join(FAST + ["train.max_steps=120", "train.checkpoint_every=5", "seed=1"]),      # requeued
+            " ".join(FAST + ["train.max_steps=60", "train.checkpoint_every=5", "seed=1"]),       # requeued
             " ".join(FAST + ["train.max_steps=100000", "train.checkpoint_every=50", "seed=2"]),  # cancelled
         ]},
     }}
@@ -99,7 +99,7 @@ def test_requeue_resumes_from_checkpoint(cluster_runs):
         return "JobState=PENDING" in shown and "Reason=BeginTime" in shown
     _wait(held_back, 60, "the requeued job to be pending on its begin time")
     subprocess.run(["scontrol", "update", f"JobId={job['job_id']}", "StartTime=now"], check=True)
-    _wait(lambda: (read_status(entry.run_dir) or {}).get("state") in ("done", "failed"), 480, "the requeued run")
+    _wait(lambda: (read_status(entry.run_dir) or {}).get("state") in ("done", "failed"), 600, "the requeued run")
     status = read_status(entry.run_dir)
     assert status["state"] == "done", status
     log = (entry.run_dir / "train.log").read_text()
