@@ -74,12 +74,12 @@ def build_model():
     return load_model(run.model, load_tokenizer(run.model))
 
 
-def adapted_module_names() -> list[str]:
-    """The modules our methods adapt (fnmodel.target_modules=all-linear), handed to PEFT as well."""
+def adapted_module_names(model) -> list[str]:
+    """The modules of ``model`` our methods adapt (fnmodel.target_modules=all-linear), handed to PEFT."""
     from rosa.config import compose, validate
     from rosa.methods.base import find_target_modules
     run = validate(compose(["fnmodel=lora", *model_overrides()]))
-    return find_target_modules(build_model(), run.fnmodel.target_modules)
+    return find_target_modules(model, run.fnmodel.target_modules)
 
 
 def build(name: str, impl: str | None = None):
@@ -90,7 +90,7 @@ def build(name: str, impl: str | None = None):
     if name == "peft-lora":
         from peft import LoraConfig, get_peft_model
         model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=16, lora_dropout=0.05,
-                                                 target_modules=adapted_module_names(), task_type="CAUSAL_LM"))
+                                                 target_modules=adapted_module_names(model), task_type="CAUSAL_LM"))
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": 1e-4}]
     else:
         from rosa.config import compose, validate
