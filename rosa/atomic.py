@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -39,3 +40,21 @@ def write_json(path: str | Path, data) -> None:
 
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def check_safetensors(file: Path) -> None:
+    """ValueError / OSError unless ``file``'s header parses and its size is the one the header describes."""
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{len(head)} bytes, shorter than a safetensors header")
+        (size,) = struct.unpack("<Q", head)
+        if size > file.stat().st_size - 8:
+            raise ValueError(f"a header of {size} bytes in a file of {file.stat().st_size}")
+        try:
+            header = json.loads(f.read(size))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+            raise ValueError(f"a bad header ({type(err).__name__})") from err
+    if file.stat().st_size != 8 + size + end:
+        raise ValueError(f"{file.stat().st_size} bytes, the header describes {8 + size + end}")

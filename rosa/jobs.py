@@ -5,7 +5,7 @@
     python -m rosa.jobs status <grid> [--set KEY=VALUE ...]
 
 Each run of a grid is a list of train.py overrides. Its folder comes from the composed config
-(``rosa.config.compose`` + ``validate`` + ``rosa.training.rundir.run_dir_for``), the same folder
+(``rosa.config.compose`` + ``validate`` + ``rosa.runs.run_dir_for``), the same folder
 ``train.py`` would use, so ``submit`` can skip finished runs and a grid can be resubmitted at any time.
 
 ``--launcher serial`` runs the runs one after another in this terminal (``train.py`` in a child
@@ -98,7 +98,7 @@ def _expand_globs(overrides: list[str]) -> list[str]:
 
 def resolve(grid: Grid, extra: list[str] = ()) -> list[Entry]:
     """Compose and validate every run; its run folder (or the one-line error)."""
-    from rosa.training.rundir import run_dir_for
+    from rosa.runs import run_dir_for
 
     entries = []
     for overrides in grid.runs:
@@ -203,7 +203,7 @@ def _pid_alive(pid: str) -> bool:
 
 def run_state(entry: Entry, job: dict | None, slurm: dict) -> tuple[str, str]:
     """(pending|running|done|failed|not submitted, detail) for one run."""
-    from rosa.training.rundir import read_status
+    from rosa.runs import read_status
 
     if entry.error:
         return "failed", f"config: {entry.error}"
@@ -318,7 +318,7 @@ def run_serially(todo: list[Entry], out) -> int:
 
 
 def _status_failed(run_dir: Path) -> bool:
-    from rosa.training.rundir import read_status
+    from rosa.runs import read_status
 
     return (read_status(run_dir) or {}).get("state") == "failed"
 

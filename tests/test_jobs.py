@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rosa import jobs
-from rosa.training.rundir import update_status
+from rosa.runs import update_status
 
 SMOKE = ["model=tiny", "train.max_steps=2", "train.eval_at_end=false", "train.sample_at_eval=false"]
 
@@ -68,7 +68,7 @@ def test_preemption_checkpoints_requeues_and_resumes(tmp_path, monkeypatch):
     checkpoint and finishes, without duplicated TensorBoard steps. The task sends itself USR2 at the
     end of step 20 (ROSA_TEST_SIGNAL_AT_STEP, inherited by the job), so nothing depends on timing."""
     submitit = pytest.importorskip("submitit")
-    from rosa.training.rundir import read_status
+    from rosa.runs import read_status
 
     steps = 60
     overrides = ["model=tiny", f"train.max_steps={steps}", "train.checkpoint_every=1000", "train.eval_at_end=false",

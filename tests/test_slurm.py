@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from rosa import jobs
-from rosa.training.rundir import read_status
+from rosa.runs import read_status
 
 ROOT = Path(__file__).resolve().parent.parent
 

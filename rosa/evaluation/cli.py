@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from rosa.training.rundir import find_runs
+from rosa.runs import find_runs
 
 log = logging.getLogger("rosa")
 

@@ -19,7 +19,7 @@ import torch
 from rosa.config import RunConfig, validate
 from rosa.methods import Method, get_method
 from rosa.models import load_model, load_tokenizer, resolve_device, resolve_precision, set_threads
-from rosa.training.checkpoint import check_safetensors
+from rosa.atomic import check_safetensors
 
 log = logging.getLogger("rosa")
 

@@ -28,7 +28,7 @@ from rosa.data import build_train_features, collate_batch, eval_examples, get_sp
 from rosa.data.features import tokenize
 from rosa.evaluation.generate import decoding_for, generate
 from rosa.evaluation.load import EvalError, LoadedRun, load_run
-from rosa.training.rundir import recover_status
+from rosa.runs import recover_status
 
 SPLITS = ("validation", "test")
 PROGRESS_EVERY_S = 10.0

@@ -98,7 +98,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rosa.config import TARGET_MODULES, check
-from rosa.training import distributed
+from rosa import distributed
 from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, dense_weight,
                                is_conv1d, linear_shape, wrap_target_modules)
 

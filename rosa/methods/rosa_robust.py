@@ -80,7 +80,7 @@ from rosa.methods.lora import LoRALayer
 from rosa.methods.sparse_masks import (GRADIENT_CRITERIA, MASKS_FILE, GradientCollector, file_density, gib,
                                        load_masks, mask_file_layers, masks_from_scores, nnz_for, random_masks,
                                        save_masks, weight_masks)
-from rosa.training import distributed
+from rosa import distributed
 
 log = logging.getLogger(__name__)
 

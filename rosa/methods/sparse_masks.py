@@ -38,7 +38,7 @@ from torch import nn
 from rosa.atomic import atomic_write
 from rosa.kernels import CSRMatrix
 from rosa.methods.base import dense_weight
-from rosa.training import distributed
+from rosa import distributed
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class GradientCollector:
     ``detach`` removes the hooks. Accumulators are fp32 on ``device`` (CPU by default, to bound GPU
     memory: Llama-2-7B's 224 projections take 24 GiB).
 
-    Data parallel (``rosa.training.distributed``): rank r runs micro-batches r, r + W, ... of each
+    Data parallel (``rosa.distributed``): rank r runs micro-batches r, r + W, ... of each
     step, so its j-th backward in a step is the step's micro-batch j W + r, which is how the
     ``samples`` cap is applied exactly. ``end_step`` sums the ranks' statistics; between steps rank 0
     holds the running total (it alone writes checkpoints) and the other ranks start again from zero,

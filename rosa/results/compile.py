@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from rosa.training.rundir import find_runs, recover_status
+from rosa.runs import find_runs, recover_status
 
 LOWER_IS_BETTER = ("ppl", "bits_per_token", "loss")
 BASE = "base"  # a run of 0 steps: the pretrained model as it is

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from rosa.atomic import atomic_write  # noqa: E402
 from rosa.results.compile import RunRow, read_run  # noqa: E402
-from rosa.training.rundir import find_runs  # noqa: E402
+from rosa.runs import find_runs  # noqa: E402
 
 LOSS_TAGS = (("train/loss", "training loss"), ("val/loss", "validation loss"))
 

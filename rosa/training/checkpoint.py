@@ -23,7 +23,6 @@ import logging
 import os
 import random
 import shutil
-import struct
 import zipfile
 from pathlib import Path
 
@@ -105,7 +104,7 @@ def _write_once(root: Path, target: Path, tensors: dict[str, torch.Tensor]) -> N
         if existing.parent.name.endswith(".tmp"):
             continue
         try:
-            check_safetensors(existing)
+            atomic.check_safetensors(existing)
             os.link(existing, target)
             return
         except (OSError, ValueError):   # damaged, or a file system without hard links: write it
@@ -116,32 +115,14 @@ def _write_once(root: Path, target: Path, tensors: dict[str, torch.Tensor]) -> N
 def verify_checkpoint(path: Path) -> None:
     """Cheap structural checks (no tensor is loaded): the safetensors headers and their data sizes,
     the zip directory of trainer.pt, state.json's JSON. Raises CheckpointError naming the bad file."""
-    once = [(f.name, check_safetensors) for f in sorted(Path(path).glob(f"{ONCE_PREFIX}*.safetensors"))]
-    for name, check in (("adapter.safetensors", check_safetensors), *once, ("trainer.pt", _check_zip),
+    once = [(f.name, atomic.check_safetensors) for f in sorted(Path(path).glob(f"{ONCE_PREFIX}*.safetensors"))]
+    for name, check in (("adapter.safetensors", atomic.check_safetensors), *once, ("trainer.pt", _check_zip),
                         ("state.json", lambda f: json.loads(f.read_text(encoding="utf-8")))):
         file = Path(path) / name
         try:
             check(file)
         except (OSError, ValueError, zipfile.BadZipFile) as err:
             raise CheckpointError(f"{file} is unreadable ({type(err).__name__}: {err})".splitlines()[0]) from err
-
-
-def check_safetensors(file: Path) -> None:
-    """ValueError / OSError unless ``file``'s header parses and its size is the one the header describes."""
-    with open(file, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ValueError(f"{len(head)} bytes, shorter than a safetensors header")
-        (size,) = struct.unpack("<Q", head)
-        if size > file.stat().st_size - 8:
-            raise ValueError(f"a header of {size} bytes in a file of {file.stat().st_size}")
-        try:
-            header = json.loads(f.read(size))
-            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
-            raise ValueError(f"a bad header ({type(err).__name__})") from err
-    if file.stat().st_size != 8 + size + end:
-        raise ValueError(f"{file.stat().st_size} bytes, the header describes {8 + size + end}")
 
 
 def _check_zip(file: Path) -> None:

@@ -35,10 +35,11 @@ from rosa.data.features import prompt_ids
 from rosa.models import load_model, load_tokenizer, resolve_device, resolve_precision, set_threads
 from rosa.models.loss import example_mean_loss, token_loss_sum
 from rosa.training import checkpoint as ckpt
-from rosa.training import distributed, preemption
+from rosa import distributed
+from rosa.training import preemption
 from rosa.training.preflight import PreflightError, preflight
 from rosa.training.optim import build_optimizer, lr_factor, rebuild_optimizer, set_learning_rates
-from rosa.training.rundir import (FINAL_RECORD, RunLocked, lock_run, read_status, recover_status, run_dir_for,
+from rosa.runs import (FINAL_RECORD, RunLocked, lock_run, read_status, recover_status, run_dir_for,
                                   update_status)
 
 log = logging.getLogger("rosa")

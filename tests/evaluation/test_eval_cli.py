@@ -14,7 +14,7 @@ import torch
 from rosa import atomic
 from rosa.evaluation.load import read_run_config
 from rosa.evaluation.runner import evaluate_after_training
-from rosa.training.rundir import read_status, update_status
+from rosa.runs import read_status, update_status
 from tests.conftest import REPO
 from tests.evaluation.tiny_run import copy_runs, only_run
 

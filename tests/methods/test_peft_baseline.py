@@ -56,7 +56,7 @@ def test_dora_trains_resumes_exactly_exports_and_is_tabled(tmp_path, monkeypatch
     from rosa.evaluation.load import load_run
     from rosa.models import load_model, load_tokenizer
     from rosa.results.compile import build_tables
-    from rosa.training.rundir import run_dir_for
+    from rosa.runs import run_dir_for
 
     straight = run_config(*DORA, *SMALL, f"output.path={tmp_path}/straight")
     assert train(*DORA, *SMALL, f"output.path={tmp_path}/straight") == 0
@@ -103,7 +103,7 @@ def test_adalora_allocates_ranks_between_backward_and_step(tmp_path, one_thread)
     args = ["fnmodel=peft", "fnmodel.peft_type=ADALORA", "fnmodel.config.total_step=4", "fnmodel.config.init_r=4",
             "fnmodel.config.target_r=2", "fnmodel.config.tinit=1", "fnmodel.config.tfinal=1",
             "fnmodel.config.deltaT=1", *SMALL[1:], "train.max_steps=4", f"output.path={tmp_path}"]
-    from rosa.training.rundir import run_dir_for
+    from rosa.runs import run_dir_for
 
     run = run_config(*args)
     assert train(*args) == 0

@@ -479,7 +479,7 @@ DP = ["fnmodel=rosa-robust", "fnmodel.rank=4", "fnmodel.dropout=0.0", "fnmodel.d
 
 
 def _fit(run_dir: Path) -> dict:
-    from rosa.training import distributed
+    from rosa import distributed
     from rosa.training.loop import Trainer
     trainer = Trainer(validate(compose(DP)), run_dir)
     trainer.fit(distributed.NullWriter())
@@ -489,7 +489,7 @@ def _fit(run_dir: Path) -> dict:
 
 
 def _dp_worker(rank: int, port: int, out: str) -> None:
-    from rosa.training import distributed
+    from rosa import distributed
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)

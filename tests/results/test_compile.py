@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from rosa import atomic
-from rosa.training.rundir import update_status
+from rosa.runs import update_status
 from tests.conftest import REPO
 from tests.evaluation.tiny_run import copy_runs, only_run
 

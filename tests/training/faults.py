@@ -5,7 +5,7 @@ from pathlib import Path
 
 from rosa.config import compose, validate
 from rosa.training import loop
-from rosa.training.rundir import run_dir_for
+from rosa.runs import run_dir_for
 
 FAST = ["train.max_steps=6", "train.batch_size=4", "train.micro_batch_size=2", "train.checkpoint_every=2",
         "dataset.sample_rows.train=16", "dataset.sample_rows.validation=4",

@@ -1,6 +1,6 @@
 """Data parallelism on CPU (gloo, 2 processes): the same per-step losses and weights as one process
 with the same global batch. Each rank takes its share of every step's micro-batches; gradients are
-summed over ranks (rosa/training/distributed.py)."""
+summed over ranks (rosa/distributed.py)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from rosa.training import distributed
+from rosa import distributed
 
 STEPS = 3
 OVERRIDES = ["model=tiny", "dataset=e2e", "fnmodel=lora", "fnmodel.dropout=0.0", "train.batch_size=8",
@@ -117,7 +117,7 @@ def test_fft_fsdp_resume_matches(tmp_path):
 
 
 def test_srun_environment_is_exported_for_torch(monkeypatch):
-    from rosa.training import distributed
+    from rosa import distributed
 
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.setenv(key, "")  # records the current state, so the values exported below are undone

@@ -7,7 +7,7 @@ import torch
 
 from rosa.config import compose, validate
 from rosa.training.loop import train
-from rosa.training.rundir import run_dir_for
+from rosa.runs import run_dir_for
 from tests.conftest import run_train
 
 SMALL = ["dataset.sample_rows.train=8", "dataset.sample_rows.validation=4", "dataset.sample_rows.test=4"]

@@ -11,7 +11,7 @@ import pytest
 
 from rosa.training import loop
 from tests.training.faults import Killed, config, die_before_step, train
-from rosa.training.rundir import run_dir_for
+from rosa.runs import run_dir_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
