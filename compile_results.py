@@ -18,7 +18,7 @@ def main(argv=None) -> int:
 
     from rosa import atomic
     from rosa.results.compile import build_tables, to_csv, to_latex, to_markdown
-    from rosa.training.rundir import find_runs
+    from rosa.runs import find_runs
 
     root = Path(args.path)
     if not root.is_dir() or not find_runs(root):

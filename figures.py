@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from rosa.results.figures import make_figures
-    from rosa.training.rundir import find_runs
+    from rosa.runs import find_runs
 
     root = Path(args.path)
     if not root.is_dir() or not find_runs(root):

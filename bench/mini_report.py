@@ -58,7 +58,7 @@ def main() -> None:
     import record
     from rosa.data import get_spec
     from rosa.results.compile import BASE, build_tables, read_run, to_markdown
-    from rosa.training.rundir import find_runs
+    from rosa.runs import find_runs
 
     root = Path(args.root)
     tables, orphans = build_tables(root, args.split)
