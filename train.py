@@ -18,5 +18,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = check_command_line(sys.argv)
-    main()
+    sys.argv, single_run = check_command_line(sys.argv)
+    if single_run is not None:   # composed and validated above: train it here, without Hydra's runner
+        run_task(run=single_run)
+    else:                        # a sweep or a Hydra flag (--cfg, --info, ...): Hydra runs it
+        main()

@@ -42,7 +42,7 @@ class StopOnStrings:
 def main() -> int:
     from transformers import StoppingCriteriaList
 
-    from rosa.config import DatasetConfig, ModelConfig
+    from rosa.config import compose, validate
     from rosa.data import eval_examples, get_spec, load_examples
     from rosa.evaluation import generate as generation
     from rosa.models import load_model, load_tokenizer
@@ -58,10 +58,11 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     spec = get_spec(args.dataset)
-    examples, _ = load_examples(DatasetConfig(name=args.dataset, sample_rows={"test": args.rows}), "test")
+    run = validate(compose([f"dataset={args.dataset}", f"dataset.sample_rows={{test: {args.rows}}}", f"model.name={args.model}"]))
+    examples, _ = load_examples(run.dataset, "test")
     prompts = [e.prompt for e in eval_examples(spec, examples)][: args.rows]
-    tokenizer = load_tokenizer(ModelConfig(name=args.model))
-    model = load_model(ModelConfig(name=args.model), tokenizer).eval()
+    tokenizer = load_tokenizer(run.model)
+    model = load_model(run.model, tokenizer).eval()
     def hand_written(**kwargs):  # generate() with StopOnStrings instead of transformers' stop_strings
         real = model.generate
 

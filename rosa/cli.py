@@ -1,8 +1,9 @@
-"""What ``train.py`` does around Hydra: check the command line first, then run one task.
+"""What ``train.py`` does: check the command line, then train one run or hand a sweep to Hydra.
 
-``check_command_line`` rewrites ``<group>.name=X`` to ``<group>=X`` (resolving aliases), composes
-every combination of a sweep and validates it, so a bad key, name or value stops with one line and
-exit status 2 before Hydra launches anything (locally or on SLURM) and before any run folder exists.
+A single run is composed and validated once, here, and trained in this process. A multirun (``-m``)
+is validated combination by combination before Hydra launches anything (basic, local or SLURM
+launcher), so a bad key, name or value stops with one line and exit status 2 before any job or run
+folder exists; each job then validates its own combination (in this process: the check is reused).
 """
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
-from rosa.config import ConfigError, compose, rewrite_overrides, validate, validate_sweep
-from rosa.launcher import check_launcher_overrides
+from rosa.config import CONF_DIR, ConfigError, RunConfig, compose, rewrite_overrides, validate, validate_sweep
+from rosa.schema import did_you_mean
 
 log = logging.getLogger("rosa")
-_FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--cfg", "-c",
-                     "--package", "-p", "--experimental-rerun", "--info", "-i"}
+_CHECKED: dict[str, RunConfig] = {}   # config YAML -> its validated run, for the jobs of a sweep run here
 
 
 def fail(message: str) -> None:
@@ -24,28 +24,74 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def check_command_line(argv: list[str]) -> list[str]:
-    program, args = argv[0], argv[1:]
-    overrides_at = [i for i, a in enumerate(args) if "=" in a and not a.startswith("-")
-                    and not (i > 0 and args[i - 1] in _FLAGS_WITH_VALUE)]
+def check_command_line(argv: list[str]) -> tuple[list[str], RunConfig | None]:
+    """The command line with ``<group>.name=X`` rewritten, and the validated run when it is a single
+    plain run (no ``-m``, no Hydra flag): then the caller trains it without Hydra's runner."""
+    from hydra._internal.utils import get_args_parser
+
+    program, args = argv[0], list(argv[1:])
+    parsed = get_args_parser().parse_intermixed_args(args)  # Hydra's own flags; the rest are overrides
+    overrides = list(parsed.overrides or [])
     try:
-        rewritten = rewrite_overrides([args[i] for i in overrides_at])
-        for i, new in zip(overrides_at, rewritten):
-            if new != args[i]:
-                print(f"{args[i]} -> {new}", file=sys.stderr)
+        rewritten = rewrite_overrides(overrides)
+        at = iter(i for i, a in enumerate(args) if a in overrides)
+        for old, new in zip(overrides, rewritten):
+            i = next(at)
+            if new != old:
+                print(f"{old} -> {new}", file=sys.stderr)
             args[i] = new
-        if any(a in ("-m", "--multirun") for a in args):
-            validate_sweep(rewritten)  # every combination
-        else:
-            validate(compose(rewritten))
         check_launcher_overrides(rewritten)  # hydra/launcher=slurm, hydra.launcher.<key>=...
+        if parsed.multirun:
+            validate_sweep(rewritten)  # every combination
+            return [program] + args, None
+        cfg = compose(rewritten)
+        run = validate(cfg)
     except ConfigError as err:
         fail(str(err))
-    return [program] + args
+    hydra_flags = len(args) != len(overrides)
+    _CHECKED[OmegaConf.to_yaml(cfg, resolve=True)] = run
+    return [program] + args, (None if hydra_flags else run)
 
 
-def run_task(cfg: DictConfig) -> None:
-    """The body of one Hydra job: validate, then train; exit status from the run when single."""
+def check_launcher_overrides(overrides: list[str]) -> None:
+    """One line for a bad ``hydra/launcher=`` choice or ``hydra.launcher.<key>``, before any submission."""
+    ours = [o for o in overrides if o.lstrip("+~").startswith(("hydra/launcher", "hydra.launcher."))]
+    choices = sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")) + [
+        "basic", "submitit_slurm", "submitit_local"]
+    chosen = [o.partition("=")[2] for o in ours if o.partition("=")[0].lstrip("+~") == "hydra/launcher"]
+    for value in chosen:
+        if value not in choices:
+            raise ConfigError(f"hydra/launcher={value!r} is unknown{did_you_mean(value, choices)}; "
+                              f"choose one of: {', '.join(choices)}")
+    keys = [o.partition("=")[0] for o in ours if o.lstrip("+~").startswith("hydra.launcher.")]
+    if not keys:
+        return
+    if not chosen:
+        raise ConfigError(f"{keys[0]}: no launcher selected; add hydra/launcher=slurm (or local) before setting "
+                          "hydra.launcher.* keys")
+    known = sorted(_launcher_keys(chosen[-1]))
+    for key in keys:
+        leaf = key.lstrip("+~").removeprefix("hydra.launcher.").split(".")[0]
+        if leaf not in known and not key.startswith("+"):
+            raise ConfigError(f"{key}: unknown key{did_you_mean(leaf, known)}; allowed keys under "
+                              f"hydra.launcher: {', '.join(known)}")
+
+
+def _launcher_keys(launcher: str) -> list[str]:
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+        return list(cfg.hydra.launcher)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def run_task(cfg: DictConfig | None = None, run: RunConfig | None = None) -> None:
+    """The body of one job: train (or resume, or skip) the run; exit status from it when single."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -54,11 +100,17 @@ def run_task(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     for noisy in ("httpx", "urllib3", "torchao", "torch._dynamo"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        run = validate(cfg)
-    except ConfigError as err:
-        fail(str(err))
-    status = train(run, OmegaConf.to_yaml(cfg, resolve=True))
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True) if cfg is not None else None
+    if run is None:
+        run = _CHECKED.get(config_yaml)
+    if run is None:
+        try:
+            run = validate(cfg)
+        except ConfigError as err:
+            fail(str(err))
+    if config_yaml is None:
+        config_yaml = next(y for y, r in _CHECKED.items() if r is run)
+    status = train(run, config_yaml)
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if status and not multirun:
         sys.exit(status)

@@ -1,4 +1,4 @@
-"""Run directories and their ``status.json``.
+"""Run folders: their names, ``status.json``, the lock, finding them (a leaf: imports no other part).
 
 A run's folder is derived from its configuration alone::
 
@@ -7,22 +7,36 @@ A run's folder is derived from its configuration alone::
 so the same command finds the same folder (and resumes or skips it), while any change to a setting
 that affects training gives a new one. ``status.json`` records state (running | done | failed), the
 error, times, steps, trainable parameters and peak memory; it is always written atomically.
+
+The identity rule (kept by tests/test_config.py::test_every_schema_key_is_classified):
+
+1. Every key of every config dataclass is classified once, next to its declaration: in the class's
+   ``NOT_IDENTITY`` when it cannot change the weights (logging and evaluation cadence, output, device,
+   threads); in its ``IDENTITY_V1`` when it belonged to the identity from the first version (always
+   hashed); otherwise it declares its *neutral* value, the behaviour before the key existed
+   (``rosa.schema.neutral``), and is hashed only when it differs from it.
+2. ``IDENTITY_V1`` never grows: a key added later declares its neutral value or is NOT_IDENTITY. So an
+   upgrade that adds a key keeps every existing run's folder, and any setting that changes training
+   gives a new folder. A new method's config lists all its keys in its own ``IDENTITY_V1``.
+3. A neutral value never changes and a key never moves between classes; training also refuses to
+   resume a folder whose stored config trains differently (``rosa/training/preflight.py``).
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import logging
 import os
 import re
 import socket
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import IO
+from typing import IO, get_type_hints
 
 from rosa import atomic
-from rosa.config import RunConfig, run_hash
 
 STATUS_FILE = "status.json"
 LOCK_FILE = ".lock"
@@ -34,7 +48,54 @@ class RunLocked(RuntimeError):
     """Another process holds the run; the message (one line) names it."""
 
 
-def readable_name(run: RunConfig) -> str:
+# ----------------------------------------------------------------------------- names and identity
+def _classified(schema: type, table: str, name: str) -> bool:
+    return name in getattr(schema, table, ())
+
+
+def run_identity(run) -> dict:
+    """The settings that decide the trained weights, as a nested dict (the rule is above)."""
+    out = {}
+    for f in fields(run):
+        value = getattr(run, f.name)
+        if _classified(type(run), "NOT_IDENTITY", f.name):
+            continue
+        if "neutral" in f.metadata and value == f.metadata["neutral"]:
+            continue
+        out[f.name] = run_identity(value) if hasattr(value, "__dataclass_fields__") else json.loads(
+            json.dumps(value, default=str))
+    return out
+
+
+def run_hash(run) -> str:
+    blob = json.dumps(run_identity(run), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def unclassified_keys(schemas) -> list[str]:
+    """Keys of these config dataclasses (and the ones they nest) that break the rule: unclassified or
+    classified twice."""
+    problems, seen = [], set()
+
+    def walk(schema: type) -> None:
+        if schema in seen:
+            return
+        seen.add(schema)
+        hints = get_type_hints(schema)
+        for f in fields(schema):
+            classes = [_classified(schema, "NOT_IDENTITY", f.name), _classified(schema, "IDENTITY_V1", f.name),
+                       "neutral" in f.metadata]
+            if sum(classes) != 1:
+                problems.append(f"{schema.__name__}.{f.name}")
+            if not classes[0] and hasattr(hints[f.name], "__dataclass_fields__"):
+                walk(hints[f.name])
+
+    for schema in schemas:
+        walk(schema)
+    return problems
+
+
+def readable_name(run) -> str:
     if run.output.name:
         return run.output.name
     model = Path(run.model.name.rstrip("/")).name
@@ -54,7 +115,7 @@ def readable_name(run: RunConfig) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join(parts))
 
 
-def run_dir_for(run: RunConfig) -> Path:
+def run_dir_for(run) -> Path:
     return Path(run.output.path) / run.dataset.name / run.fnmodel.name / f"{readable_name(run)}-{run_hash(run)}"
 
 

@@ -1,23 +1,18 @@
-"""Fine-tuning methods. Each method is one module; this registry maps ``fnmodel.name`` to it.
+"""Fine-tuning methods: one module each, registered by ``@register(name, Config)`` (``base.py``).
 
-To add a method: write ``rosa/methods/<name>.py`` with a ``Method`` subclass and a config dataclass,
-register both below, and add ``conf/fnmodel/<name>.yaml``.
+Every module of this package is imported here, so a method is found from its own file: adding one is
+``rosa/methods/<name>.py`` (the Method subclass, its config dataclass, its math in the docstring) plus
+``conf/fnmodel/<name>.yaml`` (its defaults), nothing else.
 """
 from __future__ import annotations
 
-from rosa.config import FFTConfig, LoRAConfig, register_method_schema
-from rosa.methods.base import LoopRequest, Method, StepContext
-from rosa.methods.fft import FullFineTuning
-from rosa.methods.lora import LoRA
+import importlib
+import pkgutil
 
-METHODS: dict[str, type[Method]] = {"fft": FullFineTuning, "lora": LoRA}
-register_method_schema("fft", FFTConfig)
-register_method_schema("lora", LoRAConfig)
+from rosa.methods.base import METHODS, LoopRequest, Method, StepContext, register
 
-
-def register(name: str, method: type[Method], schema: type) -> None:
-    METHODS[name] = method
-    register_method_schema(name, schema)
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def get_method(cfg, seed: int = 0) -> Method:
@@ -28,13 +23,3 @@ def get_method(cfg, seed: int = 0) -> Method:
 
 
 __all__ = ["METHODS", "LoopRequest", "Method", "StepContext", "get_method", "register"]
-
-from rosa.methods.rosa_orthogonal import RosaOrthogonal, RosaOrthogonalConfig  # noqa: E402
-register("rosa-orthogonal", RosaOrthogonal, RosaOrthogonalConfig)
-
-from rosa.methods.rosa_robust import RosaRobust, RosaRobustConfig, SpA, SpAConfig  # noqa: E402
-register("rosa-robust", RosaRobust, RosaRobustConfig)
-register("spa", SpA, SpAConfig)
-
-from rosa.methods.peft_baseline import PeftBaseline, PeftMethodConfig  # noqa: E402
-register("peft", PeftBaseline, PeftMethodConfig)

@@ -4,6 +4,10 @@ A *method* turns a pretrained causal LM into a model whose trainable parameters 
 own (adapters, or every weight for full fine-tuning), and talks to the training loop through a few
 hooks. The loop (``rosa/training/loop.py``) never needs to know which method it runs.
 
+A method module registers itself: ``@register("name", NameConfig)`` on its Method subclass, where
+``NameConfig`` is the dataclass of its ``conf/fnmodel/<name>.yaml`` (checked by ``rosa.config``).
+``rosa.methods`` imports every module of the package, so a new method is one module plus one YAML.
+
 Lifecycle, as the loop drives it::
 
     method = get_method(cfg.fnmodel, seed=cfg.seed)
@@ -11,14 +15,17 @@ Lifecycle, as the loop drives it::
     groups = method.param_groups(model, cfg.train)   # optimizer groups, each with its own lr
     for every optimizer step:
         req = method.before_step(ctx)                # e.g. ROSA resamples its subspace here
-        ... forward / backward over the micro-batches, gradient clipping ...
+        ... forward / backward over the micro-batches ...
+        extra = method.loss_term(ctx)                # a regulariser, backpropagated with the step's loss
+        ... gradient clipping ...
         method.before_optimizer_step(ctx)            # gradients visible (e.g. AdaLoRA's rank allocation)
         ... optimizer step, zero_grad ...
         req |= method.after_step(ctx)                # e.g. RoSA builds its masks here
         # the loop honours req: rebuild the optimizer (new parameters) and/or restart the schedule
 
-Checkpoints hold ``method.state_dict(model)`` (every adapter tensor, parameters *and* buffers
-such as masks or indices) and ``method.extra_state()`` (small JSON-able bookkeeping). On resume the
+Checkpoints hold ``method.state_dict(model)`` (every adapter tensor: trainable and frozen adapter
+parameters and the layers' persistent buffers such as masks or indices; a buffer registered with
+``persistent=False``, e.g. one shared by every layer and rebuilt from the seed, is not saved) and ``method.extra_state()`` (small JSON-able bookkeeping). On resume the
 loop builds a fresh model, calls ``prepare`` and then ``load_state_dict`` / ``load_extra_state``;
 a method whose structure changes during training (masks, subspaces) rebuilds it from those.
 
@@ -77,6 +84,21 @@ class LoopRequest:
             return self
         return LoopRequest(self.rebuild_optimizer or other.rebuild_optimizer,
                            self.restart or other.restart)
+
+
+# --------------------------------------------------------------------------- registry
+METHODS: dict[str, type["Method"]] = {}   # fnmodel.name -> Method subclass (its ``config_class`` is the schema)
+
+
+def register(name: str, config_class: type):
+    """Class decorator: the Method subclass is ``fnmodel=<name>``, configured by ``config_class``."""
+    def decorate(method_class: type["Method"]) -> type["Method"]:
+        if name in METHODS:
+            raise ValueError(f"method {name!r} is registered twice ({METHODS[name].__module__}, {method_class.__module__})")
+        method_class.name, method_class.config_class = name, config_class
+        METHODS[name] = method_class
+        return method_class
+    return decorate
 
 
 # --------------------------------------------------------------------------- base layers
@@ -213,8 +235,10 @@ class Method:
     """Base class: full behaviour of a method that adds nothing and trains nothing; subclasses
     override what they need. ``cfg`` is the method's own config section (``cfg.fnmodel``)."""
 
-    name: str = "base"
-    mergeable: bool = True  # whether merge() folds the method into plain base weights
+    name: str = "base"            # set by @register
+    config_class: type | None = None
+    mergeable: bool = True        # whether merge() folds the method into plain base weights (evaluation
+                                  # runs an unmergeable method's model as it is, e.g. PEFT prompt tuning)
 
     def __init__(self, cfg: Any, seed: int = 0):
         self.cfg = cfg
@@ -247,8 +271,16 @@ class Method:
                              f"{name} ({out_features}x{in_features}); allowed: rank <= "
                              f"{min(out_features, in_features)} for this model's target layers")
 
-    # -- hooks (return None or a LoopRequest)
+    # -- hooks (the loop calls each once per optimizer step, in this order; see the module docstring)
     def before_step(self, ctx: StepContext) -> LoopRequest | None:
+        """Before the step's forward passes (e.g. ROSA resamples its subspace here). May return a
+        LoopRequest (rebuild the optimizer: new parameters; restart)."""
+        return None
+
+    def loss_term(self, ctx: StepContext) -> torch.Tensor | None:
+        """A scalar added to the step's loss after the micro-batches' backward (a regulariser on the
+        adapter, e.g. an orthogonality penalty), or None. Its gradient joins the step's gradients
+        before clipping; the logged loss includes it."""
         return None
 
     def before_optimizer_step(self, ctx: StepContext) -> None:
@@ -258,6 +290,8 @@ class Method:
         return None
 
     def after_step(self, ctx: StepContext) -> LoopRequest | None:
+        """After the optimizer step; ``ctx.step`` counts it. May return a LoopRequest (e.g. RoSA,
+        once its masks are chosen: restart)."""
         return None
 
     def describe(self) -> str:
@@ -328,12 +362,16 @@ class _LR1:
 
 
 def _adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Trainable parameters plus the buffers of adapted layers (masks, indices, frozen factors)."""
+    """Trainable parameters plus the persistent buffers of adapted layers (masks, indices) and their
+    frozen parameters (ROSA's W_fixed). Non-persistent buffers are left out, as ``state_dict`` does."""
     tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
     for layer_name, layer in adapted_layers(model).items():
-        for n, b in layer.named_buffers():
-            if not n.startswith("base."):
-                tensors[f"{layer_name}.{n}"] = b
+        for module_name, module in layer.named_modules():
+            if module_name == "base" or module_name.startswith("base."):
+                continue
+            for n, b in module.named_buffers(recurse=False):
+                if n not in module._non_persistent_buffers_set:
+                    tensors[".".join(filter(None, (layer_name, module_name, n)))] = b
         for n, p in layer.named_parameters():
             if not n.startswith("base.") and not p.requires_grad:  # frozen adapter parts (ROSA's W_fixed)
                 tensors[f"{layer_name}.{n}"] = p

@@ -5,13 +5,22 @@ the model.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from torch import nn
 
-from rosa.methods.base import Method
+from rosa.methods.base import Method, register
 
 
+@dataclass(kw_only=True)
+class FFTConfig:
+    name: str
+    IDENTITY_V1: ClassVar = {"name"}   # keys always in the run identity (rosa.runs.run_identity)
+
+
+@register("fft", FFTConfig)
 class FullFineTuning(Method):
-    name = "fft"
 
     def prepare(self, model: nn.Module) -> nn.Module:
         for p in model.parameters():

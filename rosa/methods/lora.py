@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,7 +36,20 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from rosa.methods.base import AdaptedLayer, Method, adapted_layers, is_conv1d, wrap_target_modules
+from rosa.methods.base import AdaptedLayer, Method, adapted_layers, is_conv1d, register, wrap_target_modules
+from rosa.schema import TARGET_MODULES, at_least_1, positive, probability
+
+
+@dataclass(kw_only=True)
+class LoRAConfig:
+    """Keys of ``conf/fnmodel/lora.yaml`` (their defaults and meaning are there)."""
+    name: str
+    rank: int = field(metadata=at_least_1)
+    alpha: float = field(metadata=positive)
+    dropout: float = field(metadata=probability)
+    rslora: bool
+    target_modules: Any = field(metadata=TARGET_MODULES)
+    IDENTITY_V1: ClassVar = {"name", "rank", "alpha", "dropout", "rslora", "target_modules"}
 
 
 def lora_scale(rank: int, alpha: float, rslora: bool) -> float:
@@ -120,8 +135,8 @@ class LoRALayer(AdaptedLayer):
         return self.scale * (self.lora_B.float() @ self.lora_A.float())
 
 
+@register("lora", LoRAConfig)
 class LoRA(Method):
-    name = "lora"
 
     def prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.cfg

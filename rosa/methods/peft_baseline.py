@@ -23,21 +23,23 @@ with ``peft.get_peft_model``. The maths of each method is PEFT's: see its docume
 """
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from rosa.config import ConfigError
-from rosa.methods.base import Method, StepContext, check_state_keys
+from rosa.methods.base import Method, StepContext, check_state_keys, register
+from rosa.schema import ConfigError, did_you_mean
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PeftMethodConfig:
-    name: str = "peft"
-    peft_type: str = "LORA"                       # a peft.PeftType name: LORA, ADALORA, VERA, IA3, LOHA, ...
-    config: dict = field(default_factory=dict)    # keyword arguments of PEFT's config class for peft_type
+    """Keys of ``conf/fnmodel/peft.yaml``: ``config`` is a free mapping, checked against PEFT's class."""
+    name: str
+    peft_type: str                                # a peft.PeftType name: LORA, ADALORA, VERA, IA3, LOHA, ...
+    config: dict                                  # keyword arguments of PEFT's config class for peft_type
+    IDENTITY_V1: ClassVar = {"name", "peft_type", "config"}
 
     def validate(self, run) -> None:
         build_peft_config(self)
@@ -53,16 +55,12 @@ def build_peft_config(cfg: PeftMethodConfig):
     """PEFT's config object for ``cfg``; raises ConfigError (one line) for a bad type, key or value."""
     classes = peft_config_classes()
     if cfg.peft_type not in classes:
-        close = difflib.get_close_matches(str(cfg.peft_type), list(classes), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"fnmodel.peft_type={cfg.peft_type!r} is unknown{hint}; choose one of: {', '.join(sorted(classes))}")
+        raise ConfigError(f"fnmodel.peft_type={cfg.peft_type!r} is unknown{did_you_mean(cfg.peft_type, classes)}; choose one of: {', '.join(sorted(classes))}")
     config_class = classes[cfg.peft_type]
     allowed = [f.name for f in fields(config_class) if f.name not in ("peft_type", "task_type")]
     for key in cfg.config:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"fnmodel.config.{key}: unknown key for {cfg.peft_type}{hint}; "
+            raise ConfigError(f"fnmodel.config.{key}: unknown key for {cfg.peft_type}{did_you_mean(key, allowed)}; "
                               f"allowed keys: {', '.join(allowed)}")
     rank = cfg.config.get("r")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
@@ -74,8 +72,8 @@ def build_peft_config(cfg: PeftMethodConfig):
         raise ConfigError(f"fnmodel.config={cfg.config!r} is refused by {config_class.__name__}: {message}") from None
 
 
+@register("peft", PeftMethodConfig)
 class PeftBaseline(Method):
-    name = "peft"
 
     def prepare(self, model: nn.Module) -> nn.Module:
         from peft import get_peft_model

@@ -90,17 +90,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rosa.config import TARGET_MODULES, check
 from rosa import distributed
-from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, dense_weight,
+from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, dense_weight, register,
                                is_conv1d, linear_shape, wrap_target_modules)
+from rosa.schema import TARGET_MODULES, check
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +122,18 @@ def _period_ok(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RosaOrthogonalConfig:
-    name: str = "rosa-orthogonal"
-    rank: Any = field(default=8, metadata=check(_rank_ok, "an integer >= 1, or a ratio in (0, 1) of min(out, in)"))
-    selection: Literal["random-window", "random-subset", "top", "bottom"] = "random-window"
-    split: Literal["sqrt", "left"] = "sqrt"
-    resample_every: Any = field(default="epoch", metadata=check(
+    """Keys of ``conf/fnmodel/rosa-orthogonal.yaml`` (their defaults and meaning are there)."""
+    name: str
+    rank: Any = field(metadata=check(_rank_ok, "an integer >= 1, or a ratio in (0, 1) of min(out, in)"))
+    selection: Literal["random-window", "random-subset", "top", "bottom"]
+    split: Literal["sqrt", "left"]
+    resample_every: Any = field(metadata=check(
         _period_ok, "'epoch', 'never' (sample once, at the start) or an integer >= 1 (optimizer steps)"))
-    train_bias: bool = True                # the official ROSA trained the adapted layers' biases
-    target_modules: Any = field(default="all-linear", metadata=TARGET_MODULES)  # "all-linear", a list of names, or a regex
+    train_bias: bool
+    target_modules: Any = field(metadata=TARGET_MODULES)
+    IDENTITY_V1: ClassVar = {"name", "rank", "selection", "split", "resample_every", "train_bias", "target_modules"}
 
 
 # --------------------------------------------------------------------------- the pieces, as functions
@@ -306,8 +308,8 @@ class RosaOrthogonalLayer(AdaptedLayer):
 
 
 # --------------------------------------------------------------------------- the method
+@register("rosa-orthogonal", RosaOrthogonalConfig)
 class RosaOrthogonal(Method):
-    name = "rosa-orthogonal"
 
     def __init__(self, cfg: Any, seed: int = 0):
         super().__init__(cfg, seed)

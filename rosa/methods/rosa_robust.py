@@ -67,19 +67,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 from torch import nn
 
-from rosa.config import TARGET_MODULES, ConfigError, at_least_1, check, positive, probability, unit_interval
 from rosa.kernels import CSRMatrix, dense_plus_sparse_linear, resolve_impl, sparse_linear
 from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, base_weight_for_matmul,
-                               wrap_target_modules)
+                               register, wrap_target_modules)
 from rosa.methods.lora import LoRALayer
 from rosa.methods.sparse_masks import (GRADIENT_CRITERIA, MASKS_FILE, GradientCollector, file_density, gib,
                                        load_masks, mask_file_layers, masks_from_scores, nnz_for, random_masks,
                                        save_masks, weight_masks)
+from rosa.schema import TARGET_MODULES, ConfigError, at_least_1, check, positive, probability, unit_interval
 from rosa import distributed
 
 log = logging.getLogger(__name__)
@@ -89,25 +89,29 @@ non_negative_int = check(lambda v: v >= 0, "an integer >= 0")
 
 
 # ----------------------------------------------------------------------------- config
-@dataclass
+@dataclass(kw_only=True)
 class RosaRobustConfig:
-    name: str = "rosa-robust"
-    rank: int = field(default=16, metadata=non_negative_int)         # 0: SpA (sparse only)
-    alpha: float = field(default=16.0, metadata=positive)
-    dropout: float = field(default=0.05, metadata=probability)       # on the LoRA input only
-    rslora: bool = False
-    density: Optional[float] = field(default=0.006, metadata=unit_interval)  # nnz = int(density*n*m)
-    budget: Optional[float] = field(default=None, metadata=positive)  # LoRA-rank units; derives density
-    target_modules: Any = field(default="all-linear", metadata=TARGET_MODULES)
-    lora_lr: Optional[float] = field(default=7e-4, metadata=positive)    # null: train.lr
-    sparse_lr: Optional[float] = field(default=2e-4, metadata=positive)  # null: train.lr
-    mask_criterion: Literal["grad-fisher", "grad-mean", "weight", "random"] = "grad-fisher"
-    mask_samples: Optional[int] = field(default=None, metadata=at_least_1)  # null: one step's micro-batches
-    mask_accumulator_device: Literal["cpu", "model"] = "cpu"
-    warmup_steps: int = field(default=64, metadata=non_negative_int)
-    restart: bool = True
-    mask_path: Optional[str] = None
-    impl: Literal["auto", "triton", "torch", "dense"] = "auto"
+    """Keys of ``conf/fnmodel/rosa-robust.yaml`` (their defaults and meaning are there)."""
+    name: str
+    rank: int = field(metadata=non_negative_int)         # 0: SpA (sparse only)
+    alpha: float = field(metadata=positive)
+    dropout: float = field(metadata=probability)
+    rslora: bool
+    density: Optional[float] = field(metadata=unit_interval)
+    budget: Optional[float] = field(metadata=positive)
+    target_modules: Any = field(metadata=TARGET_MODULES)
+    lora_lr: Optional[float] = field(metadata=positive)
+    sparse_lr: Optional[float] = field(metadata=positive)
+    mask_criterion: Literal["grad-fisher", "grad-mean", "weight", "random"]
+    mask_samples: Optional[int] = field(metadata=at_least_1)
+    mask_accumulator_device: Literal["cpu", "model"]
+    warmup_steps: int = field(metadata=non_negative_int)
+    restart: bool
+    mask_path: Optional[str]
+    impl: Literal["auto", "triton", "torch", "dense"]
+    IDENTITY_V1: ClassVar = {"name", "rank", "alpha", "dropout", "rslora", "density", "budget", "target_modules",
+                             "lora_lr", "sparse_lr", "mask_criterion", "mask_samples", "mask_accumulator_device",
+                             "warmup_steps", "restart", "mask_path", "impl"}
 
     def validate(self, run) -> None:
         if self.budget is not None and self.density is not None:
@@ -151,11 +155,15 @@ class RosaRobustConfig:
                               "density, or fnmodel.density=null to take the density from the file")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SpAConfig(RosaRobustConfig):
-    """SpA: rosa-robust with rank 0 (the LoRA keys are unused)."""
-    name: str = "spa"
-    rank: int = field(default=0, metadata=non_negative_int)
+    """SpA: rosa-robust with rank 0. ``conf/fnmodel/spa.yaml`` has no LoRA keys; these fixed values
+    fill them (nothing reads them at rank 0; they are part of spa runs' identity, so they never change)."""
+    alpha: float = 16.0
+    dropout: float = 0.05
+    rslora: bool = False
+    lora_lr: Optional[float] = 7e-4
+    warmup_steps: int = 64
 
     def validate(self, run) -> None:
         if self.rank != 0:
@@ -266,8 +274,8 @@ class RosaLayer(LoRALayer):
 
 
 # ----------------------------------------------------------------------------- the method
+@register("rosa-robust", RosaRobustConfig)
 class RosaRobust(Method):
-    name = "rosa-robust"
 
     def __init__(self, cfg: Any, seed: int = 0):
         super().__init__(cfg, seed)
@@ -529,9 +537,9 @@ class RosaRobust(Method):
         super().load_state_dict(model, state)
 
 
+@register("spa", SpAConfig)
 class SpA(RosaRobust):
     """Sparse adaptation only: rosa-robust with rank 0 (mask from gradients at step 0, then restart)."""
-    name = "spa"
 
 
 __all__ = ["RosaLayer", "RosaRobust", "RosaRobustConfig", "SpA", "SpAConfig", "density_for_budget",

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from rosa.config import ConfigError, RunConfig, run_identity, validate
+from rosa.config import ConfigError, RunConfig, validate
+from rosa.runs import run_identity
 
 log = logging.getLogger("rosa")
 

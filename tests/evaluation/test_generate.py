@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rosa.config import DatasetConfig
+from rosa.config import compose, validate
 from rosa.data import eval_examples, get_spec, load_examples
 from rosa.data.features import prompt_ids
 from rosa.evaluation.generate import cut_at_stop, decoding_for, generate, left_pad
@@ -86,7 +86,7 @@ def test_decoding_defaults_per_dataset():
 
 
 def test_e2e_evaluates_one_output_per_unique_mr():
-    examples, _ = load_examples(DatasetConfig(name="e2e", sample_rows={"test": 12}), "test")
+    examples, _ = load_examples(validate(compose(["dataset=e2e", "dataset.sample_rows={test: 12}"])).dataset, "test")
     unique = eval_examples(get_spec("e2e"), examples)
     assert len(unique) == len({e.prompt for e in examples}) < len(examples)
     for example in unique:

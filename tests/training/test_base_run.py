@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from rosa import jobs
-from rosa.config import compose, run_hash, validate
+from rosa.config import compose, validate
+from rosa.runs import run_hash
 from rosa.results.compile import BASE, build_tables
 from tests.conftest import run_train
 from tests.evaluation.tiny_run import only_run
