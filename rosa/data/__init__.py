@@ -1,4 +1,4 @@
-"""Datasets, prompts and tokenisation: one module per dataset (e2e, eli5, gsm8k, viggo, sql).
+"""Datasets, prompts and tokenisation: one module per dataset (e2e, eli5, gsm8k, sql, viggo).
 
     spec = get_spec("e2e")                                   # DatasetSpec: hub id, prompt, decoding...
     examples, report = load_examples(dataset_cfg, "train")   # list[Example], LoadReport
@@ -7,7 +7,9 @@
     unique = eval_examples(spec, examples)                   # one per prompt, references merged
 
 Module map: schema (types), readers (release file formats), loading (sources, split carving,
-row checks), features (tokenisation, ELI5 blocks, collation), registry (DATASETS).
+row checks), features (tokenisation, ELI5 blocks, collation), registry (DATASETS: every module
+here that defines ``SPEC``). A dataset module also owns its scoring: ``spec.metrics`` (headline first),
+``spec.postprocess`` and ``spec.score``.
 """
 
 from rosa.data.features import build_train_features, collate_batch

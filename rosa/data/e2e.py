@@ -12,6 +12,11 @@ the target side (``separator = " "``), so a BPE tokenizer sees `` The`` as it wi
 generates after the prompt; ROSA's eval prompt ``"Input: {mr} Output: "`` ended in that space.
 Decoding as ROSA's eval: beam search, 5 beams, ``no_repeat_ngram_size=4``. ROSA trained on the
 whole sequence (prompt included); choose that with ``loss_on="all"``. Headline metric: BLEU.
+
+Metrics: the official E2E scorer's five (``bleu, nist, meteor, rouge_l, cider``, on the scale it
+prints), from :mod:`rosa.metrics.e2e`, which re-implements it; without Java, METEOR is NLTK's
+approximation, reported as ``meteor_nltk`` (``metric_fallbacks``). What is scored is the first
+non-empty line of a generation (:func:`postprocess`; the scorer reads one output per line).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 from rosa.data.readers import read_csv_rows
 from rosa.data.schema import DatasetSpec, RawRow
+from rosa.metrics import e2e as scorer
 
 
 def render_prompt(row: Mapping[str, Any]) -> str:
@@ -30,6 +36,19 @@ def render_prompt(row: Mapping[str, Any]) -> str:
 
 def target(row: Mapping[str, Any]) -> str:
     return row["ref"]
+
+
+# --- scoring: the official E2E scorer (rosa.metrics.e2e) on one output line ---
+
+METRICS = scorer.METRICS  # bleu, nist, meteor, rouge_l, cider
+
+
+def postprocess(text: str) -> str:
+    """The first non-empty line, stripped (the scorer reads one output per line)."""
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
 
 
 # --- sample data: E2E-like MRs, each with 2-3 template references (one row per reference) ---
@@ -116,7 +135,10 @@ SPEC = DatasetSpec(
     local_files={"train": "trainset.csv", "validation": "devset.csv", "test": "testset_w_refs.csv"},
     default_splits={"train": "train", "validation": "validation", "test": "test"},
     eval_kind="generation",
-    headline_metric="bleu",
+    metrics=METRICS,
+    score=scorer.score,
+    postprocess=postprocess,
+    metric_fallbacks=scorer.FALLBACK_NAMES,
     render_prompt=render_prompt,
     target=target,
     read_local=read_csv_rows,

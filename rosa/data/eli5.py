@@ -14,16 +14,27 @@ Text (ROSA): one document per question, its answers' texts joined with a space (
 ``build_train_features`` tokenizes the documents (each followed by EOS, a separator ROSA did
 not add), concatenates them and cuts fixed 128-token blocks, labels = inputs; the last partial
 block is dropped and counted. ``max_length`` is not used. Headline metric: validation perplexity.
+
+Metrics (``METRICS``, headline first): ``ppl``, ``bits_per_token`` and ``loss`` (the mean token
+negative log-likelihood in nats that the evaluator computes over the split's blocks, see
+:func:`rosa.metrics.perplexity.lm_metrics`), and ``rouge_l`` of generated answers, only when
+evaluation is asked to generate (:func:`score`; the prompt is the question title).
+``rouge_l`` is the COCO-style ROUGE-L F (beta 1.2, max precision and max recall over the
+references, mean over examples) on PTB-style, lower-cased, punctuation-free tokens -- the same
+definition as the E2E ROUGE-L.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rosa.data.readers import read_json_gz_array
 from rosa.data.schema import DatasetSpec, RawRow
+from rosa.metrics.perplexity import LM_METRICS
+from rosa.metrics.rouge import rouge_l_corpus
+from rosa.metrics.tokenizers import ptb_tokenize
 
 BLOCK_SIZE = 128
 
@@ -37,6 +48,20 @@ def target(row: Mapping[str, Any]) -> str:
     if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
         raise TypeError("answers.text is not a list of strings")
     return " ".join(text.strip() for text in texts if text.strip())
+
+
+# --- scoring: the loss (headline: perplexity), and ROUGE-L of generated answers (evaluation's --generate) ---
+
+METRICS = (*LM_METRICS, "rouge_l")
+
+def score(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    pred_tok = [ptb_tokenize(p.strip()) for p in predictions]
+    ref_tok = [[ptb_tokenize(r.strip()) for r in refs] for refs in references]
+    return {"rouge_l": float(rouge_l_corpus(pred_tok, ref_tok))}
+
+
+def postprocess(text: str) -> str:
+    return text.strip()
 
 
 # --- sample data: templated explanations, 1-3 answers per question ---
@@ -93,7 +118,9 @@ SPEC = DatasetSpec(
     },
     default_splits={"train": "train", "validation": "validation1", "test": "test"},
     eval_kind="lm",
-    headline_metric="ppl",
+    metrics=METRICS,
+    score=score,
+    postprocess=postprocess,
     render_prompt=render_prompt,
     target=target,
     read_local=read_json_gz_array,

@@ -28,6 +28,8 @@ import torch
 from rosa.data.schema import DataError, DatasetSpec, Example, FeatureStats
 
 IGNORE_INDEX = -100
+#: The smallest ``dataset.max_length`` (generation datasets): the one limit, which the configuration check uses too.
+MIN_MAX_LENGTH = 8
 LOSS_ON = ("target", "all")
 TOKENIZE_BATCH = 1024
 
@@ -74,8 +76,8 @@ def build_train_features(
         raise DataError(f"tokenizer {type(tokenizer).__name__}: eos_token_id is None; an EOS token is required")
     if spec.eval_kind == "lm":
         return _lm_blocks(examples, tokenizer, spec, eos)
-    if not isinstance(max_length, int) or max_length < 2:
-        raise DataError(f"dataset.max_length: {max_length!r}; allowed: an integer >= 2")
+    if not isinstance(max_length, int) or max_length < MIN_MAX_LENGTH:
+        raise DataError(f"dataset.max_length: {max_length!r}; allowed: an integer >= {MIN_MAX_LENGTH}")
 
     stats = FeatureStats(examples=len(examples))
     prompts = prompt_ids(tokenizer, [example.prompt for example in examples])

@@ -17,12 +17,24 @@ Validation: GSM8k has none. The default ``splits.validation: carve:train`` holds
 ``carve_rows`` = 500 rows of ``train`` (a fixed-seed permutation, see ``loading.py``) and
 ``train`` then loads the other 6,973. With ``splits.validation`` set to another split (e.g.
 ``test``) or null, nothing is carved and ``train`` loads all 7,473 rows.
+
+Metrics (``METRICS``, headline first; :func:`score`): exact match after the two answer filters of
+lm-evaluation-harness (``gsm8k.yaml`` v3).
+
+* ``strict``: the first match of ``#### (\\-?[0-9\\.\\,]+)`` (group 1);
+* ``flexible``: the last match of ``(-?[$0-9.,]{2,})|(-?[0-9]+)`` (its non-empty group).
+
+No match gives ``"[invalid]"`` (never correct).  Before comparing, both the extracted answer and
+the gold answer are normalised: ``,`` and ``$`` removed, anything up to ``"#### "`` removed, one
+trailing ``.`` removed, lower-cased.  The gold is the text after the last ``####`` of the reference
+answer (the whole reference when it has no ``####``).  Scores are fractions in 0-1.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rosa.data.readers import read_json_records
@@ -35,6 +47,54 @@ def render_prompt(row: Mapping[str, Any]) -> str:
 
 def target(row: Mapping[str, Any]) -> str:
     return row["answer"]
+
+
+# --- scoring: lm-eval's two answer filters ---
+
+METRICS = ("exact_match_strict", "exact_match_flexible")
+INVALID = "[invalid]"
+_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
+_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+_IGNORE = tuple(re.compile(p) for p in (r",", r"\$", r"(?s).*#### ", r"\.$"))
+_STOP = "Question:"
+
+
+def extract_strict(text: str) -> str:
+    found = _STRICT.findall(text)
+    return found[0].strip() if found else INVALID
+
+
+def extract_flexible(text: str) -> str:
+    found = _FLEXIBLE.findall(text)
+    if not found:
+        return INVALID
+    groups = [g for g in found[-1] if g]
+    return groups[0].strip() if groups else INVALID
+
+
+def normalize(answer: str) -> str:
+    for pattern in _IGNORE:
+        answer = pattern.sub("", answer)
+    return answer.lower()
+
+
+def gold_answer(reference: str) -> str:
+    return reference.split("####")[-1].strip()
+
+
+def score(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    strict = flexible = 0
+    for pred, refs in zip(predictions, references, strict=True):
+        golds = {normalize(gold_answer(r)) for r in refs}
+        strict += normalize(extract_strict(pred)) in golds
+        flexible += normalize(extract_flexible(pred)) in golds
+    n = len(predictions)
+    return {"exact_match_strict": strict / n, "exact_match_flexible": flexible / n}
+
+
+def postprocess(text: str) -> str:
+    """Cut at the first ``Question:`` (lm-eval's stop sequence); extraction happens in :func:`score`."""
+    return text.split(_STOP, 1)[0].strip()
 
 
 # --- sample data: templated arithmetic word problems with worked answers ---
@@ -91,7 +151,9 @@ SPEC = DatasetSpec(
     local_files={"train": "train.jsonl", "test": "test.jsonl"},
     default_splits={"train": "train", "validation": "carve:train", "test": "test"},
     eval_kind="generation",
-    headline_metric="exact_match_strict",
+    metrics=METRICS,
+    score=score,
+    postprocess=postprocess,
     render_prompt=render_prompt,
     target=target,
     read_local=read_json_records,

@@ -2,13 +2,14 @@
 
 A *raw row* is a dict in the dataset's original release schema (E2E ``{mr, ref}``, GSM8k
 ``{question, answer}``, ...). A ``DatasetSpec`` turns a raw row into an ``Example``: a rendered
-prompt and the response to learn. Every dataset module (``e2e.py``, ``gsm8k.py``, ...) builds
-exactly one spec.
+prompt and the response to learn, and says how the dataset is scored: its metric names (headline
+first), the part of a generated text that is scored (``postprocess``) and the scorer (``score``).
+Every dataset module (``e2e.py``, ``gsm8k.py``, ...) builds exactly one spec, named as the module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ EVAL_KINDS = ("generation", "lm")
 RawRow = dict[str, Any]
 # A reader yields (1-based row number, raw row); the row is None when the record could not be parsed.
 RowReader = Callable[[Path], Iterator[tuple[int, RawRow | None]]]
+# A scorer: (post-processed predictions, one list of references per prediction) -> {metric: value}.
+Scorer = Callable[[Sequence[str], Sequence[Sequence[str]]], dict[str, float]]
 
 
 class DataError(ValueError):
@@ -62,7 +65,9 @@ class DatasetSpec:
     local_files: Mapping[str, str]  # source split name -> file name in `dataset.path`
     default_splits: Mapping[str, str]  # canonical split -> source split (or "carve:<source>")
     eval_kind: str  # "generation" | "lm"
-    headline_metric: str
+    metrics: tuple[str, ...]  # every metric its evaluation reports, the headline first
+    score: Scorer  # scores generated texts (for "lm": generated answers, an option of evaluation)
+    postprocess: Callable[[str], str]  # a generated text -> the part that `score` gets
     render_prompt: Callable[[Mapping[str, Any]], str]
     target: Callable[[Mapping[str, Any]], str]
     read_local: RowReader  # reads one local file of the original release
@@ -74,12 +79,21 @@ class DatasetSpec:
     carve_rows: int = 1000  # rows per split carved out of a source split ("carve:<source>")
     block_size: int | None = None  # language modelling: fixed block length in tokens
     matched_splits: Mapping[str, MatchedSplit] = field(default_factory=dict)  # source split -> rows of another
+    # a metric that `score` may have to approximate -> the other name it then reports it under
+    metric_fallbacks: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.eval_kind not in EVAL_KINDS:
             raise DataError(f"DatasetSpec {self.name}: eval_kind {self.eval_kind!r}; allowed: {', '.join(EVAL_KINDS)}")
         if self.eval_kind == "lm" and not self.block_size:
             raise DataError(f"DatasetSpec {self.name}: eval_kind 'lm' needs a block_size")
+        if not self.metrics or len(set(self.metrics)) != len(self.metrics):
+            raise DataError(f"DatasetSpec {self.name}: metrics {self.metrics!r}; allowed: distinct names, headline first")
+
+    @property
+    def headline_metric(self) -> str:
+        """The one metric a dataset is compared on (tables, figures): the first of ``metrics``."""
+        return self.metrics[0]
 
 
 @dataclass

@@ -29,6 +29,17 @@ twice (``... answer: \\n\\n answer: ``); that quirk is not reproduced: train and
 prompt. Greedy decoding with no stop string (RoSA generated to EOS), at most 256 new tokens; the
 scored query is the first ``SELECT ...`` line anywhere in the generation (RoSA's ``sql_eval.py``),
 headline metric ``exact_match``.
+
+Metrics (``METRICS``, headline first; :func:`score`):
+
+* ``exact_match``: the post-processed query (RoSA's ``sql_eval.py``: regex ``SELECT (.*)`` -> group 0,
+  i.e. from the first ``"SELECT "`` anywhere in the generation to the end of that line, stripped;
+  generation has no stop string, so a query after a leading newline counts) equals a stripped reference.
+* ``normalized_match``: equality after :func:`normalize_sql` -- SQL keywords upper-cased outside
+  string literals, ``"..."`` literals rewritten as ``'...'`` (inner ``'`` doubled), whitespace
+  collapsed and removed next to ``(``, ``)`` and ``,``, and a trailing ``;`` dropped.
+
+Scores are fractions in 0-1.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +90,65 @@ def fingerprint(row: Mapping[str, Any]) -> str:
 
 def target(row: Mapping[str, Any]) -> str:
     return row["answer"]
+
+
+# --- scoring: queries ---
+
+METRICS = ("exact_match", "normalized_match")
+_SELECT = re.compile(r"SELECT (.*)")
+KEYWORDS = frozenset(
+    """select from where and or not in is null like between as join inner left right outer full cross on
+    group by order having limit offset distinct count sum avg min max asc desc union all intersect except
+    case when then else end exists""".split()
+)
+_LITERAL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+_WORD = re.compile(r"\b[A-Za-z_]+\b")
+_SPACE_AROUND = re.compile(r"\s*([(),])\s*")
+
+
+def _normalize_code(code: str) -> str:
+    code = _WORD.sub(lambda m: m.group().upper() if m.group().lower() in KEYWORDS else m.group(), code)
+    code = re.sub(r"\s+", " ", code)
+    return _SPACE_AROUND.sub(r"\1", code)
+
+
+def _normalize_literal(lit: str) -> str:
+    if lit.startswith('"'):
+        body = lit[1:-1].replace('""', '"')
+        return "'" + body.replace("'", "''") + "'"
+    return lit
+
+
+def normalize_sql(query: str) -> str:
+    query = query.strip()
+    if query.endswith(";"):
+        query = query[:-1].rstrip()
+    out, pos = [], 0
+    for m in _LITERAL.finditer(query):
+        out.append(_normalize_code(query[pos : m.start()]))
+        out.append(_normalize_literal(m.group()))
+        pos = m.end()
+    out.append(_normalize_code(query[pos:]))
+    return "".join(out).strip()
+
+
+def score(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    exact = normalized = 0
+    for pred, refs in zip(predictions, references, strict=True):
+        pred = pred.strip()
+        refs = [r.strip() for r in refs]
+        exact += pred in refs
+        normalized += normalize_sql(pred) in {normalize_sql(r) for r in refs}
+    n = len(predictions)
+    return {"exact_match": exact / n, "normalized_match": normalized / n}
+
+
+def postprocess(text: str) -> str:
+    """From the first ``"SELECT "`` to the end of its line, stripped; the first line if none."""
+    m = _SELECT.search(text)
+    if m:
+        return m.group(0).strip()
+    return text.strip().split("\n", 1)[0].strip()
 
 
 # --- sample data: CREATE TABLE contexts with templated questions and queries ---
@@ -125,7 +195,9 @@ SPEC = DatasetSpec(
     local_files={"train": "sql_create_context_v4.json", "rosa-valid": "valid.jsonl"},
     default_splits={"train": "train", "validation": "carve:train", "test": "carve:train"},
     eval_kind="generation",
-    headline_metric="exact_match",
+    metrics=METRICS,
+    score=score,
+    postprocess=postprocess,
     render_prompt=render_prompt,
     target=target,
     read_local=read_records,

@@ -6,9 +6,11 @@ Per run and split (all written atomically):
 and the metrics go to the run's TensorBoard as ``eval/<split>/<metric>`` at the run's last step.
 
 Generation datasets: one output per unique prompt (``eval_examples``: E2E groups its rows by MR),
-scored by :func:`rosa.evaluation.metrics.compute_metrics`. Language modelling (ELI5): the mean
-token NLL over the split's 128-token blocks gives ``ppl`` and ``bits_per_token`` (``loss`` in nats);
-ROUGE-L of generated answers is added only with ``generate_lm=True`` (prompt: the question title).
+scored by :func:`rosa.evaluation.metrics.compute_metrics` with the dataset's own metrics (its spec).
+Language modelling (ELI5): the mean token NLL over the split's 128-token blocks gives ``ppl`` and
+``bits_per_token`` (``loss`` in nats, :func:`rosa.metrics.perplexity.lm_metrics`); ROUGE-L of generated
+answers is added only with ``generate_lm=True`` (prompt: the question title). Every name reported is
+one of ``spec.metrics``.
 """
 from __future__ import annotations
 
@@ -175,7 +177,7 @@ def _evaluate_generation(loaded: LoadedRun, spec, examples, batch: int, override
 
 @torch.no_grad()
 def _evaluate_lm(loaded: LoadedRun, spec, examples, batch: int, bar) -> dict:
-    from rosa.evaluation.metrics import lm_metrics
+    from rosa.metrics.perplexity import lm_metrics
     from rosa.models.loss import token_loss_sum
 
     run, tokenizer, model = loaded.run, loaded.tokenizer, loaded.model
@@ -191,8 +193,7 @@ def _evaluate_lm(loaded: LoadedRun, spec, examples, batch: int, bar) -> dict:
         loss_sum, count = loss_sum + float(loss), count + n
     bar.update(len(examples))
     nll = loss_sum / max(count, 1)
-    scores = lm_metrics(nll)
-    return {"metrics": {"ppl": scores["ppl"], "bits_per_token": scores["bits_per_token"], "loss": nll},
+    return {"metrics": lm_metrics(nll),
             "n_examples": len(examples), "n_blocks": len(features), "n_tokens": count,
             "block_size": spec.block_size}
 

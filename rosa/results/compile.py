@@ -7,7 +7,8 @@ of one rank of an (all-linear) LoRA run of the same model and dataset, rounded t
 (``r~8``). Without a LoRA run to measure the unit, the group is the order of magnitude of the count
 (``~100K``); full fine-tuning is its own group, and so is a run of 0 steps, shown as the method
 ``base`` (the untrained model evaluated the same way, ``train.max_steps=0``). The best value of each metric in a table is bold
-(lower is better for perplexity, bits per token and loss). Unfinished, failed and unevaluated
+(lower is better for perplexity, bits per token and loss). Metric columns follow the dataset
+spec's ``metrics`` (headline first; ``rosa/data/<name>.py``), then any other metric a run holds. Unfinished, failed and unevaluated
 runs, and unreadable metrics files (by path), are listed under the table; they never stop it.
 """
 from __future__ import annotations
@@ -141,12 +142,11 @@ def duration(seconds: float | None) -> str:
 
 
 def metric_order(dataset: str, rows: list[RunRow]) -> list[str]:
-    names = []
-    try:
-        from rosa.evaluation.metrics import METRIC_NAMES
-        names = [m for m in METRIC_NAMES.get(dataset, ()) if any(m in r.metrics for r in rows)]
-    except ImportError:  # pragma: no cover
-        pass
+    """The dataset's metrics in its spec's order (headline first), then any others the rows hold."""
+    from rosa.data import DATASETS
+
+    spec = DATASETS.get(dataset)
+    names = [m for m in (spec.metrics if spec else ()) if any(m in r.metrics for r in rows)]
     for r in rows:
         names += [m for m in r.metrics if m not in names]
     return names

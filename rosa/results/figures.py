@@ -2,7 +2,8 @@
 
 - ``loss-<dataset>.png``: training and validation loss against the step, one line per run,
   coloured by method (every logged point: TensorBoard files are read with no sampling);
-- ``<metric>-vs-params-<dataset>.png``: the headline metric of each evaluated run against its
+- ``<metric>-vs-params-<dataset>.png``: the headline metric (the dataset spec's first metric, as in
+  the tables) of each evaluated run against its
   trainable parameters (log scale), coloured by method;
 - ``peak-memory.png``: peak training memory per method (the largest over its runs), per dataset.
 """

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rosa.data import DataError, Example, build_train_features, collate_batch, get_spec, load_examples
-from rosa.data.features import prompt_ids
+from rosa.data.features import MIN_MAX_LENGTH, prompt_ids
 from tests.data.conftest import dataset_cfg
 
 EOS, PAD = 1, 0
@@ -56,6 +56,13 @@ def test_truncation_and_long_prompts_are_counted(tokenizer):
     assert features[1]["input_ids"][-1] == EOS
     with pytest.raises(DataError, match="max_length"):
         build_train_features([example("P" * 20, "t")], tokenizer, get_spec("e2e"), max_length=20)
+
+
+def test_max_length_limit_is_the_one_constant(tokenizer):
+    assert MIN_MAX_LENGTH == 8  # rosa.config's dataset.max_length check uses the same limit
+    build_train_features([example("p", "t")], tokenizer, get_spec("e2e"), max_length=MIN_MAX_LENGTH)
+    with pytest.raises(DataError, match=f"dataset.max_length: 7; allowed: an integer >= {MIN_MAX_LENGTH}"):
+        build_train_features([example("p", "t")], tokenizer, get_spec("e2e"), max_length=MIN_MAX_LENGTH - 1)
 
 
 class BosTokenizer:

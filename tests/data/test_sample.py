@@ -8,7 +8,7 @@ from rosa.data import DATASETS, eval_examples, get_spec, load_examples
 from rosa.data.viggo import PROMPT as VIGGO_PROMPT
 from tests.data.conftest import dataset_cfg
 
-NAMES = ["e2e", "eli5", "gsm8k", "viggo", "sql"]
+NAMES = ["e2e", "eli5", "gsm8k", "sql", "viggo"]  # discovered: in module-name order
 
 
 def test_registry_and_unknown_name():
@@ -20,7 +20,7 @@ def test_registry_and_unknown_name():
         "viggo": "exact_match",
         "sql": "exact_match",
     }
-    with pytest.raises(ValueError, match="allowed: e2e, eli5, gsm8k, viggo, sql"):
+    with pytest.raises(ValueError, match="allowed: e2e, eli5, gsm8k, sql, viggo"):
         get_spec("e2e_nlg2")
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from rosa.evaluation.metrics import compute_metrics, e2e
-from rosa.evaluation.metrics.rouge import lcs_length, rouge_l_segment
-from rosa.evaluation.metrics.tokenizers import ptb_tokenize, tokenize_13a
+from rosa.evaluation.metrics import compute_metrics
+from rosa.metrics import e2e
+from rosa.metrics.rouge import lcs_length, rouge_l_segment
+from rosa.metrics.tokenizers import ptb_tokenize, tokenize_13a
 
 CI = os.environ.get("CI", "").lower() == "true"
 E2E_TEST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "e2e_nlg" / "testset_w_refs.csv"

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from rosa.evaluation.metrics import compute_metrics, e2e
-from rosa.evaluation.metrics import meteor as meteor_module
-from rosa.evaluation.metrics.meteor import MeteorUnavailable, meteor_command
-from rosa.evaluation.metrics.tokenizers import PTB_DROPPED_PUNCT, ptb_tokenize
+from rosa.evaluation.metrics import compute_metrics
+from rosa.metrics import e2e
+from rosa.metrics import meteor as meteor_module
+from rosa.metrics.meteor import MeteorUnavailable, meteor_command
+from rosa.metrics.tokenizers import PTB_DROPPED_PUNCT, ptb_tokenize
 
 CI = os.environ.get("CI", "").lower() == "true"
 FIXTURE = Path(__file__).parent / "data" / "e2e_official"

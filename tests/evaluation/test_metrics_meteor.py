@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rosa.evaluation.metrics import e2e
-from rosa.evaluation.metrics import wordnet as wnmod
-from rosa.evaluation.metrics.meteor import MeteorUnavailable
+from rosa.metrics import e2e
+from rosa.metrics import wordnet as wnmod
+from rosa.metrics.meteor import MeteorUnavailable
 
 CI = os.environ.get("CI", "").lower() == "true"
 

@@ -1,15 +1,17 @@
-"""GSM8k, ViGGO, SQL and ELI5 metrics, and the public API of rosa.evaluation.metrics."""
+"""GSM8k, ViGGO, SQL and ELI5 metrics (in their dataset modules), and the public API of rosa.evaluation.metrics."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
-from rosa.data import get_spec
+import rosa.data.registry as registry
+from rosa.data import DATASETS, get_spec
+from rosa.data import gsm8k, sql, viggo
 from rosa.evaluation.generate import cut_at_stop
-from rosa.evaluation.metrics import HEADLINE, METRIC_NAMES, compute_metrics, lm_metrics, postprocess
-from rosa.evaluation.metrics import gsm8k, sql, viggo
+from rosa.evaluation.metrics import compute_metrics, lm_metrics, postprocess
 
 # ----------------------------------------------------------------------------------- GSM8k
 GOLD = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"
@@ -105,7 +107,7 @@ def test_viggo_scores_by_hand():
     assert got["slot_recall"] == pytest.approx(13 / 24)
     assert got["slot_f1"] == pytest.approx(2 * 13 / (15 + 24))
     assert got["da_accuracy"] == pytest.approx(2 / 4)
-    assert list(got) == list(METRIC_NAMES["viggo"])
+    assert list(got) == list(get_spec("viggo").metrics)
 
 
 def test_viggo_postprocess():
@@ -172,8 +174,28 @@ def test_lm_metrics():
 
 # ----------------------------------------------------------------------------------- API
 def test_headline_is_first_metric():
-    assert HEADLINE == {"e2e": "bleu", "gsm8k": "exact_match_strict", "viggo": "exact_match", "sql": "exact_match", "eli5": "rouge_l"}
-    assert all(METRIC_NAMES[d][0] == HEADLINE[d] for d in HEADLINE)
+    headline = {name: spec.headline_metric for name, spec in DATASETS.items()}
+    # ELI5 is language modelling: its headline is validation perplexity (ROSA's ELI5 table), not ROUGE-L
+    assert headline == {"e2e": "bleu", "gsm8k": "exact_match_strict", "viggo": "exact_match", "sql": "exact_match", "eli5": "ppl"}
+    assert all(DATASETS[d].metrics[0] == headline[d] for d in headline)
+
+
+def test_eli5_metrics_list_what_evaluation_reports():
+    # the loss gives ppl, bits_per_token and loss; --generate adds rouge_l
+    spec = get_spec("eli5")
+    assert list(spec.metrics) == [*lm_metrics(1.0), "rouge_l"]
+    assert list(lm_metrics(1.0)) == ["ppl", "bits_per_token", "loss"] and lm_metrics(1.0)["loss"] == 1.0
+    assert set(compute_metrics("eli5", ["a b"], [["a b"]])) <= set(spec.metrics)
+
+
+def test_scorer_names_must_be_the_specs(monkeypatch):
+    spec = get_spec("sql")
+    monkeypatch.setitem(registry._discover(), "sql", replace(spec, score=lambda p, r: {"exact_match": 1.0, "bleu": 0.5}))
+    with pytest.raises(ValueError, match="reports bleu"):
+        compute_metrics("sql", ["a"], [["a"]])
+    monkeypatch.setitem(registry._discover(), "sql", replace(spec, score=lambda p, r: {"exact_match": 1.0}))
+    with pytest.raises(ValueError, match="does not report normalized_match"):
+        compute_metrics("sql", ["a"], [["a"]])
 
 
 def test_api_errors():

@@ -94,3 +94,16 @@ def test_density_column_is_the_adapters_own(tree):
     adapter["extra_state"] = {"phase": "sparse", "density": 0.0123}
     (run / "adapter" / "adapter.json").write_text(json.dumps(adapter))
     assert read_run(run, "test").density == 0.0123
+
+
+@pytest.mark.parametrize("dataset", ["e2e", "eli5", "gsm8k", "sql", "viggo"])
+def test_tables_and_figures_take_one_headline_from_the_spec(dataset, tmp_path):
+    from rosa.data import get_spec
+    from rosa.results.compile import RunRow, metric_order
+    from rosa.results.figures import headline_metric
+
+    spec = get_spec(dataset)
+    row = RunRow(tmp_path, dataset=dataset, metrics={"other": 1.0, **{m: 1.0 for m in reversed(spec.metrics)}})
+    assert metric_order(dataset, [row]) == [*spec.metrics, "other"]  # the spec's order, the headline first
+    assert metric_order(dataset, [row])[0] == headline_metric(dataset) == spec.headline_metric
+    assert headline_metric("eli5") == "ppl"

@@ -17,17 +17,17 @@ one prediction and several references.  Inputs are stripped like the scorer's li
   ``exp(-beta * ln(min(1, L_sys / L_ref))^2)``, ``beta = -ln 0.5 / ln(1.5)^2``, where L_ref sums
   each segment's *average* reference length.
 * **ROUGE-L**, **CIDEr**, **METEOR** get PTB-style tokenised, lower-cased text with punctuation
-  removed (:func:`~rosa.evaluation.metrics.tokenizers.ptb_tokenize`, a pure-Python rendering of
+  removed (:func:`~rosa.metrics.tokenizers.ptb_tokenize`, a pure-Python rendering of
   the Stanford PTBTokenizer 3.4.1 the official pipeline runs in Java; identical tokens on every
   E2E test and development reference).
-* **ROUGE-L**: see :mod:`rosa.evaluation.metrics.rouge` (max P, max R, beta 1.2, mean).
+* **ROUGE-L**: see :mod:`rosa.metrics.rouge` (max P, max R, beta 1.2, mean).
 * **CIDEr** (CIDEr-D of the COCO evaluation): n = 1..4 term-frequency vectors weighted by
   ``idf = ln(N_segments) - ln(max(1, df))`` where ``df`` counts the segments whose references
   contain the n-gram; per order the clipped cosine ``sum min(h, r) r / (|h| |r|)`` (0 when a norm is
   0) times ``exp(-delta^2 / (2 * 6^2))``, delta being the difference in *bigram* counts (as the COCO
   code counts length); mean over orders, averaged over references, times 10; corpus = mean.
 * **METEOR**: Meteor 1.5 itself (Java, ``-l en -norm``, corpus-level statistics), run as the
-  official scorer runs it (:mod:`rosa.evaluation.metrics.meteor`; needs ``pycocoevalcap`` and a
+  official scorer runs it (:mod:`rosa.metrics.meteor`; needs ``pycocoevalcap`` and a
   Java runtime).  Without them the score is NLTK's ``meteor_score`` with Meteor 1.5's English
   parameters (:func:`meteor_nltk`) and is reported as ``meteor_nltk``, never as ``meteor``, with
   one warning: it has no paraphrase table, no per-matcher or function-word weights and averages
@@ -49,7 +49,7 @@ from .meteor import MeteorUnavailable, meteor_1_5
 from .rouge import rouge_l_corpus
 from .tokenizers import ptb_tokenize, tokenize_13a
 
-__all__ = ["METRICS", "FALLBACK_NAMES", "bleu", "nist", "cider", "meteor", "meteor_nltk", "rouge_l", "score", "postprocess"]
+__all__ = ["METRICS", "FALLBACK_NAMES", "bleu", "nist", "cider", "meteor", "meteor_nltk", "rouge_l", "score"]
 
 METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
 #: A metric that could not be computed as the official scorer does is reported under another name.
@@ -289,11 +289,3 @@ def _meteor_scores(pred_tok, ref_tok) -> dict[str, float]:
     except WordNetUnavailable as exc:
         warnings.warn(f"meteor_nltk set to NaN: {exc}", RuntimeWarning, stacklevel=3)
         return {"meteor_nltk": float("nan")}
-
-
-def postprocess(text: str) -> str:
-    """The first non-empty line, stripped (the scorer reads one output per line)."""
-    for line in text.strip().splitlines():
-        if line.strip():
-            return line.strip()
-    return ""

@@ -3,7 +3,7 @@
 Set-up on a fresh Debian/Ubuntu machine (once, as root)::
 
     apt-get install -y --no-install-recommends wordnet-base   # WordNet 3.0 files in /usr/share/wordnet
-    python -m rosa.evaluation.metrics.wordnet                 # optional: builds <repo>/.nltk_data now
+    python -m rosa.metrics.wordnet                            # optional: builds <repo>/.nltk_data now
 
 :func:`ensure_wordnet` finds or builds an NLTK-layout WordNet (``corpora/wordnet/``) in this order:
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 __all__ = ["ensure_wordnet", "load_wordnet", "WordNetUnavailable", "DEFAULT_NLTK_DATA", "SYSTEM_WORDNET_DIRS", "LEXNAMES"]
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_NLTK_DATA = REPO_ROOT / ".nltk_data"
 SYSTEM_WORDNET_DIRS = ("/usr/share/wordnet", "/usr/share/wordnet/dict", "/usr/local/WordNet-3.0/dict", "/usr/local/share/wordnet")
 _REQUIRED = tuple(f"{kind}.{pos}" for kind in ("data", "index") for pos in ("noun", "verb", "adj", "adv")) + tuple(
@@ -163,7 +163,7 @@ def load_wordnet(nltk_data_dir: str | None = None, allow_download: bool = True):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m rosa.evaluation.metrics.wordnet [NLTK_DATA_DIR]``: set up WordNet, print where."""
+    """``python -m rosa.metrics.wordnet [NLTK_DATA_DIR]``: set up WordNet, print where."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         root = ensure_wordnet(argv[0] if argv else None)

@@ -1,0 +1,13 @@
+"""Metric libraries that are not tied to one dataset; a leaf: nothing here imports the rest of rosa.
+
+- ``e2e``: the official E2E NLG scorer (``measure_scores.py``) re-implemented: BLEU, NIST, METEOR,
+  ROUGE-L and CIDEr on the scale it prints;
+- ``meteor``: Meteor 1.5 run from pycocoevalcap's jar, as that scorer runs it;
+- ``rouge``: COCO-style ROUGE-L (LCS, max precision and max recall, beta 1.2);
+- ``tokenizers``: mteval-v13a and Stanford-PTB-style tokenisation;
+- ``wordnet``: offline WordNet 3.0 for NLTK's METEOR (the fallback without Java);
+- ``perplexity``: perplexity and bits per token from a mean token NLL.
+
+The dataset modules (``rosa/data/<name>.py``) build their scoring from these; evaluation reads it
+from each dataset's spec (``rosa.evaluation.metrics.compute_metrics``).
+"""
