@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
+from rosa.data.features import MIN_MAX_LENGTH
 from rosa.methods import METHODS
 from rosa.schema import (ConfigError, at_least_1, check, did_you_mean, int_range, neutral, non_negative, positive,
                          validator)
@@ -89,7 +90,7 @@ class DatasetConfig:
     cache: Optional[str]
     splits: dict = field(metadata=_split_map(
         "a source split name, a file name or carve:<source split>", lambda v: isinstance(v, str) and v.strip()))
-    max_length: int = field(metadata=check(lambda v: v >= 8, "an integer >= 8"))
+    max_length: int = field(metadata=check(lambda v: v >= MIN_MAX_LENGTH, f"an integer >= {MIN_MAX_LENGTH}"))
     sample_rows: dict = field(metadata=_split_map(
         "an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "is out of range"))
     sample_seed: int
