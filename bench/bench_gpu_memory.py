@@ -86,7 +86,7 @@ def build(name: str, arch: dict, device: torch.device):
     """Model (bf16 base, fp32 trainables, on device), trainable params, AdamW, precision dict.
     On 'meta' the masks of rosa-robust / spa are placeholders of the right sizes (``meta_masks``)."""
     from rosa.config import compose, validate
-    from rosa.methods import get_method
+    from rosa.methods import cast_trainable, get_method
     from rosa.models import resolve_precision
     meta = device.type == "meta"
     overrides = [o.replace("=weight", "=grad-fisher") if meta else o for o in OVERRIDES[name]]
@@ -98,10 +98,7 @@ def build(name: str, arch: dict, device: torch.device):
     model = method.prepare(model)
     if meta and hasattr(method, "install"):
         method.install(model, meta_masks(method.layers(model), method.density))
-    for p in model.parameters():   # Trainer.cast_trainable
-        if p.requires_grad and p.dtype != precision["param_dtype"]:
-            p.data = p.data.to(precision["param_dtype"])
-    model.to(device)
+    cast_trainable(model, precision["param_dtype"], device)
     groups = method.param_groups(model, argparse.Namespace(lr=1e-4))
     params = [p for g in groups for p in g["params"]]
     return model, params, torch.optim.AdamW(groups, lr=1e-4), precision

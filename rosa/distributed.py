@@ -14,7 +14,7 @@ The loop keeps its single-process arithmetic and only shares the work of each op
 Methods whose state is computed from data or randomness must agree across ranks:
 
 * rosa-robust / spa mask selection: the accumulated gradient statistics are per-rank partial sums;
-  call ``all_reduce_sum`` (or ``all_reduce_mean``) on the accumulators before choosing the masks,
+  call ``all_reduce_sum`` on the accumulators before choosing the masks,
   or choose on rank 0 and ``broadcast_tensors`` the masks / indices;
 * rosa-orthogonal resampling: ``broadcast_tensors`` the new factors and fixed weights (or the sampled
   indices) from rank 0 after each resample.
@@ -109,21 +109,9 @@ def shard(items: Sequence) -> list:
     return list(items[rank()::world_size()])
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    if is_distributed():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t /= world_size()
     return t
 
 
@@ -141,15 +129,6 @@ def broadcast_tensors(tensors: Iterable[torch.Tensor], src: int = 0) -> None:
         return
     for t in tensors:
         dist.broadcast(t.data if isinstance(t, torch.nn.Parameter) else t, src=src)
-
-
-def broadcast_object(obj, src: int = 0):
-    """A picklable object (e.g. sampled indices of any shape) from rank ``src`` to every rank."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def all_reduce_grads(params: Iterable[torch.nn.Parameter], bucket_mb: float = 64.0) -> None:
@@ -265,6 +244,74 @@ def agree_stop(stop_signal: int | None) -> int | None:
     t = torch.tensor([stop_signal or 0], dtype=torch.int64, device=_comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item()) or None
+
+
+# ----------------------------------------------------------------------------- the loop's one code path
+class Replicated:
+    """Every rank holds the whole model and the same optimizer state; gradients are summed by hand
+    (:func:`all_reduce_grads`). In one process every call is the plain single-process operation.
+    The loop calls these on every rank, the same way, whatever the strategy."""
+
+    sharded = False   # True: FSDP owns the parameters (cast them before wrap, never after)
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        return model
+
+    def share(self, micro_batches: Sequence) -> list:
+        """This rank's micro-batches of the step, each with its loss weight."""
+        return [(batch, 1.0) for batch in shard(micro_batches)]
+
+    def reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
+        all_reduce_grads(params)   # the sum of the ranks' shares = the global batch's gradient
+
+    def model_state(self, model: torch.nn.Module, tensors: dict) -> dict:
+        return tensors
+
+    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+        return optimizer.state_dict()
+
+    def load_model_state(self, model: torch.nn.Module, tensors: dict, method) -> None:
+        method.load_state_dict(model, tensors)
+
+    def load_optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        optimizer.load_state_dict(state)
+
+
+class Sharded(Replicated):
+    """FSDP2 (full fine-tuning over several ranks): parameters, gradients and optimizer state split
+    over the ranks; FSDP reduce-scatters the gradients itself; state is gathered in full on rank 0
+    (collectives: every rank calls them)."""
+
+    sharded = True
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        return fsdp_wrap(model, device)
+
+    def share(self, micro_batches: Sequence) -> list:
+        # FSDP's gathers are collectives: pad a short share with zero-weighted passes
+        share = super().share(micro_batches)
+        return share + [(micro_batches[0], 0.0)] * (-(-len(micro_batches) // world_size()) - len(share))
+
+    def reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
+        return None
+
+    def model_state(self, model: torch.nn.Module, tensors: dict) -> dict:
+        return full_model_state(model, tensors)
+
+    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+        return full_optimizer_state(model, optimizer)
+
+    def load_model_state(self, model: torch.nn.Module, tensors: dict, method) -> None:
+        load_full_model_state(model, tensors)   # each rank keeps its shard
+
+    def load_optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        load_full_optimizer_state(model, optimizer, state)
+
+
+def strategy(trains_base_weights: bool) -> Replicated:
+    """Sharded for a method that trains the base weights (full fine-tuning) over several ranks; the
+    adapter methods stay replicated (small state; parameters may be re-created mid-run)."""
+    return Sharded() if trains_base_weights and is_distributed() else Replicated()
 
 
 class NullWriter:

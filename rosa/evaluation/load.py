@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from rosa.config import RunConfig, validate
-from rosa.methods import Method, get_method
-from rosa.models import load_model, load_tokenizer, resolve_device, resolve_precision, set_threads
+from rosa.methods import Method, build_model
+from rosa.models import resolve_device, resolve_precision, set_threads
 from rosa.atomic import check_safetensors
 
 log = logging.getLogger("rosa")
@@ -66,14 +66,7 @@ def load_run(run_dir: Path, device: str | None = None, merge: bool | None = None
 
     torch.manual_seed(run.seed)
     set_threads(run.threads)
-    tokenizer = load_tokenizer(run.model)
-    model = load_model(run.model, tokenizer, precision["base_dtype"], dev, quantize="nf4" if precision["name"] == "nf4" else None)
-    method = get_method(run.fnmodel, seed=run.seed)
-    model = method.prepare(model)
-    for p in model.parameters():  # trainable parts in their training dtype, as the loop keeps them
-        if p.requires_grad and p.dtype != precision["param_dtype"]:
-            p.data = p.data.to(precision["param_dtype"])
-    model.to(dev)
+    model, tokenizer, method = build_model(run, dev, precision)   # as training built it
     try:
         method.load_adapter(model, adapter)
     except Exception as err:

@@ -239,6 +239,7 @@ class Method:
     config_class: type | None = None
     mergeable: bool = True        # whether merge() folds the method into plain base weights (evaluation
                                   # runs an unmergeable method's model as it is, e.g. PEFT prompt tuning)
+    trains_base_weights: bool = False  # full fine-tuning: over several ranks the loop shards it (FSDP)
 
     def __init__(self, cfg: Any, seed: int = 0):
         self.cfg = cfg

@@ -21,6 +21,7 @@ class FFTConfig:
 
 @register("fft", FFTConfig)
 class FullFineTuning(Method):
+    trains_base_weights = True
 
     def prepare(self, model: nn.Module) -> nn.Module:
         for p in model.parameters():

@@ -6,9 +6,13 @@ example's mean token loss: ``rosa/models/loss.py``), so gradient accumulation gi
 gradient as one big batch. The data order is a seeded permutation per epoch, so the micro-batches of any step
 are a function of (seed, step): resuming needs only the step counter.
 
-The method talks to the loop through ``before_step`` / ``before_optimizer_step`` / ``after_step``
-(``rosa/methods/base.py`` documents each) and may ask
-for a rebuilt optimizer (new parameters) or a restart (RoSA's restart after mask selection).
+The method talks to the loop through ``before_step`` / ``loss_term`` / ``before_optimizer_step`` /
+``after_step`` (``rosa/methods/base.py`` documents each) and may ask for a rebuilt optimizer (new
+parameters) or a restart (RoSA's restart after mask selection).
+
+Every rank of a distributed job runs this same code; ``distributed.is_main()`` gates only the writes
+(run folder, logs, checkpoints, status) and the final evaluation, and ``self.parallel`` (replicated,
+or FSDP-sharded for full fine-tuning) supplies the few operations that differ.
 """
 from __future__ import annotations
 
@@ -30,9 +34,9 @@ import torch
 from rosa import atomic
 from rosa.config import RunConfig
 from rosa.data import build_train_features, collate_batch, get_spec, load_examples
-from rosa.methods import LoopRequest, StepContext, get_method
+from rosa.methods import LoopRequest, StepContext, build_model, cast_trainable
 from rosa.data.features import prompt_ids
-from rosa.models import load_model, load_tokenizer, resolve_device, resolve_precision, set_threads
+from rosa.models import resolve_device, resolve_precision, set_threads
 from rosa.models.loss import example_mean_loss, token_loss_sum
 from rosa.training import checkpoint as ckpt
 from rosa import distributed
@@ -102,19 +106,11 @@ class Trainer:
         self.accumulation = t.batch_size // t.micro_batch_size
 
         seed_everything(run.seed)
-        self.tokenizer = load_tokenizer(run.model)
         self.spec = get_spec(run.dataset.name)
-        self.model = load_model(run.model, self.tokenizer, self.precision["base_dtype"], self.device,
-                                quantize="nf4" if self.precision["name"] == "nf4" else None)
-        self.method = get_method(run.fnmodel, seed=run.seed)
-        self.model = self.method.prepare(self.model)
-        self.cast_trainable()
+        self.model, self.tokenizer, self.method = build_model(run, self.device, self.precision)
         self.weight_memory_gb = weight_memory_gb(self.model)
-        # full fine-tuning over several ranks: FSDP2 (sharded parameters, gradients, optimizer state);
-        # the adapter methods stay replicated with a manual gradient all-reduce
-        self.fsdp = distributed.is_distributed() and self.method.name == "fft"
-        if self.fsdp:
-            distributed.fsdp_wrap(self.model, self.device)
+        self.parallel = distributed.strategy(self.method.trains_base_weights)
+        self.model = self.parallel.wrap(self.model, self.device)
 
         self.features, self.val_features = self.load_data()
         self.batches = Batches(self.features, t.micro_batch_size, self.accumulation, run.seed, self.tokenizer.pad_token_id)
@@ -131,12 +127,9 @@ class Trainer:
 
     # -- setup helpers
     def cast_trainable(self) -> None:
-        if getattr(self, "fsdp", False):  # cast before sharding; FSDP owns the parameters after
-            return
-        for p in self.model.parameters():
-            if p.requires_grad and p.dtype != self.precision["param_dtype"]:
-                p.data = p.data.to(self.precision["param_dtype"])
-        self.model.to(self.device)
+        """Parameters a method added (new adapters, a rebuilt structure) into the training dtype."""
+        if not self.parallel.sharded:  # sharded: cast before wrapping, FSDP owns the parameters after
+            cast_trainable(self.model, self.precision["param_dtype"], self.device)
 
     def load_data(self):
         run, report_lines = self.run, []
@@ -180,15 +173,11 @@ class Trainer:
 
     # -- checkpoints
     def adapter_state(self) -> dict[str, torch.Tensor]:
-        """The method's tensors; under FSDP gathered in full on rank 0 (a collective: every rank calls it)."""
-        tensors = self.method.state_dict(self.model)
-        return distributed.full_model_state(self.model, tensors) if self.fsdp else tensors
+        """The method's tensors (sharded: gathered in full on rank 0, a collective every rank calls)."""
+        return self.parallel.model_state(self.model, self.method.state_dict(self.model))
 
     def save(self) -> None:
-        if self.fsdp:  # every rank takes part in the gathering
-            tensors, optimizer = self.adapter_state(), distributed.full_optimizer_state(self.model, self.optimizer)
-        elif distributed.is_main():
-            tensors, optimizer = self.adapter_state(), self.optimizer.state_dict()
+        tensors, optimizer = self.adapter_state(), self.parallel.optimizer_state(self.model, self.optimizer)
         if not distributed.is_main():  # rank 0 writes; every rank holds the same state
             return
         trainer_state = {"optimizer": optimizer, "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state()}
@@ -206,16 +195,10 @@ class Trainer:
         path, (tensors, trainer_state, state) = found
         self.last_good = path
         self.method.load_extra_state(state["method"])
-        if self.fsdp:  # each rank keeps its shard of the full tensors
-            distributed.load_full_model_state(self.model, tensors)
-        else:
-            self.method.load_state_dict(self.model, tensors)
-            self.cast_trainable()
+        self.parallel.load_model_state(self.model, tensors, self.method)
+        self.cast_trainable()
         self.optimizer = build_optimizer(self.method.param_groups(self.model, self.run.train), self.run.train)
-        if self.fsdp:
-            distributed.load_full_optimizer_state(self.model, self.optimizer, trainer_state["optimizer"])
-        else:
-            self.optimizer.load_state_dict(trainer_state["optimizer"])
+        self.parallel.load_optimizer_state(self.model, self.optimizer, trainer_state["optimizer"])
         self.scaler.load_state_dict(trainer_state["scaler"])
         ckpt.set_rng_state(trainer_state["rng"])
         self.step, self.phase_step = state["step"], state["phase_step"]
@@ -232,10 +215,7 @@ class Trainer:
         per_example = self.run.train.loss_norm == "examples"
         self.model.train()
         total = 0.0
-        share = [(batch, 1.0) for batch in distributed.shard(micro_batches)]  # all of them in one process
-        if self.fsdp:  # FSDP's gathers are collectives: pad a short share with zero-weighted passes
-            share += [(micro_batches[0], 0.0)] * (-(-len(micro_batches) // distributed.world_size()) - len(share))
-        for batch, weight in share:
+        for batch, weight in self.parallel.share(micro_batches):  # all of them in one process
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with self.autocast():
                 if per_example:  # already a mean: of the step's per-example mean losses
@@ -245,13 +225,17 @@ class Trainer:
             loss = loss_sum * weight / norm
             self.scaler.scale(loss).backward()
             total += float(loss.detach())
+        extra = self.method.loss_term(self.context())
+        if extra is not None:  # each rank adds its share: the gradients are summed over ranks below
+            extra = extra / distributed.world_size()
+            self.scaler.scale(extra).backward()
+            total += float(extra.detach())
         total = distributed.all_reduce_scalar(total)
         if not math.isfinite(total):
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingFailed(f"loss is {total} at step {self.step + 1}; the last good checkpoint is kept")
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        if not self.fsdp:  # FSDP reduce-scatters (sums) the gradients itself
-            distributed.all_reduce_grads(params)  # sum of the ranks' shares = the global batch's gradient
+        self.parallel.reduce_grads(params)
         self.scaler.unscale_(self.optimizer)
         max_norm = self.run.train.max_grad_norm or float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
@@ -371,54 +355,51 @@ def flat_hparams(run: RunConfig) -> dict:
 
 
 def train(run: RunConfig, config_yaml: str) -> int:
-    """Train (or resume, or skip) the run this config names. Returns the process exit status."""
+    """Train (or resume, or skip) the run this config names. Returns the process exit status.
+
+    Every rank of a distributed job runs this; only rank 0 writes (folder, lock, logs, status,
+    checkpoints, adapter) and evaluates."""
     from torch.utils.tensorboard import SummaryWriter
 
     distributed.init_from_env(resolve_device(run.device))
-    if not distributed.is_main():
-        return _train_worker(run)
+    main = distributed.is_main()
     run_dir = run_dir_for(run)
-    status = recover_status(run_dir)
+    status = recover_status(run_dir) if main else read_status(run_dir)
     if status and status.get("state") == "done":
-        print(f"run {run_dir} is already done ({status.get('steps')} steps, finished {status.get('ended')}); nothing to do")
+        if main:
+            print(f"run {run_dir} is already done ({status.get('steps')} steps, finished {status.get('ended')}); nothing to do")
         return 0
     try:  # device, model, method-vs-model, data and stored settings: before the run folder exists
         preflight(run, run_dir)
     except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    created = next((p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()), None)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = lock_run(run_dir)
-    except RunLocked as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-        print(f"error: cannot write the run folder {run_dir}: {err.strerror or err} ({err.filename or run_dir}); "
-              "allowed: an output.path this process can write", file=sys.stderr)
-        return 2
+    lock = _hold_run_folder(run_dir) if main else None
+    if isinstance(lock, int):
+        return lock
     original_handlers = preemption.install_startup()  # until the loop runs, a stop signal ends start-up cleanly
     started = time.time()
     trainer = handler = None
     try:
-        handler = setup_logging(run_dir)
-        atomic.write_text(run_dir / "config.yaml", config_yaml)
+        if main:
+            handler = setup_logging(run_dir)
+            atomic.write_text(run_dir / "config.yaml", config_yaml)
         trainer = Trainer(run, run_dir)
         resumed = trainer.resume()
-        if not resumed:
-            _clean_tensorboard(run_dir)
         trainable = trainer.method.trainable_parameters(trainer.model)
-        log.info("run %s: %s on %s (%s), %d trainable parameters, %d steps", run_dir, trainer.method.describe(),
-                 run.dataset.name, trainer.precision["name"], trainable, trainer.total_steps)
-        update_status(run_dir, state="running", error=None, pid=os.getpid(), method=run.fnmodel.name, dataset=run.dataset.name,
-                      model=run.model.name, precision=trainer.precision["name"], trainable_params=trainable,
-                      weight_memory_gb=trainer.weight_memory_gb, total_steps=trainer.total_steps, threads=trainer.threads,
-                      **({} if resumed else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        if main:
+            if not resumed:
+                _clean_tensorboard(run_dir)
+            log.info("run %s: %s on %s (%s), %d trainable parameters, %d steps", run_dir, trainer.method.describe(),
+                     run.dataset.name, trainer.precision["name"], trainable, trainer.total_steps)
+            update_status(run_dir, state="running", error=None, pid=os.getpid(), method=run.fnmodel.name,
+                          dataset=run.dataset.name, model=run.model.name, precision=trainer.precision["name"],
+                          trainable_params=trainable, weight_memory_gb=trainer.weight_memory_gb,
+                          total_steps=trainer.total_steps, threads=trainer.threads,
+                          **({} if resumed else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
         preemption.install(trainer, original_handlers)
-        writer = SummaryWriter(log_dir=str(run_dir), purge_step=trainer.step + 1 if resumed else None, flush_secs=15)
+        writer = SummaryWriter(log_dir=str(run_dir), purge_step=trainer.step + 1 if resumed else None,
+                               flush_secs=15) if main else distributed.NullWriter()
         final = trainer.fit(writer)
         train_time = (status or {}).get("train_time_s", 0) + time.time() - started
         summary = dict(state="done", ended=time.strftime("%Y-%m-%dT%H:%M:%S"), steps=trainer.step,
@@ -426,46 +407,72 @@ def train(run: RunConfig, config_yaml: str) -> int:
                        final_val_loss=final["loss"], final_val_ppl=final["ppl"], train_time_s=train_time,
                        step_time_s=_mean([h["seconds"] for h in trainer.history if "seconds" in h]),
                        peak_mem_gb=peak_memory_gb(trainer.device))
-        _save_adapter(trainer, {**(read_status(run_dir) or {}), **summary})
+        _save_adapter(trainer, summary)
         writer.add_hparams(flat_hparams(run), {"hparam/val_loss": final["loss"], "hparam/val_ppl": final["ppl"]}, run_name=".")
         writer.close()
+        if not main:
+            return 0
         update_status(run_dir, **summary)
         print(f"run {run_dir}: done in {trainer.step} steps, val loss {final['loss']:.4f}, val ppl {final['ppl']:.2f}")
         if not run.train.eval_at_end:
             return 0
     except (InterruptedError, preemption.StopRequested) as stop:
-        note = _record_status(run_dir, state="interrupted", error=str(stop))
-        print(f"run {run_dir}: {stop}{note}", file=sys.stderr)
-        signum = stop.signum if isinstance(stop, preemption.StopRequested) else trainer.stop_signal
-        # under submitit: requeue now that the checkpoint is saved
-        preemption.hand_over(signum, original_handlers, trainer.step if trainer else 0)
+        if main:
+            note = _record_status(run_dir, state="interrupted", error=str(stop))
+            print(f"run {run_dir}: {stop}{note}", file=sys.stderr)
+            signum = stop.signum if isinstance(stop, preemption.StopRequested) else trainer.stop_signal
+            # under submitit: requeue now that the checkpoint is saved
+            preemption.hand_over(signum, original_handlers, trainer.step if trainer else 0)
         return 3
     except (OSError, ckpt.CheckpointError) as err:  # a full disk, an unreadable checkpoint: one line
-        print(f"error: run {run_dir} failed: {_record_failure(run_dir, trainer, err)}", file=sys.stderr)
+        message = _record_failure(run_dir, trainer, err) if main else f"{type(err).__name__}: {err}".splitlines()[0]
+        print(f"error: run {run_dir} failed: {message}", file=sys.stderr)
         return 1
     except Exception as err:  # the run is marked failed with its error, then the error propagates
-        _record_failure(run_dir, trainer, err)
-        log.error("run %s failed: %s", run_dir, err)
+        if main:
+            _record_failure(run_dir, trainer, err)
+            log.error("run %s failed: %s", run_dir, err)
         raise
     finally:
         preemption.restore(original_handlers)
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
-        lock.close()  # releases the run
+        if lock is not None:
+            lock.close()  # releases the run
     trainer = None  # free the training model; the run is done whatever its evaluation gives
     from rosa.evaluation.runner import evaluate_after_training
     return evaluate_after_training(run, run_dir)
 
 
-def _save_adapter(trainer: Trainer, record: dict) -> None:
+def _hold_run_folder(run_dir: Path):
+    """Create the run folder and lock it (the open lock file), or print one line and return exit status 2."""
+    created = next((p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()), None)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return lock_run(run_dir)
+    except RunLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+    except OSError as err:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        print(f"error: cannot write the run folder {run_dir}: {err.strerror or err} ({err.filename or run_dir}); "
+              "allowed: an output.path this process can write", file=sys.stderr)
+    return 2
+
+
+def _save_adapter(trainer: Trainer, summary: dict) -> None:
     """``<run>/adapter`` with the final status record (written into ``adapter.tmp``, then renamed): a
-    finished run is recognised from it even if status.json is lost."""
+    finished run is recognised from it even if status.json is lost. Every rank calls it (sharded
+    state is gathered on rank 0); rank 0 writes."""
+    tensors = trainer.adapter_state()
+    if not distributed.is_main():
+        return
+    record = {**(read_status(trainer.run_dir) or {}), **summary}
     adapter_dir, tmp_dir = trainer.run_dir / "adapter", trainer.run_dir / "adapter.tmp"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     try:
-        trainer.method.save_adapter(trainer.model, tmp_dir, {"base_model": trainer.run.model.name},
-                                    tensors=trainer.adapter_state())
+        trainer.method.save_adapter(trainer.model, tmp_dir, {"base_model": trainer.run.model.name}, tensors=tensors)
         atomic.write_json(tmp_dir / FINAL_RECORD.name, record)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -501,25 +508,3 @@ def _clean_tensorboard(run_dir: Path) -> None:
         path.unlink()
     if stale:
         log.info("removed %d TensorBoard event file(s) of an earlier attempt (the run starts from step 0)", len(stale))
-
-
-def _train_worker(run: RunConfig) -> int:
-    """Ranks > 0 of a torchrun / srun job: the same steps as rank 0, no writes, no evaluation."""
-    run_dir = run_dir_for(run)
-    status = read_status(run_dir)
-    if status and status.get("state") == "done":
-        return 0
-    trainer = Trainer(run, run_dir)
-    trainer.resume()
-    preemption.install(trainer)
-    try:
-        trainer.fit(distributed.NullWriter())
-        if trainer.fsdp:
-            trainer.adapter_state()  # rank 0 gathers the final adapter: take part
-    except InterruptedError:
-        return 3
-    finally:
-        preemption.restore(trainer.previous_signal_handlers)
-    return 0
-
-

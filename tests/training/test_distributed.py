@@ -37,7 +37,7 @@ def _steps(overrides: list[str], run_dir: Path, resume_at: int | None = None) ->
     for i in range(STEPS):
         if i == resume_at:
             trainer.save()
-            distributed.barrier()  # rank 0 has written the checkpoint
+            torch.distributed.barrier()  # rank 0 has written the checkpoint
             trainer = Trainer(run, run_dir)
             assert trainer.resume() and trainer.step == i
         stats = trainer.train_step()
