@@ -12,16 +12,22 @@ Each run of a grid is a list of train.py overrides. Its folder comes from the co
 process each, output shown), the right choice for a small machine: a kill stops the grid, and the
 same command resumes it (finished runs are skipped, an unfinished one resumes from its checkpoint).
 
-``submit`` sends one submitit job array per grid (SLURM: ``sbatch --array``; local: processes), each
-task running :class:`TrainTask`. A task is checkpointable: on the preemption / time-limit signal the
-training loop saves a checkpoint, then submitit requeues the task, which resumes from it. Submissions
-are recorded in ``<output.path>/.jobs/<grid>.json`` (run folder -> job id, log files); ``status`` joins
-that record with the run folders' ``status.json`` and, where SLURM is present, ``squeue`` /
-``scontrol show job`` (and ``sacct`` when accounting is enabled).
+``--launcher slurm|local`` is Hydra multirun with our launcher presets (conf/hydra/launcher/): the
+runs to submit, written as comma-list sweeps, each go to ``train.py -m <sweep> hydra/launcher=<launcher>
+hydra.launcher.<key>=<value> hydra.sweep.dir=<output.path>/.jobs/<grid>`` in a background process (the
+grid's ``slurm:`` map gives the launcher keys). ``submit`` returns once submitit has submitted the
+jobs; the background processes then wait for them, as multirun does.
+
+The record of what was submitted is submitit's own folder below the sweep folder: a job's submission
+pickle holds its overrides (hence its run folder). ``status`` joins submitit's state of each run's
+latest job (SLURM: ``sacct``, so the cluster needs accounting) with the run's ``status.json``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import math
 import os
 import shutil
 import subprocess
@@ -32,13 +38,11 @@ from pathlib import Path
 
 import yaml
 
-from rosa import atomic
 from rosa.config import CONF_DIR, ConfigError, compose, expand_sweeps, rewrite_overrides, validate
 
 JOBS_FILE = CONF_DIR.parent / "jobs.yaml"
-ALIVE = {"PENDING": "pending", "CONFIGURING": "pending", "REQUEUED": "pending", "REQUEUE_HOLD": "pending",
-         "REQUEUE_FED": "pending", "RESIZING": "running", "RUNNING": "running", "COMPLETING": "running",
-         "SUSPENDED": "pending", "STOPPED": "pending", "SIGNALING": "running", "STAGE_OUT": "running"}
+TRAIN_PY = CONF_DIR.parent / "train.py"
+SUBMIT_TIMEOUT_S = 600   # how long submit waits for submitit to submit a grid's jobs
 
 
 # ----------------------------------------------------------------------------- grids
@@ -111,43 +115,10 @@ def resolve(grid: Grid, extra: list[str] = ()) -> list[Entry]:
     return entries
 
 
-# ----------------------------------------------------------------------------- the task
-class TrainTask:
-    """One run, as a submitit job: compose, validate, train (or resume, or skip when done)."""
-
-    def __init__(self, overrides: list[str]):
-        self.overrides = list(overrides)
-
-    def __call__(self) -> int:
-        import logging
-
-        from omegaconf import OmegaConf
-
-        from rosa.training.loop import train
-
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
-        os.environ.setdefault("TQDM_DISABLE", "1")
-        cfg = compose(self.overrides)
-        return train(validate(cfg), OmegaConf.to_yaml(cfg, resolve=True))
-
-    def checkpoint(self, *args, **kwargs):
-        """Called by submitit on preemption / time limit (after the loop saved its checkpoint):
-        resubmit the same overrides; the requeued task resumes from the run's latest checkpoint."""
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(TrainTask(self.overrides))
-
-    def __repr__(self) -> str:
-        return f"TrainTask({' '.join(self.overrides)})"
-
-
-# ----------------------------------------------------------------------------- ledger
-def ledger_path(runs_root: Path, grid: str) -> Path:
-    return Path(runs_root) / ".jobs" / f"{grid}.json"
-
-
-def read_ledger(path: Path) -> dict:
-    return atomic.read_json(path) if path.exists() else {}
+# ----------------------------------------------------------------------------- submitit's folder
+def sweep_dir(runs_root: Path, grid: str) -> Path:
+    """``hydra.sweep.dir`` of a grid's multiruns; the launcher presets put submitit's folder below it."""
+    return Path(runs_root) / ".jobs" / grid
 
 
 def runs_root(entries: list[Entry]) -> Path:
@@ -157,51 +128,52 @@ def runs_root(entries: list[Entry]) -> Path:
     return Path("runs")
 
 
-# ----------------------------------------------------------------------------- scheduler state
+def submitted(entries: list[Entry], folder: Path) -> dict[str, object]:
+    """Run folder -> its latest submitit job (``submitit.SlurmJob`` / ``LocalJob``), for the runs in
+    ``entries``, read back from the submission pickles submitit wrote below ``folder``: each holds the
+    Hydra launcher and the job's overrides, whose composed config names the run folder."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+
+    from rosa.runs import run_dir_for
+
+    wanted = {str(e.run_dir) for e in entries if e.error is None}
+    pickles = sorted(Path(folder).glob("**/*_submitted.pkl"), key=lambda p: p.stat().st_mtime)
+    jobs: dict[str, object] = {}
+    for pkl in pickles:
+        job_id = pkl.name[: -len("_submitted.pkl")]
+        try:
+            submission = submitit.LocalJob(pkl.parent, job_id).submission()
+            run_dir = str(run_dir_for(validate(compose(list(submission.args[0])))))
+        except Exception:  # noqa: BLE001 - a pickle of another code version or config: not one of ours
+            continue
+        if run_dir in wanted:
+            local = isinstance(submission.function, LocalLauncher)
+            jobs[run_dir] = (submitit.LocalJob if local else submitit.SlurmJob)(pkl.parent, job_id)
+    return jobs
+
+
+# ----------------------------------------------------------------------------- state
 def have_slurm() -> bool:
     return shutil.which("squeue") is not None and shutil.which("sbatch") is not None
 
 
-def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """job id -> (SLURM state, reason) from squeue, then scontrol / sacct for finished jobs."""
-    states: dict[str, tuple[str, str]] = {}
-    if not job_ids or not have_slurm():
-        return states
-    out = _run(["squeue", "-h", "-a", "-r", "-o", "%i|%T|%r"])
-    for line in out.splitlines():
-        jid, _, rest = line.partition("|")
-        state, _, reason = rest.partition("|")
-        states[jid.strip()] = (state.strip(), reason.strip())
-    for jid in job_ids:
-        if jid in states:
-            continue
-        text = _run(["scontrol", "-o", "show", "job", jid])
-        fields = dict(tok.split("=", 1) for tok in text.split() if "=" in tok)
-        if "JobState" in fields:
-            states[jid] = (fields["JobState"], fields.get("Reason", ""))
-            continue
-        acct = _run(["sacct", "-n", "-P", "-X", "-j", jid, "-o", "State"]).split()
-        if acct:
-            states[jid] = (acct[0].split()[0], "")
-    return states
+def job_alive(job, run_state: str | None) -> tuple[str | None, str]:
+    """(pending|running, or None once ended; the scheduler's state) as submitit sees the job.
+
+    A local job seen from another process is known to submitit only by its result file (FINISHED);
+    until that is written it counts as alive, running when its run says so."""
+    import submitit
+
+    state = job.state
+    if isinstance(job, submitit.LocalJob):
+        return (None, state) if state == "FINISHED" else ("running" if run_state == "running" else "pending", "")
+    if job.done():
+        return None, state
+    return ("running" if state.startswith(("RUNNING", "COMPLETING")) else "pending"), state
 
 
-def _run(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-
-
-def _pid_alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-        return True
-    except (ValueError, OSError):
-        return False
-
-
-def run_state(entry: Entry, job: dict | None, slurm: dict) -> tuple[str, str]:
+def run_state(entry: Entry, job) -> tuple[str, str]:
     """(pending|running|done|failed|not submitted, detail) for one run."""
     from rosa.runs import read_status
 
@@ -210,42 +182,112 @@ def run_state(entry: Entry, job: dict | None, slurm: dict) -> tuple[str, str]:
     status = read_status(entry.run_dir) or {}
     if status.get("state") == "done":
         return "done", ""
-    if job:
-        jid = str(job["job_id"])
-        if job.get("launcher") == "slurm":
-            state, reason = slurm.get(jid, ("", ""))
-            if state in ALIVE:
-                detail = f"resuming from step {status.get('steps')}" if status.get("steps") and ALIVE[state] == "pending" else ""
-                return ALIVE[state], detail or (reason if reason not in ("None", "") else "")
-            if state and state != "COMPLETED":
-                return "failed", f"SLURM {state}" + (f" ({reason})" if reason not in ("None", "") else "") + (
-                    f"; {status['error']}" if status.get("error") else "")
-        elif _pid_alive(jid.split("_")[0]):
-            return "running" if status.get("state") == "running" else "pending", ""
+    error = (status.get("error") or "").splitlines()[0] if status.get("error") else ""
+    if job is not None:
+        alive, scheduler = job_alive(job, status.get("state"))
+        if alive == "pending" and status.get("steps"):
+            return alive, f"resuming from step {status['steps']}"
+        if alive:
+            return alive, scheduler if scheduler not in ("", "PENDING", "RUNNING") else ""
+        if scheduler not in ("COMPLETED", "FINISHED"):
+            return "failed", f"SLURM {scheduler}" + (f"; {error}" if error else "")
     if status.get("state") == "failed":
-        return "failed", (status.get("error") or "").splitlines()[0] if status.get("error") else ""
+        return "failed", error
     if status.get("state") in ("running", "interrupted"):
         return "failed", f"stopped at step {status.get('steps', 0)} ({status.get('state')}: " \
-                         f"{(status.get('error') or 'no job alive').splitlines()[0]}); resubmit to resume"
-    if job:
+                         f"{error or 'no job alive'}); resubmit to resume"
+    if job is not None:
         return "failed", "the job ended before the run started; see its log"
     return "not submitted", ""
 
 
-def statuses(entries: list[Entry], ledger: dict) -> list[tuple[Entry, str, str, dict | None]]:
-    jobs = [str(ledger[str(e.run_dir)]["job_id"]) for e in entries if str(e.run_dir) in ledger
-            and ledger[str(e.run_dir)].get("launcher") == "slurm"]
-    slurm = slurm_states(jobs)
+def statuses(entries: list[Entry], jobs: dict) -> list[tuple[Entry, str, str, object]]:
+    """(entry, state, detail, its submitit job or None) per run; ``jobs`` from :func:`submitted`."""
     rows = []
     for e in entries:
-        job = ledger.get(str(e.run_dir))
-        state, detail = run_state(e, job, slurm)
-        rows.append((e, state, detail, job))
+        job = jobs.get(str(e.run_dir))
+        rows.append((e, *run_state(e, job), job))
     return rows
+
+
+# ----------------------------------------------------------------------------- submission
+def as_sweeps(runs: list[list[str]]) -> list[list[str]]:
+    """Hydra sweeps (comma lists) whose combinations are exactly ``runs`` (one multirun each): runs
+    that fill a product of values are one sweep; other runs split on their most varied key."""
+    groups: dict[tuple, list[list[str]]] = {}
+    for run in runs:
+        groups.setdefault(tuple(o.partition("=")[0] for o in run), []).append(run)
+    return [sweep for keys, members in groups.items() for sweep in _product(keys, members)]
+
+
+def _product(keys: tuple, runs: list[list[str]]) -> list[list[str]]:
+    values = [list(dict.fromkeys(run[i].partition("=")[2] for run in runs)) for i in range(len(keys))]
+    if math.prod(len(v) for v in values) == len({tuple(r) for r in runs}):   # runs fill the product
+        return [[f"{k}={','.join(v)}" for k, v in zip(keys, values)]]
+    i = max(range(len(keys)), key=lambda i: len(values[i]))
+    return [s for v in values[i] for s in _product(keys, [r for r in runs if r[i].partition("=")[2] == v])]
+
+
+def launcher_overrides(grid: Grid, launcher: str, folder: Path) -> list[str]:
+    """The Hydra overrides that pick our launcher preset and set the grid's ``slurm:`` resources on it
+    (the local preset takes those its schema has: time limit, GPUs, tasks, name)."""
+    from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf
+
+    params = {"name": f"rosa-{grid.name}", **grid.slurm}
+    if launcher == "local":
+        local_keys = {f.name for f in dataclasses.fields(LocalQueueConf)}
+        params = {k: v for k, v in params.items() if k in local_keys}
+    out = [f"hydra/launcher={launcher}", f"hydra.sweep.dir={folder}"]
+    for key, value in params.items():
+        if isinstance(value, dict):   # merged key by key: the preset's map is a closed (struct) one
+            out += [f"++hydra.launcher.{key}.{k}={_hydra_value(v)}" for k, v in value.items()]
+        else:
+            out.append(f"hydra.launcher.{key}={_hydra_value(value)}")
+    return out
+
+
+def _hydra_value(value) -> str:
+    """``value`` in Hydra's override grammar: strings quoted, lists in brackets, JSON's null/true/numbers."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(map(_hydra_value, value)) + "]"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "\\'") + "'"
+    return json.dumps(value)
+
+
+def launch(sweeps: list[list[str]], launcher_args: list[str], folder: Path, expected: int) -> str | None:
+    """Start one ``train.py -m`` per sweep in the background; return once submitit has written
+    ``expected`` new submission pickles below ``folder``, or the first failure's message."""
+    folder.mkdir(parents=True, exist_ok=True)
+    before = set(folder.glob("**/*_submitted.pkl"))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    env = {**os.environ, "TQDM_DISABLE": os.environ.get("TQDM_DISABLE", "1")}
+    procs = []
+    for i, sweep in enumerate(sweeps):
+        log = folder / f"multirun-{stamp}-{i}.log"
+        with open(log, "w") as fh:
+            procs.append((subprocess.Popen([sys.executable, str(TRAIN_PY), "-m", *sweep, *launcher_args],
+                                           stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                           env=env, start_new_session=True), log))
+    deadline = time.time() + SUBMIT_TIMEOUT_S
+    while True:
+        ended = [(proc, log) for proc, log in procs if proc.poll() is not None]   # before counting
+        if len(set(folder.glob("**/*_submitted.pkl")) - before) >= expected:
+            return None
+        for proc, log in ended:
+            if proc.returncode:   # a multirun that stopped before all its jobs were submitted
+                lines = [line for line in log.read_text().splitlines() if line.strip()]
+                last = lines[-1].removeprefix("error: ") if lines else f"exit status {proc.returncode}"
+                return f"{last} (see {log})"
+        if len(ended) == len(procs) or time.time() > deadline:
+            return f"submitit did not submit the {expected} jobs; see {folder}/multirun-{stamp}-*.log"
+        time.sleep(0.5)
 
 
 # ----------------------------------------------------------------------------- commands
 def submit(grid: Grid, launcher: str, dry_run: bool, retry_failed: bool, extra: list[str], out=None) -> int:
+    from rosa.runs import read_status
+
     out = out or sys.stdout
     entries = resolve(grid, extra)
     bad = [e for e in entries if e.error]
@@ -253,17 +295,14 @@ def submit(grid: Grid, launcher: str, dry_run: bool, retry_failed: bool, extra: 
         print(f"error: {' '.join(e.overrides)}: {e.error}", file=sys.stderr)
     if bad:
         return 2
-    root = runs_root(entries)
-    ledger_file = ledger_path(root, grid.name)
-    ledger = read_ledger(ledger_file)
+    folder = sweep_dir(runs_root(entries), grid.name)
     todo, seen = [], set()
-    for e, state, detail, _ in statuses(entries, ledger):
+    for e, state, detail, _ in statuses(entries, submitted(entries, folder)):
         if str(e.run_dir) in seen:
             continue
         seen.add(str(e.run_dir))
-        if state in ("done", "pending", "running") or (state == "failed" and not retry_failed
-                                                          and (e.run_dir / "status.json").exists()
-                                                          and _status_failed(e.run_dir)):
+        failed = state == "failed" and (read_status(e.run_dir) or {}).get("state") == "failed"
+        if state in ("done", "pending", "running") or (failed and not retry_failed):
             print(f"skip  {state:8s} {e.run_dir}", file=out)
             continue
         todo.append(e)
@@ -277,30 +316,16 @@ def submit(grid: Grid, launcher: str, dry_run: bool, retry_failed: bool, extra: 
         return 2
     if launcher == "serial":
         return run_serially(todo, out)
-    import submitit
-
-    folder = root / ".jobs" / grid.name / "%j"
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=launcher,
-                                     **({"slurm_max_num_timeout": int(grid.slurm.get("max_num_timeout", 20))}
-                                        if launcher == "slurm" else {}))
-    executor.update_parameters(**_executor_params(grid, launcher))
-    with executor.batch():  # one job array on SLURM
-        pending = [executor.submit(TrainTask(e.overrides)) for e in todo]
-    jobs = list(pending)
-    now = time.strftime("%Y-%m-%dT%H:%M:%S")
-    for e, job in zip(todo, jobs):
-        ledger[str(e.run_dir)] = {"job_id": str(job.job_id), "launcher": launcher, "submitted": now,
-                                  "overrides": e.overrides, "stdout": str(job.paths.stdout),
-                                  "stderr": str(job.paths.stderr)}
-        print(f"submitted {job.job_id} {e.run_dir}", file=out)
-    ledger_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(ledger_file, ledger)
-    if launcher == "local":
-        _LOCAL_JOBS.extend(jobs)  # keep the handles alive (tests wait on them)
+    error = launch(as_sweeps([e.overrides for e in todo]), launcher_overrides(grid, launcher, folder.resolve()),
+                   folder, len(todo))
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    jobs = submitted(todo, folder)
+    for e in todo:
+        job = jobs.get(str(e.run_dir))
+        print(f"submitted {job.job_id if job else '?'} {e.run_dir}", file=out)
     return 0
-
-
-_LOCAL_JOBS: list = []
 
 
 def run_serially(todo: list[Entry], out) -> int:
@@ -308,7 +333,7 @@ def run_serially(todo: list[Entry], out) -> int:
     failures = []
     for i, e in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {e.run_dir}: python train.py {' '.join(e.overrides)}", file=out, flush=True)
-        status = subprocess.call([sys.executable, str(CONF_DIR.parent / "train.py"), *e.overrides])
+        status = subprocess.call([sys.executable, str(TRAIN_PY), *e.overrides])
         if status:
             failures.append((e, status))
             print(f"[{i}/{len(todo)}] exit status {status}: {e.run_dir}", file=out, flush=True)
@@ -317,47 +342,18 @@ def run_serially(todo: list[Entry], out) -> int:
     return failures[0][1] if failures else 0
 
 
-def _status_failed(run_dir: Path) -> bool:
-    from rosa.runs import read_status
-
-    return (read_status(run_dir) or {}).get("state") == "failed"
-
-
-def _executor_params(grid: Grid, launcher: str) -> dict:
-    params = dict(grid.slurm)
-    params.pop("max_num_timeout", None)
-    params.setdefault("name", f"rosa-{grid.name}")
-    common = {"timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "nodes", "tasks_per_node", "name"}
-    if launcher == "local":
-        keep = {k: v for k, v in params.items() if k in common}
-        keep["gpus_per_node"] = keep.get("gpus_per_node") or 0
-        if "signal_delay_s" in params:
-            keep["local_signal_delay_s"] = params["signal_delay_s"]
-        keep.pop("mem_gb", None)
-        keep.pop("cpus_per_task", None)
-        return keep
-    out = {}
-    for key, value in params.items():
-        if value is None:
-            continue
-        out[key if key in common else f"slurm_{key}"] = value
-    if not out.get("gpus_per_node"):
-        out.pop("gpus_per_node", None)
-    return out
-
-
 def print_status(grid: Grid, extra: list[str], out=None) -> int:
     out = out or sys.stdout
     entries = resolve(grid, extra)
-    ledger = read_ledger(ledger_path(runs_root(entries), grid.name))
+    jobs = submitted(entries, sweep_dir(runs_root(entries), grid.name))
     counts: dict[str, int] = {}
     print(f"{'state':13s} {'job':>10s}  run  [detail]  logs", file=out)
-    for e, state, detail, job in statuses(entries, ledger):
+    for e, state, detail, job in statuses(entries, jobs):
         counts[state] = counts.get(state, 0) + 1
-        logs = job.get("stdout", "") if job else ""
+        logs = str(job.paths.stdout) if job else ""
         if not logs and (e.run_dir / "train.log").exists():
             logs = str(e.run_dir / "train.log")
-        jid = job["job_id"] if job else "-"
+        jid = job.job_id if job else "-"
         print(f"{state:13s} {jid:>10s}  {e.run_dir}" + (f"  [{detail}]" if detail else "") + (f"  {logs}" if logs else ""),
               file=out)
     print("total: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=out)

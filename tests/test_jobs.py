@@ -1,6 +1,7 @@
-"""jobs.yaml grids, `python -m rosa.jobs`, and checkpoint-and-requeue under submitit (local executor)."""
+"""jobs.yaml grids, `python -m rosa.jobs`, and checkpoint-and-requeue under submitit (local launcher)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -63,23 +64,30 @@ def test_cli_list_and_unknown_grid(capsys):
 
 
 def test_preemption_checkpoints_requeues_and_resumes(tmp_path, monkeypatch):
-    """USR2 (submitit's preemption signal) mid-run: the loop saves a checkpoint at the end of the step,
-    then hands the signal to submitit, which requeues the task; the requeued task resumes from that
-    checkpoint and finishes, without duplicated TensorBoard steps. The task sends itself USR2 at the
+    """USR2 (submitit's preemption signal) mid-run of a job that `submit` sent through the local launcher
+    preset: the loop saves a checkpoint at the end of the step, then hands the signal to submitit, which
+    requeues the task (the launcher's checkpoint(): the same overrides); the requeued task resumes from
+    that checkpoint and finishes, without duplicated TensorBoard steps. The task sends itself USR2 at the
     end of step 20 (ROSA_TEST_SIGNAL_AT_STEP, inherited by the job), so nothing depends on timing."""
-    submitit = pytest.importorskip("submitit")
+    pytest.importorskip("submitit")
+    from hydra.core.utils import JobStatus
+
     from rosa.runs import read_status
 
     steps = 60
     overrides = ["model=tiny", f"train.max_steps={steps}", "train.checkpoint_every=1000", "train.eval_at_end=false",
                  "train.sample_at_eval=false", "train.batch_size=2", "train.micro_batch_size=2",
                  "dataset.sample_rows.validation=4", f"output.path={tmp_path}/runs", "device=cpu"]
-    (entry,) = jobs.resolve(jobs.Grid("p", "", {}, [overrides]))
-    executor = submitit.LocalExecutor(folder=str(tmp_path / "submitit"), max_num_timeout=1)
-    executor.update_parameters(timeout_min=15, gpus_per_node=0)
+    grid = jobs.Grid("p", "", {"timeout_min": 15, "gpus_per_node": 0}, [overrides])
+    (entry,) = jobs.resolve(grid)
     monkeypatch.setenv("ROSA_TEST_SIGNAL_AT_STEP", "20:SIGUSR2")
-    job = executor.submit(jobs.TrainTask(overrides))
-    assert job.result() == 0
+    # a Hydra multirun with the local launcher preset, in the background
+    assert jobs.submit(grid, "local", dry_run=False, retry_failed=False, extra=[]) == 0
+    (job,) = jobs.submitted([entry], jobs.sweep_dir(tmp_path / "runs", "p")).values()
+    deadline = time.time() + 600
+    while job.state != "FINISHED" and time.time() < deadline:   # submitit: the result file is written
+        time.sleep(1)
+    assert job.result().status == JobStatus.COMPLETED   # the Hydra job returned (train.py's task ran to its end)
     status = read_status(entry.run_dir)
     assert status["state"] == "done" and status["steps"] == steps
     log = (entry.run_dir / "train.log").read_text()

@@ -36,7 +36,8 @@ if not _cluster_up():
 
 FAST = ["model=tiny", "train.eval_at_end=false", "train.sample_at_eval=false", "train.batch_size=2",
         "train.micro_batch_size=2", "dataset.sample_rows.validation=4", "device=cpu"]
-RESOURCES = {"timeout_min": 20, "cpus_per_task": 1, "mem_gb": 2, "signal_delay_s": 30, "array_parallelism": 4}
+RESOURCES = {"timeout_min": 20, "gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 2, "signal_delay_s": 30,
+             "array_parallelism": 4}   # on top of conf/hydra/launcher/slurm.yaml (1 GPU by default)
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +76,8 @@ def _wait(predicate, timeout: float, what: str, every: float = 2.0):
 
 
 def _rows(path, extra, grid):
-    g = jobs.get_grid(grid, path)
-    entries = jobs.resolve(g, extra)
-    ledger = jobs.read_ledger(jobs.ledger_path(jobs.runs_root(entries), grid))
-    return jobs.statuses(entries, ledger)
+    entries = jobs.resolve(jobs.get_grid(grid, path), extra)
+    return jobs.statuses(entries, jobs.submitted(entries, jobs.sweep_dir(jobs.runs_root(entries), grid)))
 
 
 def _squeue_has(job_id: str) -> bool:
@@ -91,14 +90,14 @@ def test_requeue_resumes_from_checkpoint(cluster_runs):
     entry, _, _, job = _rows(path, extra, "long")[0]
     _wait(lambda: (entry.run_dir / "checkpoints" / "latest.json").exists(), 420, "the first checkpoint")
     assert (read_status(entry.run_dir) or {}).get("state") == "running", "the run ended before it could be requeued"
-    subprocess.run(["scontrol", "requeue", job["job_id"]], check=True)
+    subprocess.run(["scontrol", "requeue", job.job_id], check=True)
     # SLURM holds a requeued job back for a while (its begin time is pushed ~2 minutes ahead);
     # make it eligible now so the test waits for the resume, not for the hold.
     def held_back() -> bool:
-        shown = subprocess.run(["scontrol", "show", "job", job["job_id"]], capture_output=True, text=True).stdout
+        shown = subprocess.run(["scontrol", "show", "job", job.job_id], capture_output=True, text=True).stdout
         return "JobState=PENDING" in shown and "Reason=BeginTime" in shown
     _wait(held_back, 60, "the requeued job to be pending on its begin time")
-    subprocess.run(["scontrol", "update", f"JobId={job['job_id']}", "StartTime=now"], check=True)
+    subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], check=True)
     _wait(lambda: (read_status(entry.run_dir) or {}).get("state") in ("done", "failed"), 600, "the requeued run")
     status = read_status(entry.run_dir)
     assert status["state"] == "done", status
@@ -111,8 +110,8 @@ def test_cancelled_job_is_reported_failed(cluster_runs, capsys):
     path, extra, _ = cluster_runs
     entry, _, _, job = _rows(path, extra, "long")[1]
     _wait(lambda: (read_status(entry.run_dir) or {}).get("state") == "running", 420, "the run to start")
-    subprocess.run(["scancel", job["job_id"]], check=True)
-    _wait(lambda: not _squeue_has(job["job_id"]), 120, "the cancelled job to leave the queue")
+    subprocess.run(["scancel", job.job_id], check=True)
+    _wait(lambda: not _squeue_has(job.job_id), 120, "the cancelled job to leave the queue")
     rows = {str(e.run_dir): (state, detail) for e, state, detail, _ in _rows(path, extra, "long")}
     state, detail = rows[str(entry.run_dir)]
     assert state == "failed" and "CANCELLED" in detail, (state, detail)

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster on this machine, for the SLURM tests (tests/test_slurm.py).
 #
-#   sudo ci/slurm/setup.sh          install (Debian packages munge, slurmctld, slurmd), configure, start
+#   sudo ci/slurm/setup.sh          install (Debian packages munge, slurmctld, slurmd, slurmdbd, mariadb-server),
+#                                   configure, start
 #   ci/slurm/setup.sh --check       exit 0 when sinfo answers and the node is idle
 #
 # Idempotent: re-running rewrites the configuration and restarts the daemons. Needs root and
-# apt-get; does nothing harmful elsewhere (it only writes /etc/slurm/slurm.conf, cgroup.conf and
-# the spool/log folders). The node advertises this machine's CPUs and (most of) its memory.
+# apt-get; does nothing harmful elsewhere (it only writes /etc/slurm/slurm.conf, cgroup.conf,
+# slurmdbd.conf, the spool/log folders and a slurm_acct_db database). The node advertises this
+# machine's CPUs and (most of) its memory. Accounting (slurmdbd on MariaDB) is on because submitit
+# reads job states with sacct: rosa.jobs status and Hydra's submitit launcher depend on it.
 set -euo pipefail
 
 check() {
@@ -16,10 +19,11 @@ check() {
 if [ "${1:-}" = "--check" ]; then check; exit $?; fi
 if [ "$(id -u)" != 0 ]; then echo "ci/slurm/setup.sh: needs root" >&2; exit 1; fi
 
-if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
+   || ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends munge slurmctld slurmd slurm-client >/dev/null
+  apt-get install -y -qq --no-install-recommends munge slurmctld slurmd slurm-client slurmdbd mariadb-server >/dev/null
 fi
 
 HOST=$(hostname -s)
@@ -60,7 +64,8 @@ SlurmdLogFile=/var/log/slurm/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
@@ -79,12 +84,35 @@ CgroupPlugin=autodetect
 IgnoreSystemd=yes
 CONF
 
+# accounting: MariaDB holds slurmdbd's database (sacct answers from it)
+pgrep -x mariadbd >/dev/null || service mariadb start >/dev/null
+mysql -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+          CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'rosa-ci';
+          GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
+cat > /etc/slurm/slurmdbd.conf <<CONF
+# Written by ci/slurm/setup.sh
+AuthType=auth/munge
+DbdHost=localhost
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=slurm
+StoragePass=rosa-ci
+StorageLoc=slurm_acct_db
+LogFile=/var/log/slurm/slurmdbd.log
+PidFile=/run/slurmdbd.pid
+CONF
+chmod 600 /etc/slurm/slurmdbd.conf
+
 # (re)start the daemons; -c: ignore saved state, a fresh cluster every time
-for pidfile in /run/slurmd.pid /run/slurmctld.pid; do
+for pidfile in /run/slurmd.pid /run/slurmctld.pid /run/slurmdbd.pid; do
   if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     kill "$(cat "$pidfile")"; sleep 1
   fi
 done
+/usr/sbin/slurmdbd
+for _ in $(seq 1 30); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 1; done
+sacctmgr -i add cluster rosa-ci >/dev/null 2>&1 || true   # already there on a re-run
 /usr/sbin/slurmctld -c
 /usr/sbin/slurmd -c
 for _ in $(seq 1 30); do
@@ -96,5 +124,5 @@ for _ in $(seq 1 30); do
   sleep 1
 done
 echo "ci/slurm/setup.sh: the node did not come up; see /var/log/slurm/*.log" >&2
-tail -20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2 || true
+tail -20 /var/log/slurm/slurmdbd.log /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2 || true
 exit 1
