@@ -13,8 +13,8 @@ from rosa.cli import check_command_line, run_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    run_task(cfg)
+def main(cfg: DictConfig) -> int:
+    return run_task(cfg)
 
 
 if __name__ == "__main__":

@@ -90,8 +90,9 @@ def _launcher_keys(launcher: str) -> list[str]:
         GlobalHydra.instance().clear()
 
 
-def run_task(cfg: DictConfig | None = None, run: RunConfig | None = None) -> None:
-    """The body of one job: train (or resume, or skip) the run; exit status from it when single."""
+def run_task(cfg: DictConfig | None = None, run: RunConfig | None = None) -> int:
+    """The body of one job: train (or resume, or skip) the run. A single run exits with its status; a
+    multirun job returns it (submitit's job result holds it as the Hydra job's return value)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -114,3 +115,4 @@ def run_task(cfg: DictConfig | None = None, run: RunConfig | None = None) -> Non
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if status and not multirun:
         sys.exit(status)
+    return status

@@ -88,6 +88,7 @@ def test_preemption_checkpoints_requeues_and_resumes(tmp_path, monkeypatch):
     while job.state != "FINISHED" and time.time() < deadline:   # submitit: the result file is written
         time.sleep(1)
     assert job.result().status == JobStatus.COMPLETED   # the Hydra job returned (train.py's task ran to its end)
+    assert job.result().return_value == 0               # train()'s exit status
     status = read_status(entry.run_dir)
     assert status["state"] == "done" and status["steps"] == steps
     log = (entry.run_dir / "train.log").read_text()
