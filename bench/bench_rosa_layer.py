@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rosa.kernels import CSRMatrix, triton_available  # noqa: E402
 from rosa.methods.lora import LoRALayer  # noqa: E402
-from rosa.methods.rosa_robust import RosaLayer  # noqa: E402
+from rosa.methods.rosa_robust import RobustLayer  # noqa: E402
 from rosa.methods.sparse_masks import nnz_for  # noqa: E402
 
 RANK = 16
@@ -63,7 +63,7 @@ def build(kind: str, impl: str | None, base: nn.Linear, mask: torch.Tensor | Non
     elif kind == "masked-dense":
         layer = MaskedDense(base, mask)
     else:
-        layer = RosaLayer(base, RANK if kind == "rosa" else 0, 16.0, 0.0, False, gen, impl)
+        layer = RobustLayer(base, RANK if kind == "rosa" else 0, 16.0, 0.0, False, gen, impl)
         layer.set_sparse(CSRMatrix.from_mask(mask))
     layer = layer.to(device)
     for name, p in layer.named_parameters():

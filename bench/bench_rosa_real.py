@@ -94,7 +94,7 @@ def bf16_drift(model, resamples: int = 200) -> None:
             with torch.no_grad():
                 base.weight.copy_(layer.merged_weight().to(torch.bfloat16))
             w0 = base.weight.detach().float().clone()
-            bf16_layer = ro.RosaOrthogonalLayer(base, 16, index, False, fp32_master=master)
+            bf16_layer = ro.OrthogonalLayer(base, 16, index, False, fp32_master=master)
             for i in range(1, resamples + 1):
                 bf16_layer.resample("random-window", "sqrt", ro.subspace_generator(0, i, index))
                 if i in (1, resamples):

@@ -1,11 +1,13 @@
 """rosa: a research harness for parameter-efficient fine-tuning of causal language models.
 
-Sub-packages, one per concern:
-  data        datasets, prompts, tokenisation        models      model and tokenizer loading
-  methods     fft, lora, rosa-robust, spa, rosa-orthogonal
+Layers, each importing only those above it (docs/architecture.md; tests/test_layering.py):
+  leaves      atomic (files), runs (run folders), distributed, schema (config fields), metrics (scorers)
+  data        datasets: one module each (spec, prompt, scoring)      models   model and tokenizer loading
   kernels     sparse SpMM / SDDMM (Triton and PyTorch)
-  training    the training loop, checkpoints, run directories
-  evaluation  generation and metrics                 results     tables and figures
+  methods     one module each (fft, lora, rosa-robust + spa, rosa-orthogonal, peft, ...); build_model
+  config      the run's schema and validation             evaluation   generation, metrics, export
+  training    the loop, checkpoints, preflight            results      tables and figures
+  cli, jobs   train.py's command line; jobs.yaml grids
 """
 import logging as _logging
 

@@ -12,16 +12,15 @@ import importlib
 import pkgutil
 from collections.abc import Iterator, Mapping
 from functools import cache
+from pathlib import Path
 
 from rosa.data.schema import DataError, DatasetSpec
 
 
 @cache
 def _discover() -> dict[str, DatasetSpec]:
-    import rosa.data
-
     specs: dict[str, DatasetSpec] = {}
-    for module_info in sorted(pkgutil.iter_modules(rosa.data.__path__), key=lambda info: info.name):
+    for module_info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda info: info.name):
         if module_info.ispkg:
             continue
         module = importlib.import_module(f"rosa.data.{module_info.name}")

@@ -13,6 +13,26 @@ from rosa.runs import find_runs
 log = logging.getLogger("rosa")
 
 
+def export_merged(run_dir: Path, directory: Path, device: str | None = None) -> int:
+    """``eval.py <run> --export-merged DIR``: the run's merged model as a plain HF checkpoint."""
+    from rosa.evaluation.load import EvalError, load_run, save_merged
+
+    if not (run_dir / "config.yaml").exists():
+        print(f"error: --export-merged needs one run folder (holding config.yaml); {run_dir} is not one", file=sys.stderr)
+        return 2
+    try:
+        loaded = load_run(run_dir, device, merge=True)
+    except EvalError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if not loaded.merged:
+        print(f"error: {run_dir} cannot be exported merged: {loaded.merge_note}", file=sys.stderr)
+        return 1
+    save_merged(loaded.model, loaded.tokenizer, directory)
+    print(f"{run_dir}: merged model saved to {directory}")
+    return 0
+
+
 def evaluate_tree(root: Path, **options) -> int:
     """Evaluate the runs below ``root``. Exit status: 0, 1 if a run failed, 2 if there is no run."""
     if not root.exists():

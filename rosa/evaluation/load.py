@@ -11,13 +11,17 @@ result in bf16 (the RoSA code could not merge there and evaluated unmerged).
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from rosa.config import RunConfig, validate
 from rosa.methods import Method, build_model
+from rosa.methods.base import AdaptedLayer
+from rosa.models.quantize import dequantize_model
 from rosa.models import resolve_device, resolve_precision, set_threads
 from rosa.atomic import check_safetensors
 
@@ -89,3 +93,25 @@ def load_run(run_dir: Path, device: str | None = None, merge: bool | None = None
             loaded.merge_note = f"merge failed: {type(err).__name__}: {err}".splitlines()[0]
             return loaded
     return LoadedRun(run, model, tokenizer, method, dev, precision, merged=not note, merge_note=note)
+
+
+def save_merged(model: nn.Module, tokenizer, directory, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Save a merged model (``Method.merge`` done: no adapter layers left) as a standard HF checkpoint
+    that ``AutoModelForCausalLM.from_pretrained`` loads (``eval.py <run> --export-merged DIR``). Any NF4
+    weight left (layers that were not adapted) is dequantised first; everything is saved in ``dtype``.
+    Written into ``DIR.tmp`` and renamed: a kill leaves no half-written ``DIR``."""
+    leftover = [n for n, m in model.named_modules() if isinstance(m, AdaptedLayer)]
+    if leftover:
+        raise ValueError(f"save_merged needs a merged model; {len(leftover)} adapter layers remain "
+                         f"(e.g. {leftover[0]}): call method.merge(model) first")
+    dequantize_model(model, dtype)
+    model.to(dtype)
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    return directory

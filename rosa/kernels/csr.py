@@ -167,9 +167,6 @@ class CSRMatrix:
             v = self._cache[key] = fn()
         return v
 
-    def clear_cache(self) -> None:
-        self._cache.clear()
-
     # ----------------------------------------------------------------------------- dense views
     def to_dense(self, values: Tensor) -> Tensor:
         """Dense S (n x m) in values.dtype; differentiable w.r.t. ``values``."""

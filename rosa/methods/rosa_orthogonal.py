@@ -83,7 +83,7 @@ Implementation choices (vs. the official code, marawangamal/rosa; see docs/rosa-
 - 4-bit bases (precision=nf4): ``dense_weight(base)`` dequantises torchao NF4, so sampling works;
   W_fixed is then stored dense (bf16, or float32: bf16 drift) and the 4-bit weight is dropped: adapted
   layers save no memory. Re-quantising W_fixed would break W_fixed + A B = W at every resample; a
-  4-bit W_fixed is the seam for later (``RosaOrthogonalLayer.__init__`` / ``resample``).
+  4-bit W_fixed is the seam for later (``OrthogonalLayer.__init__`` / ``resample``).
 """
 from __future__ import annotations
 
@@ -238,7 +238,7 @@ def _like(t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
     return t.to(x.dtype)
 
 
-class RosaOrthogonalLayer(AdaptedLayer):
+class OrthogonalLayer(AdaptedLayer):
     """y = W_fixed x + A (B x) + b, with W_fixed a buffer and A, B (and b) trainable.
 
     Buffers (all in the state dict): ``w_fixed`` [out, in], ``rosa_indices`` [r] (the directions of
@@ -322,11 +322,11 @@ class RosaOrthogonal(Method):
         """Freeze the model and wrap the target layers. No SVD here (see the module docstring)."""
         cfg = self.cfg
 
-        def make_layer(base: nn.Module, index: int) -> RosaOrthogonalLayer:
+        def make_layer(base: nn.Module, index: int) -> OrthogonalLayer:
             if hasattr(base.weight, "get_original_weight") and index == 0:
                 log.warning("rosa-orthogonal on a 4-bit base: W_fixed is kept dense (%s), so adapted layers "
                             "use no less memory than a bf16 base", dense_weight(base).dtype)
-            return RosaOrthogonalLayer(base, resolve_rank(cfg.rank, *linear_shape(base)), index, bool(cfg.train_bias),
+            return OrthogonalLayer(base, resolve_rank(cfg.rank, *linear_shape(base)), index, bool(cfg.train_bias),
                                        fp32_master=cfg.resample_every != "never")
 
         self.target_names = wrap_target_modules(model, cfg.target_modules, make_layer)
@@ -355,7 +355,7 @@ class RosaOrthogonal(Method):
 
     def resample(self, model: nn.Module, step: int) -> float:
         """Merge and re-split every layer at optimizer step ``step``; returns the seconds it took."""
-        layers = [m for m in adapted_layers(model).values() if isinstance(m, RosaOrthogonalLayer)]
+        layers = [m for m in adapted_layers(model).values() if isinstance(m, OrthogonalLayer)]
         device = layers[0].w_fixed.device if layers else torch.device("cpu")
         started = time.perf_counter()
         for layer in layers:

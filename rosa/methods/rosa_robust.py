@@ -201,7 +201,7 @@ def empty_csr(n: int, m: int) -> CSRMatrix:
                                    "col_indices": torch.zeros(0, dtype=torch.int32, device="cpu")}, (n, m))
 
 
-class RosaLayer(LoRALayer):
+class RobustLayer(LoRALayer):
     """W0 x + s B A dropout(x) + S x. With rank 0 there is no LoRA branch (SpA)."""
 
     def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float, rslora: bool,
@@ -292,7 +292,7 @@ class RosaRobust(Method):
     # -- building
     def prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.cfg
-        self.target_names = wrap_target_modules(model, cfg.target_modules, lambda base, _: RosaLayer(
+        self.target_names = wrap_target_modules(model, cfg.target_modules, lambda base, _: RobustLayer(
             base, int(cfg.rank), float(cfg.alpha), float(cfg.dropout), bool(cfg.rslora), self.generator, cfg.impl))
         layers = self.layers(model)
         resolve_impl(cfg.impl, next(iter(layers.values())).base.weight.device)
@@ -353,8 +353,8 @@ class RosaRobust(Method):
                  lora + sparse, (lora + sparse) / per_rank, cfg.lora_lr, cfg.sparse_lr)
 
     @staticmethod
-    def layers(model: nn.Module) -> dict[str, RosaLayer]:
-        return {n: m for n, m in adapted_layers(model).items() if isinstance(m, RosaLayer)}
+    def layers(model: nn.Module) -> dict[str, RobustLayer]:
+        return {n: m for n, m in adapted_layers(model).items() if isinstance(m, RobustLayer)}
 
     def install(self, model: nn.Module, masks: dict[str, CSRMatrix]) -> None:
         layers = self.layers(model)
@@ -542,5 +542,5 @@ class SpA(RosaRobust):
     """Sparse adaptation only: rosa-robust with rank 0 (mask from gradients at step 0, then restart)."""
 
 
-__all__ = ["RosaLayer", "RosaRobust", "RosaRobustConfig", "SpA", "SpAConfig", "density_for_budget",
+__all__ = ["RobustLayer", "RosaRobust", "RosaRobustConfig", "SpA", "SpAConfig", "density_for_budget",
            "trainable_count"]

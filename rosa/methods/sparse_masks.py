@@ -43,7 +43,6 @@ from rosa import distributed
 log = logging.getLogger(__name__)
 
 GRADIENT_CRITERIA = ("grad-fisher", "grad-mean")
-MASK_CRITERIA = GRADIENT_CRITERIA + ("weight", "random")
 MASKS_FILE = "masks.safetensors"
 
 
@@ -282,14 +281,9 @@ def file_density(layers: dict[str, tuple[int, int, int]]) -> float:
     return sum(nnz for nnz, _, _ in layers.values()) / max(1, sum(n * m for _, n, m in layers.values()))
 
 
-def recovery(mask: torch.Tensor, truth: torch.Tensor) -> float:
-    """Fraction of the true support ``truth`` that ``mask`` contains."""
-    return float((mask & truth).sum()) / max(1, int(truth.sum()))
-
-
 def gib(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:.2f} GiB" if n_bytes >= 2**27 else f"{n_bytes / 2**20:.1f} MiB"
 
 
-__all__ = ["GRADIENT_CRITERIA", "MASK_CRITERIA", "MASKS_FILE", "GradientCollector", "file_density", "gib",
-           "load_masks", "mask_file_layers", "masks_from_scores", "nnz_for", "random_masks", "recovery", "save_masks", "top_k_mask", "weight_masks"]
+__all__ = ["GRADIENT_CRITERIA", "MASKS_FILE", "GradientCollector", "file_density", "gib",
+           "load_masks", "mask_file_layers", "masks_from_scores", "nnz_for", "random_masks", "save_masks", "top_k_mask", "weight_masks"]

@@ -33,10 +33,6 @@ BLOCK_SIZE = 64            # weights per absmax block (QLoRA)
 SCALER_BLOCK_SIZE = 256    # scales per double-quantization group (QLoRA)
 MIN_SCALER_BLOCK = 16
 
-# The 16 NF4 code values (QLoRA, Appendix E; torchao and bitsandbytes use the same table).
-NF4_CODES = (-1.0, -0.6962, -0.5251, -0.3949, -0.2844, -0.1848, -0.0911, 0.0,
-             0.0796, 0.1609, 0.2461, 0.3379, 0.4407, 0.5626, 0.7230, 1.0)
-
 _NF4 = None
 
 
@@ -192,24 +188,3 @@ def nf4_bytes(shape, block_size: int = BLOCK_SIZE, scaler_block_size: int | None
         return n * compute_bytes
     n_blocks = n // block_size
     return n // 2 + n_blocks + (n_blocks // size) * compute_bytes + compute_bytes + 16 * compute_bytes
-
-
-# --------------------------------------------------------------------------- merged export
-def save_merged(model: nn.Module, tokenizer, directory, dtype: torch.dtype = torch.bfloat16) -> Path:
-    """Save a merged model (``Method.merge`` done: no adapter layers left) as a standard HF
-    checkpoint that ``AutoModelForCausalLM.from_pretrained`` loads. Any NF4 weight left (layers that
-    were not adapted) is dequantised first; everything is saved in ``dtype``."""
-    from rosa.methods.base import AdaptedLayer
-
-    leftover = [n for n, m in model.named_modules() if isinstance(m, AdaptedLayer)]
-    if leftover:
-        raise ValueError(f"save_merged needs a merged model; {len(leftover)} adapter layers remain "
-                         f"(e.g. {leftover[0]}): call method.merge(model) first")
-    dequantize_model(model, dtype)
-    model.to(dtype)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(directory), safe_serialization=True)
-    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
-        tokenizer.save_pretrained(str(directory))
-    return directory

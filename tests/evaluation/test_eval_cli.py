@@ -132,3 +132,22 @@ def test_garbage_metrics_truncated_adapter_and_half_written_run(tmp_path_factory
     assert compile_main([str(root), "--out", str(tmp_path / "out")]) == 0
     markdown = capsys.readouterr().out
     assert "garbage/e2e/" in markdown and "lost/e2e/" in markdown and f"{truncated}: not evaluated" in markdown and f"{half}: corrupt" in markdown
+
+
+def test_export_merged_saves_a_plain_hf_model_with_the_adapters_logits(runs, eval_main, tmp_path, capsys):
+    """``eval.py <run> --export-merged DIR``: the merged model loads in transformers alone and gives the
+    logits of the run's model with its adapter (bf16 export: bf16 tolerance)."""
+    from transformers import AutoModelForCausalLM
+
+    from rosa.evaluation.load import load_run
+
+    run = only_run(runs)
+    assert eval_main([str(runs), "--export-merged", str(tmp_path / "x")]) == 2   # a tree, not one run
+    assert "needs one run folder" in capsys.readouterr().err
+    assert eval_main([str(run), "--export-merged", str(tmp_path / "merged")]) == 0
+    assert not (tmp_path / "merged.tmp").exists()
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
+    reference = load_run(run, "cpu", merge=False).model
+    x = torch.randint(3, 200, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(exported(input_ids=x).logits, reference(input_ids=x).logits, atol=3e-2, rtol=3e-2)

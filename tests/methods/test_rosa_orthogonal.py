@@ -17,7 +17,7 @@ from torch import nn
 
 from rosa.methods.base import StepContext, adapted_layers
 from rosa.methods.lora import LoRA
-from rosa.methods.rosa_orthogonal import (RosaOrthogonal, RosaOrthogonalLayer, gram_factors, resolve_rank,
+from rosa.methods.rosa_orthogonal import (RosaOrthogonal, OrthogonalLayer, gram_factors, resolve_rank,
                                           select_indices, split_factors, subspace_factors, subspace_generator,
                                           thin_svd)
 from rosa.training.optim import build_optimizer, rebuild_optimizer
@@ -141,7 +141,7 @@ def test_sampling_is_exact_and_keeps_the_function(kind, selection, n_out, n_in):
         original.weight.copy_(base.weight if kind == "linear" else base.weight.T)
         original.bias.copy_(base.bias)
     w = original.weight.detach().clone()
-    layer = RosaOrthogonalLayer(base, rank=5, layer_index=0, train_bias=True)
+    layer = OrthogonalLayer(base, rank=5, layer_index=0, train_bias=True)
     assert base.weight is None and layer.w_fixed.shape == (n_out, n_in)   # W held once
     x = torch.randn(3, 7, n_in)
     torch.testing.assert_close(layer(x), original(x))                    # before sampling: A = B = 0
@@ -168,7 +168,7 @@ def test_sampling_is_exact_and_keeps_the_function(kind, selection, n_out, n_in):
 def test_merged_base_is_a_plain_equal_layer(kind):
     torch.manual_seed(0)
     base = nn.Linear(16, 20) if kind == "linear" else conv1d(20, 16)
-    layer = RosaOrthogonalLayer(base, rank=3, layer_index=0, train_bias=True)
+    layer = OrthogonalLayer(base, rank=3, layer_index=0, train_bias=True)
     layer.resample("random-window", "left", torch.Generator().manual_seed(0))
     with torch.no_grad():
         layer.rosa_A.add_(torch.randn_like(layer.rosa_A))
@@ -187,7 +187,7 @@ def test_gpt2_state_roundtrip_merge_and_counts(tmp_path):
     method = RosaOrthogonal(rosa_cfg(target_modules=["c_attn", "c_proj", "c_fc"]), seed=3)
     model = method.prepare(small_gpt2())
     layers = adapted_layers(model)
-    assert len(layers) == 8 and all(isinstance(m, RosaOrthogonalLayer) for m in layers.values())
+    assert len(layers) == 8 and all(isinstance(m, OrthogonalLayer) for m in layers.values())
     expected = sum(4 * (m.in_features + m.out_features) + m.out_features for m in layers.values())
     assert method.trainable_parameters(model) == expected
     no_bias = RosaOrthogonal(rosa_cfg(target_modules=["c_attn", "c_proj", "c_fc"], train_bias=False))
@@ -351,7 +351,7 @@ def test_resampling_beats_the_rank_r_bound_that_lora_stalls_at():
             end_delta = layer.delta_weight().detach().clone()
         if start is not None:
             moved += end_delta - start
-        merged = layer.merged_weight() if isinstance(layer, RosaOrthogonalLayer) else w0 + layer.delta_weight()
+        merged = layer.merged_weight() if isinstance(layer, OrthogonalLayer) else w0 + layer.delta_weight()
         return float(((merged.detach() - target) ** 2).sum()), merged.detach(), moved
 
     lora_err, _, _ = fit(LoRA(SimpleNamespace(rank=r, alpha=float(r), dropout=0.0, rslora=False, target_modules="all-linear")))
@@ -439,7 +439,7 @@ def test_bf16_base_drift_is_bounded_by_the_float32_master():
         torch.manual_seed(0)
         base = nn.Linear(48, 32, bias=True).to(torch.bfloat16)
         w0 = base.weight.detach().float().clone()
-        layer = RosaOrthogonalLayer(base, rank=4, layer_index=0, train_bias=False, fp32_master=master)
+        layer = OrthogonalLayer(base, rank=4, layer_index=0, train_bias=False, fp32_master=master)
         for i in range(n):
             layer.resample("random-window", "sqrt", subspace_generator(0, i, 0))
         drift[master] = float((layer.merged_weight().detach() - w0).abs().max() / w0.abs().max())

@@ -18,8 +18,13 @@ from rosa.kernels import CSRMatrix
 from rosa.methods import StepContext, get_method
 from rosa.methods.base import adapted_layers
 from rosa.methods.lora import LoRA
-from rosa.methods.rosa_robust import RosaLayer, RosaRobust, SpA, density_for_budget, trainable_count
-from rosa.methods.sparse_masks import GradientCollector, load_masks, masks_from_scores, recovery, top_k_mask
+from rosa.methods.rosa_robust import RobustLayer, RosaRobust, SpA, density_for_budget, trainable_count
+from rosa.methods.sparse_masks import GradientCollector, load_masks, masks_from_scores, top_k_mask
+
+
+def recovery(mask: torch.Tensor, truth: torch.Tensor) -> float:
+    """Fraction of the true support ``truth`` that ``mask`` contains."""
+    return float((mask & truth).sum()) / max(1, int(truth.sum()))
 from rosa.training.optim import build_optimizer
 from tests.conftest import run_train
 
@@ -38,7 +43,7 @@ def cfg(**kw):
 
 def random_layer(base, rank=3, density=0.2, impl="torch", seed=0):
     gen = torch.Generator().manual_seed(seed)
-    layer = RosaLayer(base, rank, alpha=6.0, dropout=0.0, rslora=False, generator=gen, impl=impl)
+    layer = RobustLayer(base, rank, alpha=6.0, dropout=0.0, rslora=False, generator=gen, impl=impl)
     n, m = layer.out_features, layer.in_features
     layer.set_sparse(CSRMatrix.from_mask(torch.rand(n, m, generator=gen) < density))
     with torch.no_grad():
@@ -48,7 +53,7 @@ def random_layer(base, rank=3, density=0.2, impl="torch", seed=0):
     return layer
 
 
-def dense_reference(layer: RosaLayer) -> torch.Tensor:
+def dense_reference(layer: RobustLayer) -> torch.Tensor:
     w = layer.base.weight.detach().clone()
     if layer.rank:
         w = w + layer.scale * layer.lora_B @ layer.lora_A
@@ -104,7 +109,7 @@ def test_impls_agree_and_sparse_grad_is_dense_grad_at_mask():
 def test_empty_sparse_part_is_lora():
     torch.manual_seed(0)
     base = nn.Linear(16, 8)
-    layer = RosaLayer(base, 4, 8.0, 0.0, False, torch.Generator().manual_seed(1))
+    layer = RobustLayer(base, 4, 8.0, 0.0, False, torch.Generator().manual_seed(1))
     from rosa.methods.lora import LoRALayer
     lora = LoRALayer(base, 4, 8.0, 0.0, False, torch.Generator().manual_seed(1))
     assert layer.nnz == 0 and torch.equal(layer.lora_A, lora.lora_A)
@@ -141,7 +146,7 @@ def frozen_net(rank=0, seed=0):
         p.requires_grad_(False)
     gen = torch.Generator().manual_seed(0)
     for i in (0, 2):
-        net[i] = RosaLayer(net[i], rank, 2.0, 0.0, False, gen)
+        net[i] = RobustLayer(net[i], rank, 2.0, 0.0, False, gen)
     return net
 
 
@@ -322,7 +327,7 @@ def test_schedule_warmup_collect_restart():
     assert state["masks"]["step"] == 4 and state["masks"]["micro_batches"] == 4
     # the restart re-created the initial LoRA: check by re-running the restart's re-init
     gen = torch.Generator().manual_seed(5)
-    fresh = RosaLayer(nn.Linear(64, 64), 4, 8.0, 0.0, False, gen)
+    fresh = RobustLayer(nn.Linear(64, 64), 4, 8.0, 0.0, False, gen)
     assert torch.equal(fresh.lora_A, a0)
 
 

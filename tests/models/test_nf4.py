@@ -17,6 +17,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op
 
 
 # --------------------------------------------------------------------------- format
+# The 16 NF4 code values (QLoRA, Appendix E; torchao and bitsandbytes use the same table).
+NF4_CODES = (-1.0, -0.6962, -0.5251, -0.3949, -0.2844, -0.1848, -0.0911, 0.0,
+             0.0796, 0.1609, 0.2461, 0.3379, 0.4407, 0.5626, 0.7230, 1.0)
+
+
 def test_round_trip_error_within_nf4_bound():
     torch.manual_seed(0)
     w = torch.randn(128, 512) * torch.rand(128, 1) * 0.1      # fp32 so the bound is the format's alone
@@ -24,7 +29,7 @@ def test_round_trip_error_within_nf4_bound():
     assert q.is_nf4(t) and t.scaler_block_size == 256
     err = (q.dequantize(t) - w).abs().reshape(-1, q.BLOCK_SIZE)
     absmax = w.abs().reshape(-1, q.BLOCK_SIZE).amax(1)
-    codes = torch.tensor(q.NF4_CODES)
+    codes = torch.tensor(NF4_CODES)
     half_gap = 0.5 * (codes[1:] - codes[:-1]).max()
     # the block scale is stored as int8 around the mean: half a step, step = 2 * group absmax / 256
     centred = (absmax - absmax.mean()).reshape(-1, t.scaler_block_size)
@@ -180,6 +185,7 @@ def test_method_trains_on_4bit_base_and_merges(name):
 
 def test_save_merged_loads_in_transformers(tmp_path):
     from transformers import AutoModelForCausalLM
+    from rosa.evaluation.load import save_merged
     from rosa.methods import get_method
     model, _ = tiny()
     method = get_method(method_cfg("lora"), seed=0)
@@ -187,7 +193,7 @@ def test_save_merged_loads_in_transformers(tmp_path):
     x = torch.randint(3, 200, (1, 8))
     with torch.no_grad():
         ref = model(input_ids=x).logits
-    q.save_merged(model, None, tmp_path / "merged")
+    save_merged(model, None, tmp_path / "merged")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.bfloat16)
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=x).logits, ref, atol=2e-2, rtol=2e-2)
