@@ -233,64 +233,38 @@ def parse_overrides(overrides: list[str]) -> list:
 
 
 def compose(overrides: list[str]):
-    """Compose ``conf/`` with Hydra's compose API (``hydra.*`` overrides left to the launcher)."""
+    """Compose ``conf/`` with Hydra's compose API (``hydra.*`` overrides are the launcher's).
+
+    Plain keys go in as ``++key=value`` (add or override), so a typo'd key reaches :func:`validate`,
+    which names it with a did-you-mean against the schema of the chosen method; a group choice that
+    does not exist (``model=gpt9``, ``+experiment=nope``) is named here, before Hydra composes."""
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    job = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    parsed = parse_overrides(job)
+    job = []
+    for override in parse_overrides([o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]):
+        key = override.get_key_element().lstrip("+~")
+        if (CONF_DIR / key.split("@")[0]).is_dir():
+            choices = group_choices(key.split("@")[0])
+            missing = next((v for v in _values(override) if v not in choices), None)
+            if missing is not None:
+                raise ConfigError(f"{key}: Could not find {f'{key}/{missing}'!r}; choose one of: {', '.join(choices)}")
+        plain = override.input_line[0] not in "+~" and not (CONF_DIR / key.split("@")[0]).is_dir()
+        job.append(f"++{override.input_line}" if plain else override.input_line)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=job)
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_override_problem(parsed) or "config error: " + " ".join(str(err).split())) from None
+        raise ConfigError("config error: " + " ".join(str(err).split())) from None
     finally:
         GlobalHydra.instance().clear()
 
 
-def _override_problem(parsed: list) -> str | None:
-    """Why Hydra refused these overrides, found by checking each against conf/ and the schema."""
-    method = next((o.value() for o in reversed(parsed) if o.get_key_element().lstrip("+~") == "fnmodel"), None)
-    for override in parsed:
-        key = override.get_key_element().lstrip("+~")
-        if (CONF_DIR / key.split("@")[0]).is_dir():  # a group choice: model=gpt9, +experiment=nope
-            for value in override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]:
-                if str(value) not in group_choices(key):
-                    return f"{key}: Could not find {f'{key}/{value}'!r}; choose one of: {', '.join(group_choices(key))}"
-        elif not key.startswith(FREE_MAPPINGS) and not override.is_delete():
-            problem = _key_problem(key, override.value(), method or _default_method())
-            if problem:
-                return problem
-    return None
-
-
-def _default_method() -> str:
-    import yaml
-
-    defaults = yaml.safe_load((CONF_DIR / "config.yaml").read_text())["defaults"]
-    return next(d["fnmodel"] for d in defaults if isinstance(d, dict) and "fnmodel" in d)
-
-
-def _key_problem(key: str, value, method: str) -> str | None:
-    """An unknown key (with a did-you-mean) or split name along ``key``'s path, else None."""
-    schema: Any = RunConfig
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-        if schema is dict:  # dataset.splits.<split> / dataset.sample_rows.<split>
-            return None if part in SPLIT_NAMES else _unknown_split(".".join(parts[:i + 1]))
-        known = [f.name for f in fields(schema)]
-        if part not in known:
-            parent = ".".join(parts[:i])
-            return (f"{'.'.join(parts[:i + 1])}: unknown key{did_you_mean(part, known)}; allowed keys"
-                    f"{f' under {parent}' if parent else ''}: {', '.join(known)}")
-        schema = METHODS[method].config_class if schema is RunConfig and part == "fnmodel" and method in METHODS \
-            else get_type_hints(schema)[part]
-    if schema is dict and isinstance(value, dict):
-        return next((_unknown_split(f"{key}.{s}") for s in value if s not in SPLIT_NAMES), None)
-    return None
+def _values(override) -> list[str]:
+    return [str(v) for v in override.sweep_string_iterator()] if override.is_sweep_override() else [str(override.value())]
 
 
 def expand_sweeps(overrides: list[str], limit: int = 256) -> list[list[str]]:
