@@ -239,3 +239,19 @@ def test_nan_and_inf_are_refused_for_every_float_key():
                     validate(data)
                 checked += 1
     assert checked >= 40
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["-m", "hydra/launcher=slurmm"], "hydra/launcher='slurmm' is unknown (did you mean 'slurm'?); choose one of: local, slurm"),
+    (["-m", "hydra/launcher=slurm", "hydra.launcher.partitio=gpu"],
+     "hydra.launcher.partitio: unknown key (did you mean 'partition'?); allowed keys under hydra.launcher:"),
+    (["-m", "hydra.launcher.partition=gpu"], "hydra.launcher.partition: no launcher selected; add hydra/launcher=slurm"),
+])
+def test_bad_launcher_overrides_one_line_exit_2(capsys, args, expected):
+    assert expected in rejected(capsys, *args)
+
+
+def test_good_launcher_overrides_pass_the_check():
+    argv, single = check_command_line(["train.py", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                       "hydra.launcher.timeout_min=30", "seed=1,2"])
+    assert single is None and "hydra.launcher.partition=gpu" in argv
