@@ -20,6 +20,6 @@ def main(cfg: DictConfig) -> int:
 if __name__ == "__main__":
     sys.argv, single_run = check_command_line(sys.argv)
     if single_run is not None:   # composed and validated above: train it here, without Hydra's runner
-        run_task(run=single_run)
+        run_task(single=single_run)
     else:                        # a sweep or a Hydra flag (--cfg, --info, ...): Hydra runs it
         main()

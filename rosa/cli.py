@@ -16,7 +16,6 @@ from rosa.config import CONF_DIR, ConfigError, RunConfig, compose, rewrite_overr
 from rosa.schema import did_you_mean
 
 log = logging.getLogger("rosa")
-_CHECKED: dict[str, RunConfig] = {}   # config YAML -> its validated run, for the jobs of a sweep run here
 
 
 def fail(message: str) -> None:
@@ -24,9 +23,9 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def check_command_line(argv: list[str]) -> tuple[list[str], RunConfig | None]:
-    """The command line with ``<group>.name=X`` rewritten, and the validated run when it is a single
-    plain run (no ``-m``, no Hydra flag): then the caller trains it without Hydra's runner."""
+def check_command_line(argv: list[str]) -> tuple[list[str], tuple[RunConfig, str] | None]:
+    """The command line with ``<group>.name=X`` rewritten, and for a single plain run (no ``-m``, no
+    Hydra flag) the validated run and its config YAML: the caller then trains it without Hydra's runner."""
     from hydra._internal.utils import get_args_parser
 
     program, args = argv[0], list(argv[1:])
@@ -49,8 +48,7 @@ def check_command_line(argv: list[str]) -> tuple[list[str], RunConfig | None]:
     except ConfigError as err:
         fail(str(err))
     hydra_flags = len(args) != len(overrides)
-    _CHECKED[OmegaConf.to_yaml(cfg, resolve=True)] = run
-    return [program] + args, (None if hydra_flags else run)
+    return [program] + args, (None if hydra_flags else (run, OmegaConf.to_yaml(cfg, resolve=True)))
 
 
 def check_launcher_overrides(overrides: list[str]) -> None:
@@ -90,7 +88,7 @@ def _launcher_keys(launcher: str) -> list[str]:
         GlobalHydra.instance().clear()
 
 
-def run_task(cfg: DictConfig | None = None, run: RunConfig | None = None) -> int:
+def run_task(cfg: DictConfig | None = None, single: tuple[RunConfig, str] | None = None) -> int:
     """The body of one job: train (or resume, or skip) the run. A single run exits with its status; a
     multirun job returns it (submitit's job result holds it as the Hydra job's return value)."""
     from hydra.core.hydra_config import HydraConfig
@@ -101,17 +99,12 @@ def run_task(cfg: DictConfig | None = None, run: RunConfig | None = None) -> int
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     for noisy in ("httpx", "urllib3", "torchao", "torch._dynamo"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    config_yaml = OmegaConf.to_yaml(cfg, resolve=True) if cfg is not None else None
-    if run is None:
-        run = _CHECKED.get(config_yaml)
-    if run is None:
+    if single is None:
         try:
-            run = validate(cfg)
+            single = validate(cfg), OmegaConf.to_yaml(cfg, resolve=True)
         except ConfigError as err:
             fail(str(err))
-    if config_yaml is None:
-        config_yaml = next(y for y, r in _CHECKED.items() if r is run)
-    status = train(run, config_yaml)
+    status = train(*single)
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if status and not multirun:
         sys.exit(status)

@@ -17,6 +17,7 @@ line. Aliases: ``rosa`` -> ``rosa-orthogonal`` (the ROSA paper's name), ``none``
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import logging
@@ -311,8 +312,15 @@ def validate_sweep(overrides: list[str], limit: int = 256) -> None:
 
 
 # ----------------------------------------------------------------------------- validation
+_VALIDATED: dict[str, RunConfig] = {}   # the configs this process has validated (a sweep's, then its jobs')
+_VALIDATED_MAX = 512
+
+
 def validate(cfg) -> RunConfig:
-    """Check a composed config (DictConfig or dict) against the schema; return it as dataclasses."""
+    """Check a composed config (DictConfig or dict) against the schema; return it as dataclasses.
+
+    Once per process: a config already validated here (the parent of a sweep checks every combination,
+    then Hydra's basic launcher runs the jobs in the same process) is returned again, as a copy."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -326,12 +334,18 @@ def validate(cfg) -> RunConfig:
         raise ConfigError(f"{key}={raw!r}: the interpolation cannot be resolved ({str(err).strip().splitlines()[0]}); "
                           "allowed: a value, or ${...} naming an existing key or a set environment variable") from None
     data.pop("hydra", None)
+    key = json.dumps(data, sort_keys=True, default=str)
+    if key in _VALIDATED:
+        return copy.deepcopy(_VALIDATED[key])
     method = (data.get("fnmodel") or {}).get("name")
     if method not in METHODS:
         raise ConfigError(f"fnmodel.name={method!r} is unknown; choose one of: {', '.join(sorted(METHODS))}")
     run = _build(RunConfig, data, "", METHODS[method].config_class)
     _check_cross_field(run)
-    return run
+    if len(_VALIDATED) >= _VALIDATED_MAX:
+        _VALIDATED.clear()
+    _VALIDATED[key] = run
+    return copy.deepcopy(run)
 
 
 def _build(schema: type, data: dict, prefix: str, method_schema: type | None = None):
