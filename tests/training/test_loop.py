@@ -42,3 +42,30 @@ def test_read_only_runs_folder_is_one_line_exit_2_and_leaves_nothing(tmp_path, m
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and err.startswith("error: ") and "Permission denied" in err, err
     assert list(runs.iterdir()) == []
+
+
+def test_a_methods_loss_term_joins_the_step_loss_and_its_gradients(tmp_path):
+    """``Method.loss_term``: its value is added to the logged step loss, its gradient to the step's
+    gradients (seen by before_optimizer_step), before clipping (here off)."""
+    import torch
+
+    from rosa.training.loop import Trainer
+
+    def one_step(with_term: bool):
+        run = config(tmp_path, "train.max_grad_norm=null", "fnmodel.dropout=0.0")
+        trainer = Trainer(run, tmp_path / "run")
+        params = [p for p in trainer.model.parameters() if p.requires_grad]
+        seen = {}
+        if with_term:   # 0.5 * ||theta||^2 (+ 2.5): its gradient is theta itself
+            trainer.method.loss_term = lambda ctx: 0.5 * sum((p.float() ** 2).sum() for p in params) + 2.5
+        trainer.method.before_optimizer_step = lambda ctx: seen.update(grads=[p.grad.clone() for p in params])
+        before = [p.detach().clone() for p in params]
+        stats = trainer.train_step()
+        return stats["loss"], seen["grads"], before
+
+    plain_loss, plain_grads, theta = one_step(False)
+    term_loss, term_grads, _ = one_step(True)
+    expected_term = 0.5 * sum(float((t.float() ** 2).sum()) for t in theta) + 2.5
+    assert abs(term_loss - plain_loss - expected_term) < 1e-4 * max(1.0, expected_term)
+    for g_plain, g_term, t in zip(plain_grads, term_grads, theta):
+        torch.testing.assert_close(g_term, g_plain + t, rtol=1e-5, atol=1e-6)
