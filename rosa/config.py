@@ -59,18 +59,6 @@ def _unknown_split(key: str) -> str:
     return f"{key}: unknown split; allowed split names: {', '.join(SPLIT_NAMES)}"
 
 
-def _check_run_name(value: str, key: str) -> None:
-    if value and not re.search(r"[/\\\0]", value) and not value.startswith((".", "~")):
-        return
-    raise ConfigError(f"{key}={value!r} is not allowed; allowed: a folder name without '/', '\\' or a leading "
-                      "'.' or '~' (runs stay inside output.path)")
-
-
-def _check_device(value: str, key: str) -> None:
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-        raise ConfigError(f"{key}={value!r} is not allowed; allowed: auto, cpu, cuda or cuda:N")
-
-
 # ----------------------------------------------------------------------------- schema (values: conf/)
 @dataclass(kw_only=True)
 class ModelConfig:
@@ -157,7 +145,9 @@ class EvalConfig:
 @dataclass(kw_only=True)
 class OutputConfig:
     path: str
-    name: Optional[str] = field(metadata=validator(_check_run_name))
+    name: Optional[str] = field(metadata=check(  # replaces the readable part of the run folder's name
+        lambda v: v and not re.search(r"[/\\\0]", v) and not v.startswith((".", "~")),
+        "a folder name without '/', '\\' or a leading '.' or '~' (runs stay inside output.path)"))
 
 
 @dataclass(kw_only=True)
@@ -170,7 +160,7 @@ class RunConfig:
     eval: EvalConfig
     output: OutputConfig
     seed: int = field(metadata=int_range(0, 2**32 - 1))  # numpy's seed range
-    device: str = field(metadata=validator(_check_device))
+    device: str = field(metadata=check(lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v), "auto, cpu, cuda or cuda:N"))
     threads: Optional[int] = field(metadata=at_least_1)
     experiment: Optional[str]
     IDENTITY_V1: ClassVar = {"model", "dataset", "fnmodel", "precision", "train", "seed"}
