@@ -42,7 +42,8 @@ RESOURCES = {"timeout_min": 20, "gpus_per_node": 0, "cpus_per_task": 1, "mem_gb"
 
 @pytest.fixture(scope="module")
 def cluster_runs(tmp_path_factory):
-    """Submit, once: a run to requeue, a run to cancel (long enough to catch), then the smoke grid."""
+    """Submit, once: a run to requeue, a run to cancel (long enough to catch), then the smoke grid.
+    The cancel test runs first: the endless run would otherwise hold a CPU through the others."""
     tmp = tmp_path_factory.mktemp("slurm")
     runs = tmp / "runs"
     grids = {"grids": {
@@ -85,6 +86,19 @@ def _squeue_has(job_id: str) -> bool:
     return job_id in out
 
 
+def test_cancelled_job_is_reported_failed(cluster_runs, capsys):
+    path, extra, _ = cluster_runs
+    entry, _, _, job = _rows(path, extra, "long")[1]
+    _wait(lambda: (read_status(entry.run_dir) or {}).get("state") == "running", 420, "the run to start")
+    subprocess.run(["scancel", job.job_id], check=True)
+    _wait(lambda: not _squeue_has(job.job_id), 120, "the cancelled job to leave the queue")
+    rows = {str(e.run_dir): (state, detail) for e, state, detail, _ in _rows(path, extra, "long")}
+    state, detail = rows[str(entry.run_dir)]
+    assert state == "failed" and "CANCELLED" in detail, (state, detail)
+    jobs.print_status(jobs.get_grid("long", path), extra)
+    assert "CANCELLED" in capsys.readouterr().out
+
+
 def test_requeue_resumes_from_checkpoint(cluster_runs):
     path, extra, _ = cluster_runs
     entry, _, _, job = _rows(path, extra, "long")[0]
@@ -104,19 +118,6 @@ def test_requeue_resumes_from_checkpoint(cluster_runs):
     log = (entry.run_dir / "train.log").read_text()
     resumed = [line for line in log.splitlines() if "resumed from" in line]
     assert resumed and "(step 0," not in resumed[0], log[-2000:]
-
-
-def test_cancelled_job_is_reported_failed(cluster_runs, capsys):
-    path, extra, _ = cluster_runs
-    entry, _, _, job = _rows(path, extra, "long")[1]
-    _wait(lambda: (read_status(entry.run_dir) or {}).get("state") == "running", 420, "the run to start")
-    subprocess.run(["scancel", job.job_id], check=True)
-    _wait(lambda: not _squeue_has(job.job_id), 120, "the cancelled job to leave the queue")
-    rows = {str(e.run_dir): (state, detail) for e, state, detail, _ in _rows(path, extra, "long")}
-    state, detail = rows[str(entry.run_dir)]
-    assert state == "failed" and "CANCELLED" in detail, (state, detail)
-    jobs.print_status(jobs.get_grid("long", path), extra)
-    assert "CANCELLED" in capsys.readouterr().out
 
 
 def test_smoke_grid_finishes_and_resubmit_is_a_no_op(cluster_runs, capsys):
