@@ -151,3 +151,14 @@ def test_export_merged_saves_a_plain_hf_model_with_the_adapters_logits(runs, eva
     x = torch.randint(3, 200, (2, 12))
     with torch.no_grad():
         torch.testing.assert_close(exported(input_ids=x).logits, reference(input_ids=x).logits, atol=3e-2, rtol=3e-2)
+
+
+def test_an_unmergeable_method_is_evaluated_unmerged(runs, monkeypatch):
+    """``Method.mergeable = False`` (e.g. PEFT's prompt tuning): the model is used as it is, and says so."""
+    from rosa.evaluation.load import load_run
+    from rosa.methods.lora import LoRA
+
+    monkeypatch.setattr(LoRA, "mergeable", False)
+    loaded = load_run(only_run(runs), "cpu")
+    assert not loaded.merged and loaded.merge_note == "method lora cannot be merged"
+    assert any(type(m).__name__ == "LoRALayer" for m in loaded.model.modules())
