@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -28,6 +29,21 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def replace_dir(directory: str | Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` to fill ``<directory>.tmp``, then put it in place of ``directory``. An error
+    removes the ``.tmp`` folder; a kill leaves the old folder or the new one, never a half-written one."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -237,13 +237,15 @@ def compose(overrides: list[str]):
     job = []
     for override in parse_overrides([o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]):
         key = override.get_key_element().lstrip("+~")
-        if (CONF_DIR / key.split("@")[0]).is_dir():
+        if _is_group(key):
             choices = group_choices(key.split("@")[0])
-            missing = next((v for v in _values(override) if v not in choices), None)
+            values = override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]
+            missing = next((v for v in map(str, values) if v not in choices), None)
             if missing is not None:
                 raise ConfigError(f"{key}: Could not find {f'{key}/{missing}'!r}; choose one of: {', '.join(choices)}")
-        plain = override.input_line[0] not in "+~" and not (CONF_DIR / key.split("@")[0]).is_dir()
-        job.append(f"++{override.input_line}" if plain else override.input_line)
+            job.append(override.input_line)
+        else:
+            job.append(override.input_line if override.input_line[0] in "+~" else f"++{override.input_line}")
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -254,8 +256,9 @@ def compose(overrides: list[str]):
         GlobalHydra.instance().clear()
 
 
-def _values(override) -> list[str]:
-    return [str(v) for v in override.sweep_string_iterator()] if override.is_sweep_override() else [str(override.value())]
+def _is_group(key: str) -> bool:
+    """Whether an override key selects a config group option (``fnmodel``, ``+experiment``)."""
+    return (CONF_DIR / key.lstrip("+~").split("@")[0]).is_dir()
 
 
 def expand_sweeps(overrides: list[str], limit: int = 256) -> list[list[str]]:
@@ -284,7 +287,7 @@ def validate_sweep(overrides: list[str], limit: int = 256) -> None:
     if total > MAX_SWEEP:
         raise ConfigError(f"the sweep has {total} combinations; allowed: at most {MAX_SWEEP} per command "
                           "(split it into several commands)")
-    is_group = [(CONF_DIR / o.get_key_element().lstrip("+~").split("@")[0]).is_dir() for o in parsed]
+    is_group = [_is_group(o.get_key_element()) for o in parsed]
     groups = [o for o, g in zip(parsed, is_group) if not o.is_sweep_override() or g]
     values = [o for o, g in zip(parsed, is_group) if o.is_sweep_override() and not g]
     for group_combo in expand_sweeps([o.input_line for o in groups], limit=MAX_SWEEP):

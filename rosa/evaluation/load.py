@@ -11,19 +11,18 @@ result in bf16 (the RoSA code could not merge there and evaluated unmerged).
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from rosa import atomic
 from rosa.config import RunConfig, validate
 from rosa.methods import Method, build_model
 from rosa.methods.base import AdaptedLayer
-from rosa.models.quantize import dequantize_model
 from rosa.models import resolve_device, resolve_precision, set_threads
-from rosa.atomic import check_safetensors
+from rosa.models.quantize import dequantize_model
 
 log = logging.getLogger("rosa")
 
@@ -60,7 +59,7 @@ def load_run(run_dir: Path, device: str | None = None, merge: bool | None = None
     if not (adapter / "adapter.json").exists():
         raise EvalError(f"{adapter} holds no adapter.json (was the run saved?)")
     try:  # a truncated file is named before any model is loaded
-        check_safetensors(adapter / "adapter.safetensors")
+        atomic.check_safetensors(adapter / "adapter.safetensors")
     except (OSError, ValueError) as err:
         raise EvalError(f"{adapter / 'adapter.safetensors'} is unreadable ({type(err).__name__}: {err})"
                         .splitlines()[0]) from err
@@ -106,12 +105,9 @@ def save_merged(model: nn.Module, tokenizer, directory, dtype: torch.dtype = tor
                          f"(e.g. {leftover[0]}): call method.merge(model) first")
     dequantize_model(model, dtype)
     model.to(dtype)
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
-        tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
-    return directory
+    def write(folder: Path) -> None:
+        model.save_pretrained(str(folder), safe_serialization=True)
+        if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
+            tokenizer.save_pretrained(str(folder))
+    atomic.replace_dir(directory, write)
+    return Path(directory)

@@ -25,7 +25,8 @@ Lifecycle, as the loop drives it::
 
 Checkpoints hold ``method.state_dict(model)`` (every adapter tensor: trainable and frozen adapter
 parameters and the layers' persistent buffers such as masks or indices; a buffer registered with
-``persistent=False``, e.g. one shared by every layer and rebuilt from the seed, is not saved) and ``method.extra_state()`` (small JSON-able bookkeeping). On resume the
+``persistent=False``, e.g. one shared by every layer and rebuilt from the seed, is not saved) and
+``method.extra_state()`` (small JSON-able bookkeeping). On resume the
 loop builds a fresh model, calls ``prepare`` and then ``load_state_dict`` / ``load_extra_state``;
 a method whose structure changes during training (masks, subspaces) rebuilds it from those.
 
@@ -363,19 +364,14 @@ class _LR1:
 
 
 def _adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Trainable parameters plus the persistent buffers of adapted layers (masks, indices) and their
-    frozen parameters (ROSA's W_fixed). Non-persistent buffers are left out, as ``state_dict`` does."""
+    """Trainable parameters, plus what each adapted layer's own ``state_dict`` holds besides its base
+    module: frozen adapter parameters (ROSA's W_fixed) and persistent buffers (masks, indices); a
+    buffer registered ``persistent=False`` is left out, as ``state_dict`` leaves it out."""
     tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
     for layer_name, layer in adapted_layers(model).items():
-        for module_name, module in layer.named_modules():
-            if module_name == "base" or module_name.startswith("base."):
-                continue
-            for n, b in module.named_buffers(recurse=False):
-                if n not in module._non_persistent_buffers_set:
-                    tensors[".".join(filter(None, (layer_name, module_name, n)))] = b
-        for n, p in layer.named_parameters():
-            if not n.startswith("base.") and not p.requires_grad:  # frozen adapter parts (ROSA's W_fixed)
-                tensors[f"{layer_name}.{n}"] = p
+        for n, t in layer.state_dict(keep_vars=True).items():
+            if not n.startswith("base."):
+                tensors[f"{layer_name}.{n}"] = t
     return tensors
 
 

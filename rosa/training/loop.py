@@ -27,6 +27,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -375,8 +376,8 @@ def train(run: RunConfig, config_yaml: str) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     lock = _hold_run_folder(run_dir) if main else None
-    if isinstance(lock, int):
-        return lock
+    if main and lock is None:
+        return 2
     original_handlers = preemption.install_startup()  # until the loop runs, a stop signal ends start-up cleanly
     started = time.time()
     trainer = handler = None
@@ -445,8 +446,8 @@ def train(run: RunConfig, config_yaml: str) -> int:
     return evaluate_after_training(run, run_dir)
 
 
-def _hold_run_folder(run_dir: Path):
-    """Create the run folder and lock it (the open lock file), or print one line and return exit status 2."""
+def _hold_run_folder(run_dir: Path) -> IO | None:
+    """Create the run folder and lock it (returns the open lock file), or print one line and return None."""
     created = next((p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()), None)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -458,7 +459,7 @@ def _hold_run_folder(run_dir: Path):
             shutil.rmtree(created, ignore_errors=True)
         print(f"error: cannot write the run folder {run_dir}: {err.strerror or err} ({err.filename or run_dir}); "
               "allowed: an output.path this process can write", file=sys.stderr)
-    return 2
+    return None
 
 
 def _save_adapter(trainer: Trainer, summary: dict) -> None:
@@ -469,16 +470,11 @@ def _save_adapter(trainer: Trainer, summary: dict) -> None:
     if not distributed.is_main():
         return
     record = {**(read_status(trainer.run_dir) or {}), **summary}
-    adapter_dir, tmp_dir = trainer.run_dir / "adapter", trainer.run_dir / "adapter.tmp"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    try:
-        trainer.method.save_adapter(trainer.model, tmp_dir, {"base_model": trainer.run.model.name}, tensors=tensors)
-        atomic.write_json(tmp_dir / FINAL_RECORD.name, record)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-    shutil.rmtree(adapter_dir, ignore_errors=True)
-    tmp_dir.rename(adapter_dir)
+
+    def write(folder: Path) -> None:
+        trainer.method.save_adapter(trainer.model, folder, {"base_model": trainer.run.model.name}, tensors=tensors)
+        atomic.write_json(folder / FINAL_RECORD.name, record)
+    atomic.replace_dir(trainer.run_dir / "adapter", write)
 
 
 def _record_status(run_dir: Path, **fields) -> str:
