@@ -28,21 +28,15 @@ saved in our format and in HF PEFT's (LoRA's files plus ``<layer>.lora_magnitude
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rosa.methods.base import adapted_layers, dense_weight, register, wrap_target_modules
+from rosa.methods.base import dense_weight, register
 from rosa.methods.lora import LoRA, LoRAConfig, LoRALayer, keep_mask
-
-PEFT_WEIGHTS, PEFT_CONFIG = "adapter_model.safetensors", "adapter_config.json"
-
 
 @dataclass(kw_only=True)
 class DoRAConfig(LoRAConfig):
@@ -80,6 +74,10 @@ class DoRALayer(LoRALayer):
         out = g * (base_h + low)
         return out if rest is None else out + rest
 
+    def peft_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {**super().peft_tensors(prefix),
+                f"{prefix}.lora_magnitude_vector": self.magnitude.detach().float().contiguous().cpu()}
+
     def delta_weight(self) -> torch.Tensor:
         """W' - W0 with W' = m * V / ||V||_c, so that ``merged_base`` writes W'."""
         w0 = dense_weight(self.base, torch.float32)
@@ -90,24 +88,6 @@ class DoRALayer(LoRALayer):
 
 @register("dora", DoRAConfig)
 class DoRA(LoRA):
-
-    def prepare(self, model: nn.Module) -> nn.Module:
-        cfg = self.cfg
-        self.target_names = wrap_target_modules(model, cfg.target_modules, lambda base, _: DoRALayer(
-            base, int(cfg.rank), float(cfg.alpha), float(cfg.dropout), bool(cfg.rslora), self.generator))
-        return model
-
-    def save_adapter(self, model: nn.Module, directory: Path, extra_config: dict | None = None,
-                     tensors: dict | None = None) -> None:
-        """Ours, and PEFT's: LoRA's PEFT files plus the magnitudes and ``use_dora``."""
-        super().save_adapter(model, directory, extra_config, tensors)
-        directory = Path(directory)
-        weights = load_file(str(directory / PEFT_WEIGHTS))
-        for name, layer in adapted_layers(model).items():
-            if isinstance(layer, DoRALayer):
-                weights[f"base_model.model.{name}.lora_magnitude_vector"] = \
-                    layer.magnitude.detach().float().contiguous().cpu()
-        save_file(weights, str(directory / PEFT_WEIGHTS), metadata={"format": "pt"})
-        peft_config = json.loads((directory / PEFT_CONFIG).read_text())
-        peft_config["use_dora"] = True
-        (directory / PEFT_CONFIG).write_text(json.dumps(peft_config, indent=2))
+    """LoRA with DoRA's layer; its PEFT export adds the magnitudes and ``use_dora``."""
+    layer_class = DoRALayer
+    peft_config_extra = {"use_dora": True}

@@ -131,33 +131,39 @@ class LoRALayer(AdaptedLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + self.lora_forward(x)
 
+    def peft_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """This layer's tensors under HF PEFT's key names (``prefix``: ``base_model.model.<layer>``)."""
+        return {f"{prefix}.lora_A.weight": self.lora_A.detach().float().contiguous().cpu(),
+                f"{prefix}.lora_B.weight": self.lora_B.detach().float().contiguous().cpu()}
+
     def delta_weight(self) -> torch.Tensor:
         return self.scale * (self.lora_B.float() @ self.lora_A.float())
 
 
 @register("lora", LoRAConfig)
 class LoRA(Method):
+    layer_class: type[LoRALayer] = LoRALayer   # a variant (DoRA) changes the layer and keeps the rest
+    peft_config_extra: dict = {}               # fields it adds to PEFT's LoraConfig (DoRA: use_dora)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.cfg
-        self.target_names = wrap_target_modules(model, cfg.target_modules, lambda base, _: LoRALayer(
+        self.target_names = wrap_target_modules(model, cfg.target_modules, lambda base, _: self.layer_class(
             base, int(cfg.rank), float(cfg.alpha), float(cfg.dropout), bool(cfg.rslora), self.generator))
         return model
 
     def save_adapter(self, model: nn.Module, directory: Path, extra_config: dict | None = None,
                      tensors: dict | None = None) -> None:
         super().save_adapter(model, directory, extra_config, tensors)
-        save_peft_adapter(model, Path(directory), self.cfg, (extra_config or {}).get("base_model"))
+        save_peft_adapter(model, Path(directory), self.cfg, (extra_config or {}).get("base_model"),
+                          self.peft_config_extra)
 
 
-def save_peft_adapter(model: nn.Module, directory: Path, cfg, base_model: str | None) -> None:
-    """Write the LoRA layers of ``model`` in HF PEFT's on-disk format."""
+def save_peft_adapter(model: nn.Module, directory: Path, cfg, base_model: str | None, extra: dict | None = None) -> None:
+    """Write the LoRA layers of ``model`` in HF PEFT's on-disk format (``extra``: more LoraConfig fields)."""
     layers = {n: m for n, m in adapted_layers(model).items() if isinstance(m, LoRALayer)}
     tensors = {}
     for name, layer in layers.items():
-        prefix = f"base_model.model.{name}"
-        tensors[f"{prefix}.lora_A.weight"] = layer.lora_A.detach().float().contiguous().cpu()
-        tensors[f"{prefix}.lora_B.weight"] = layer.lora_B.detach().float().contiguous().cpu()
+        tensors.update(layer.peft_tensors(f"base_model.model.{name}"))
     save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
     fan_in_fan_out = any(is_conv1d(layer.base) for layer in layers.values())
     peft_config = {
@@ -165,5 +171,6 @@ def save_peft_adapter(model: nn.Module, directory: Path, cfg, base_model: str | 
         "r": int(cfg.rank), "lora_alpha": float(cfg.alpha), "lora_dropout": float(cfg.dropout),
         "use_rslora": bool(cfg.rslora), "target_modules": sorted(layers), "fan_in_fan_out": fan_in_fan_out,
         "bias": "none", "init_lora_weights": True, "inference_mode": True, "modules_to_save": None,
+        **(extra or {}),
     }
     (directory / "adapter_config.json").write_text(json.dumps(peft_config, indent=2))
