@@ -28,7 +28,11 @@ def export_merged(run_dir: Path, directory: Path, device: str | None = None) -> 
     if not loaded.merged:
         print(f"error: {run_dir} cannot be exported merged: {loaded.merge_note}", file=sys.stderr)
         return 1
-    save_merged(loaded.model, loaded.tokenizer, directory)
+    try:
+        save_merged(loaded.model, loaded.tokenizer, directory)
+    except OSError as err:  # a full disk: one line, no half-written DIR (save_merged writes DIR.tmp first)
+        print(f"error: {run_dir} cannot be exported: {err}", file=sys.stderr)
+        return 1
     print(f"{run_dir}: merged model saved to {directory}")
     return 0
 

@@ -109,5 +109,5 @@ def save_merged(model: nn.Module, tokenizer, directory, dtype: torch.dtype = tor
         model.save_pretrained(str(folder), safe_serialization=True)
         if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
             tokenizer.save_pretrained(str(folder))
-    atomic.replace_dir(directory, write)
+    atomic.replace_dir(directory, write, needed_bytes=atomic.tensor_bytes(model.state_dict()))
     return Path(directory)

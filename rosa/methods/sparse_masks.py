@@ -35,7 +35,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from rosa.atomic import atomic_write
+from rosa.atomic import atomic_write, tensor_bytes
 from rosa.kernels import CSRMatrix
 from rosa.methods.base import dense_weight
 from rosa import distributed
@@ -242,7 +242,7 @@ def save_masks(path: Path, masks: dict[str, CSRMatrix], metadata: dict | None = 
         tensors[f"{name}.col_indices"] = csr.col_indices.contiguous().cpu()
         shapes[name] = list(csr.shape)
     header = {"shapes": json.dumps(shapes), **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header), needed_bytes=tensor_bytes(tensors))
     return path
 
 

@@ -73,21 +73,23 @@ def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], 
     tmp = root / f"step-{step:07d}.tmp"
     tag, once_names = write_once or (None, set())
     shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
-        save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items() if n not in once_names},
-                  str(tmp / "adapter.safetensors"))
-        if tag is not None:
-            _write_once(root, tmp / f"{ONCE_PREFIX}{tag}.safetensors", {n: tensors[n] for n in once_names})
-        torch.save(trainer, tmp / "trainer.pt")
-        atomic.write_json(tmp / "state.json", state)
-        for f in tmp.iterdir():
-            with open(f, "rb") as handle:
-                os.fsync(handle.fileno())
-        verify_checkpoint(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # the error names the checkpoint and the space it needs, measured after its .tmp folder is gone
+    with atomic.writing(final, needed_bytes=atomic.tensor_bytes(tensors) + _nested_tensor_bytes(trainer)):
+        try:
+            tmp.mkdir(parents=True)
+            save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items() if n not in once_names},
+                      str(tmp / "adapter.safetensors"))
+            if tag is not None:
+                _write_once(root, tmp / f"{ONCE_PREFIX}{tag}.safetensors", {n: tensors[n] for n in once_names})
+            atomic.torch_save(trainer, tmp / "trainer.pt")
+            atomic.write_json(tmp / "state.json", state)
+            for f in tmp.iterdir():
+                with open(f, "rb") as handle:
+                    os.fsync(handle.fileno())
+            verify_checkpoint(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -96,6 +98,17 @@ def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], 
         if old != final and (keep is None or old != Path(keep)):
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _nested_tensor_bytes(obj) -> int:
+    """The bytes of every tensor inside nested dicts / lists (an optimizer's state)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nested_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nested_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def _write_once(root: Path, target: Path, tensors: dict[str, torch.Tensor]) -> None:

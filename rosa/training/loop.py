@@ -34,7 +34,7 @@ import torch
 
 from rosa import atomic
 from rosa.config import RunConfig
-from rosa.data import build_train_features, collate_batch, get_spec, load_examples
+from rosa.data import DataError, build_train_features, collate_batch, get_spec, load_examples
 from rosa.methods import LoopRequest, StepContext, build_model, cast_trainable
 from rosa.data.features import prompt_ids
 from rosa.models import resolve_device, resolve_precision, set_threads
@@ -333,8 +333,16 @@ class Trainer:
 
 
 # ----------------------------------------------------------------------------- entry
+class _RunLogHandler(logging.FileHandler):
+    """train.log. A line that cannot be written (a full disk) is dropped without the traceback
+    ``logging`` would print for it: the console has the line, and the run's own error stays one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def setup_logging(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "train.log")
+    handler = _RunLogHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     return handler
@@ -425,7 +433,7 @@ def train(run: RunConfig, config_yaml: str) -> int:
             # under submitit: requeue now that the checkpoint is saved
             preemption.hand_over(signum, original_handlers, trainer.step if trainer else 0)
         return 3
-    except (OSError, ckpt.CheckpointError) as err:  # a full disk, an unreadable checkpoint: one line
+    except (OSError, ckpt.CheckpointError, DataError) as err:  # a full disk, an unreadable checkpoint, data: one line
         message = _record_failure(run_dir, trainer, err) if main else f"{type(err).__name__}: {err}".splitlines()[0]
         print(f"error: run {run_dir} failed: {message}", file=sys.stderr)
         return 1
@@ -474,7 +482,7 @@ def _save_adapter(trainer: Trainer, summary: dict) -> None:
     def write(folder: Path) -> None:
         trainer.method.save_adapter(trainer.model, folder, {"base_model": trainer.run.model.name}, tensors=tensors)
         atomic.write_json(folder / FINAL_RECORD.name, record)
-    atomic.replace_dir(trainer.run_dir / "adapter", write)
+    atomic.replace_dir(trainer.run_dir / "adapter", write, needed_bytes=atomic.tensor_bytes(tensors))
 
 
 def _record_status(run_dir: Path, **fields) -> str:
@@ -491,7 +499,7 @@ def _record_failure(run_dir: Path, trainer: Trainer | None, err: BaseException) 
     """Mark the run failed with the error's first line (returned, with a note if status.json could not
     be written). The steps done are kept: a run that could not resume (step 0) does not overwrite the
     count of its earlier attempt."""
-    message = f"{type(err).__name__}: {err}".splitlines()[0]
+    message = str(err) if isinstance(err, atomic.WriteError) else f"{type(err).__name__}: {err}".splitlines()[0]
     return message + _record_status(run_dir, state="failed", error=message, ended=time.strftime("%Y-%m-%dT%H:%M:%S"),
                                     **({"steps": trainer.step} if trainer and trainer.step else {}))
 
