@@ -74,10 +74,11 @@ def test_preemption_checkpoints_requeues_and_resumes(tmp_path, monkeypatch):
 
     from rosa.runs import read_status
 
-    steps = 60
+    steps = 24
     overrides = ["model=tiny", f"train.max_steps={steps}", "train.checkpoint_every=1000", "train.eval_at_end=false",
-                 "train.sample_at_eval=false", "train.batch_size=2", "train.micro_batch_size=2",
-                 "dataset.sample_rows.validation=4", f"output.path={tmp_path}/runs", "device=cpu"]
+                 "train.sample_at_eval=false", "train.batch_size=2", "train.micro_batch_size=2", "threads=1",
+                 "dataset.sample_rows.train=16", "dataset.sample_rows.validation=4", "train.eval_batches=1",
+                 f"output.path={tmp_path}/runs", "device=cpu"]
     grid = jobs.Grid("p", "", {"timeout_min": 15, "gpus_per_node": 0}, [overrides])
     (entry,) = jobs.resolve(grid)
     monkeypatch.setenv("ROSA_TEST_SIGNAL_AT_STEP", "20:SIGUSR2")

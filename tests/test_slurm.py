@@ -43,7 +43,10 @@ RESOURCES = {"timeout_min": 20, "gpus_per_node": 0, "cpus_per_task": 1, "mem_gb"
 @pytest.fixture(scope="module")
 def cluster_runs(tmp_path_factory):
     """Submit, once: a run to requeue, a run to cancel (long enough to catch), then the smoke grid.
-    The cancel test runs first: the endless run would otherwise hold a CPU through the others."""
+    The cancel test runs first: the endless run would otherwise hold a CPU through the others. Both
+    "long" runs stop themselves (SIGSTOP) at the end of step 6, after step 5's checkpoint and only in
+    their first attempt: each is still running when the test requeues or cancels it, however fast
+    the machine (the requeued run is not stopped again and finishes)."""
     tmp = tmp_path_factory.mktemp("slurm")
     runs = tmp / "runs"
     grids = {"grids": {
@@ -59,9 +62,12 @@ def cluster_runs(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        for name in ("long", "smoke"):
-            assert jobs.submit(jobs.get_grid(name, path), "slurm", False, False, extra) == 0
+        os.environ["ROSA_TEST_SIGNAL_AT_STEP"] = "6:SIGSTOP:first"   # sbatch passes the environment on
+        assert jobs.submit(jobs.get_grid("long", path), "slurm", False, False, extra) == 0
+        del os.environ["ROSA_TEST_SIGNAL_AT_STEP"]
+        assert jobs.submit(jobs.get_grid("smoke", path), "slurm", False, False, extra) == 0
     finally:
+        os.environ.pop("ROSA_TEST_SIGNAL_AT_STEP", None)
         os.chdir(cwd)
     return path, extra, runs
 
@@ -103,7 +109,7 @@ def test_requeue_resumes_from_checkpoint(cluster_runs):
     path, extra, _ = cluster_runs
     entry, _, _, job = _rows(path, extra, "long")[0]
     _wait(lambda: (entry.run_dir / "checkpoints" / "latest.json").exists(), 420, "the first checkpoint")
-    assert (read_status(entry.run_dir) or {}).get("state") == "running", "the run ended before it could be requeued"
+    assert (read_status(entry.run_dir) or {}).get("state") == "running"   # held at step 6 (SIGSTOP)
     subprocess.run(["scontrol", "requeue", job.job_id], check=True)
     # SLURM holds a requeued job back for a while (its begin time is pushed ~2 minutes ahead);
     # make it eligible now so the test waits for the resume, not for the hold.

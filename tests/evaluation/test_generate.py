@@ -50,7 +50,7 @@ def test_generation_stops_at_a_stop_string_and_cuts_it(model_and_tokenizer):
     # a prompt whose (untrained, greedy) continuation changes character: stop at the new one
     found = [(p, t, i) for p, t in zip(PROMPTS, outputs) for i in range(1, len(t)) if t[i] != t[0]]
     if not found:
-        pytest.skip(f"every continuation repeats one character: {outputs!r}")
+        pytest.skip(f"not applicable: every continuation repeats one character: {outputs!r}")
     prompt, full, k = found[0]
     stop = full[k]
     cut = generate(model, tokenizer, [prompt], max_new_tokens=24, stop_strings=[stop])

@@ -26,7 +26,7 @@ def recovery(mask: torch.Tensor, truth: torch.Tensor) -> float:
     """Fraction of the true support ``truth`` that ``mask`` contains."""
     return float((mask & truth).sum()) / max(1, int(truth.sum()))
 from rosa.training.optim import build_optimizer
-from tests.conftest import run_train
+from tests.conftest import join_as_client, rendezvous_port, run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
@@ -495,8 +495,7 @@ def _fit(run_dir: Path) -> dict:
 
 def _dp_worker(rank: int, port: int, out: str) -> None:
     from rosa import distributed
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
+    join_as_client(rank, 2, port)
     torch.set_num_threads(1)
     assert distributed.init_from_env(torch.device("cpu"))
     try:
@@ -509,14 +508,11 @@ def test_two_ranks_choose_the_single_process_masks(tmp_path):
     """gloo, 2 processes, 4 micro-batches per step, mask_samples=3 (rank 0 counts micro-batches 0 and
     2, rank 1 counts 1 and skips 3): the summed statistics give the single process's masks, and the
     per-step losses (warm-up, collection, restart, sparse phase) match."""
-    import socket
     import torch.multiprocessing as mp
     single = _fit(tmp_path / "single")
     assert single["phase"] == "sparse" and len(single["losses"]) == 4
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.start_processes(_dp_worker, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
+    with rendezvous_port() as port:
+        mp.start_processes(_dp_worker, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
     for rank in (0, 1):
         multi = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert multi["masks"] == single["masks"], rank

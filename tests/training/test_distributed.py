@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,12 @@ import torch
 import torch.multiprocessing as mp
 
 from rosa import distributed
+from tests.conftest import join_as_client, rendezvous_port
 
 STEPS = 3
 OVERRIDES = ["model=tiny", "dataset=e2e", "fnmodel=lora", "fnmodel.dropout=0.0", "train.batch_size=8",
              "train.micro_batch_size=2", f"train.max_steps={STEPS}", "device=cpu", "dataset.sample_rows.train=64",
              "dataset.sample_rows.validation=8", "dataset.sample_rows.test=8"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _steps(overrides: list[str], run_dir: Path, resume_at: int | None = None) -> dict:
@@ -57,8 +51,7 @@ def _full(p: torch.Tensor) -> torch.Tensor:
 
 
 def _worker(rank: int, world: int, port: int, overrides: list[str], out: str, resume_at: int | None = None) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    join_as_client(rank, world, port)
     torch.set_num_threads(1)
     assert distributed.init_from_env(torch.device("cpu"))
     try:
@@ -71,8 +64,9 @@ def _worker(rank: int, world: int, port: int, overrides: list[str], out: str, re
 def _compare(overrides: list[str], tmp_path: Path, resume_at: int | None = None, sharded: bool = False) -> None:
     torch.set_num_threads(1)
     single = _steps(overrides, tmp_path / "single")
-    mp.start_processes(_worker, args=(2, _free_port(), overrides, str(tmp_path), resume_at), nprocs=2,
-                       start_method="spawn")
+    with rendezvous_port() as port:
+        mp.start_processes(_worker, args=(2, port, overrides, str(tmp_path), resume_at), nprocs=2,
+                           start_method="spawn")
     for rank in (0, 1):
         multi = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert multi["sharded"] == sharded  # FSDP for fft only

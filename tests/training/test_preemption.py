@@ -36,13 +36,13 @@ SIGTERM_IN_A_WRITE = """
 import runpy, signal, sys
 import rosa.atomic as atomic
 real, sent = atomic.atomic_write, []
-def write_then_sigterm(path, write):
+def write_then_sigterm(path, write, **options):
     def interrupted(tmp):
         write(tmp)
         if str(path).endswith("status.json") and not sent:
             sent.append(path)
             signal.raise_signal(signal.SIGTERM)
-    return real(path, interrupted)
+    return real(path, interrupted, **options)
 atomic.atomic_write = write_then_sigterm
 sys.argv = ["train.py"] + sys.argv[1:]
 runpy.run_path("train.py", run_name="__main__")

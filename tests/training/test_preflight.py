@@ -81,7 +81,7 @@ def test_corrupt_mask_file(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="not applicable: needs a machine without CUDA")
 def test_cuda_without_cuda(tmp_path, capsys):
     message = refused(tmp_path, capsys, "device=cuda")
     assert message == ("error: device='cuda' is not available on this machine (no CUDA (torch.cuda.is_available() "
