@@ -15,7 +15,9 @@ fp16 runs on CPU: torch 2.13 has fp16 autocast and ``GradScaler("cpu")``. The lo
 torch's defaults, with which it never changes in a few steps of the tiny model (its scale doubles only
 every 2000 steps and 65536 never overflows here), so a resume that lost its state would go unseen.
 This module gives it ``growth_interval=1`` (``lively_grad_scaler``): the scale doubles after every
-step and halves at an fp16 overflow, which skips that step's update (fp16 rosa-robust: step 6).
+step and halves at an fp16 overflow, which skips that step's update (here fp16 rosa-robust overflows
+at step 6, after the kill). A resume without the scaler's state then ends with another scale, and
+fp16 gradients (rounded at another scale) give other losses.
 
 Runs: 4 steps, a checkpoint every 2, 16 training rows, lr 2e-3 (the adapter then moves the logits well
 beyond bf16 rounding, which the export test needs). rosa-robust: 1 warm-up step, the masks from one
