@@ -106,8 +106,9 @@ def readable_name(run) -> str:
     for key, short in (("rank", "r"), ("density", "d"), ("budget", "b")):
         if method.get(key) not in (None, 0, 0.0) or (key == "rank" and method.get(key) == 0):
             parts.append(f"{short}{method[key]}")
-    if "lora_lr" in method:
-        parts.append(f"lr{method['lora_lr']:g}-{method['sparse_lr']:g}" if method.get("rank") else f"lr{method['sparse_lr']:g}")
+    if "lora_lr" in method:  # null: train.lr (conf/fnmodel/rosa-robust.yaml)
+        lora_lr, sparse_lr = (run.train.lr if method[k] is None else method[k] for k in ("lora_lr", "sparse_lr"))
+        parts.append(f"lr{lora_lr:g}-{sparse_lr:g}" if method.get("rank") else f"lr{sparse_lr:g}")
     else:
         parts.append(f"lr{run.train.lr:g}")
     if run.precision.name not in ("auto", "fp32"):

@@ -67,3 +67,13 @@ def test_garbage_status_of_an_unfinished_run_is_one_line_and_the_run_resumes(tmp
     assert len(warnings) == 1 and str(run_dir / "status.json") in warnings[0], warnings
     assert any("resumed from" in r.getMessage() and "step 4," in r.getMessage() for r in caplog.records)
     assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
+
+
+def test_a_null_method_learning_rate_names_the_run_with_train_lr():
+    """rosa-robust / spa ``lora_lr: null`` / ``sparse_lr: null`` mean train.lr (their YAML says so)."""
+    from rosa.config import compose, validate
+    from rosa.runs import readable_name
+
+    name = readable_name(validate(compose(["fnmodel=rosa-robust", "fnmodel.lora_lr=null", "train.lr=3e-3"])))
+    assert "-lr0.003-0.0002" in name, name
+    assert "-lr0.003" in readable_name(validate(compose(["fnmodel=spa", "fnmodel.sparse_lr=null", "train.lr=3e-3"])))
