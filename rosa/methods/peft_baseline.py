@@ -51,6 +51,13 @@ def peft_config_classes() -> dict[str, type]:
     return {str(getattr(k, "value", k)): v for k, v in PEFT_TYPE_TO_CONFIG_MAPPING.items()}
 
 
+VIRTUAL_TOKEN_TYPES = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "CARTRIDGE")  # the prompt-learning types we run
+REFUSED = {  # the other prompt-learning types, and why (the module docstring says more)
+    "MULTITASK_PROMPT_TUNING": "it needs a task id per example, which our data does not have",
+    "CPT": "its loss is computed inside PEFT's forward from labels, which our loop does not pass",
+}
+
+
 def build_peft_config(cfg: PeftMethodConfig):
     """PEFT's config object for ``cfg``; raises ConfigError (one line) for a bad type, key or value."""
     classes = peft_config_classes()
@@ -62,6 +69,9 @@ def build_peft_config(cfg: PeftMethodConfig):
         if key not in allowed:
             raise ConfigError(f"fnmodel.config.{key}: unknown key for {cfg.peft_type}{did_you_mean(key, allowed)}; "
                               f"allowed keys: {', '.join(allowed)}")
+    if cfg.peft_type in REFUSED:
+        raise ConfigError(f"fnmodel.peft_type={cfg.peft_type!r} is not supported: {REFUSED[cfg.peft_type]}; "
+                          f"allowed prompt-learning types: {', '.join(VIRTUAL_TOKEN_TYPES)}")
     rank = cfg.config.get("r")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
         raise ConfigError(f"fnmodel.config.r={rank!r} is out of range; allowed: an integer >= 1")

@@ -34,6 +34,11 @@ def train(*overrides) -> int:
     ("fnmodel.peft_type=LORRA", "fnmodel.peft_type='LORRA' is unknown (did you mean 'LORA'?); choose one of: "),
     ("fnmodel.config.rr=4", "fnmodel.config.rr: unknown key for LORA (did you mean 'r'?); allowed keys: "),
     ("fnmodel.config.r=-3", "fnmodel.config.r=-3 is out of range; allowed: an integer >= 1"),
+    ("fnmodel.peft_type=CPT", "fnmodel.peft_type='CPT' is not supported: its loss is computed inside PEFT's "
+                              "forward from labels, which our loop does not pass; allowed prompt-learning types: "
+                              "PROMPT_TUNING, "),
+    ("fnmodel.peft_type=MULTITASK_PROMPT_TUNING", "fnmodel.peft_type='MULTITASK_PROMPT_TUNING' is not supported: it "
+                                                  "needs a task id per example"),
 ])
 def test_bad_peft_input_is_one_line(override, message):
     with pytest.raises(ConfigError) as err:
