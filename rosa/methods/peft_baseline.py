@@ -24,6 +24,7 @@ with ``peft.get_peft_model``. The maths of each method is PEFT's: see its docume
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -92,7 +93,10 @@ class PeftBaseline(Method):
         self.mergeable = not config.is_prompt_learning
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            return get_peft_model(model, config)
+            model = get_peft_model(model, config)
+        if config.is_prompt_learning:  # PEFT's generate installs this on the base model while it runs
+            model.prepare_inputs_for_generation = partial(virtual_token_generation_inputs, model)
+        return model
 
     def before_optimizer_step(self, ctx: StepContext) -> None:
         update = getattr(getattr(ctx.model, "base_model", None), "update_and_allocate", None)
@@ -122,3 +126,38 @@ class PeftBaseline(Method):
         super().save_adapter(model, directory, extra_config, tensors)
         model.save_pretrained(str(directory))  # PEFT's own format beside ours
 
+
+def virtual_token_generation_inputs(peft_model, input_ids: torch.Tensor, **kwargs) -> dict:
+    """One generation step's model inputs for a prompt-learning model, placing the virtual tokens as
+    training placed them (PEFT 0.21's own version of this predates transformers 5's ``cache`` argument:
+    it re-inserts the virtual tokens at every decoding step and never passes the prefix cache).
+
+    Training runs ``[virtual tokens, prompt, target, right padding]`` at positions 0, 1, ...: the
+    first prompt token sits at position ``n_virtual`` (prefix tuning and CARTRIDGE: after
+    ``n_virtual`` cached keys/values). Generation pads on the left, so each row's positions come from
+    its attention mask (``n_virtual`` + the count of real tokens before it) and the virtual tokens get
+    positions 0..n_virtual-1 in every row: with rotary positions a padded row then sees exactly the
+    relative distances training saw. The virtual tokens go in whenever the whole sequence runs: at
+    the first step with a cache, at every step without one."""
+    config = peft_model.active_peft_config
+    n_virtual = config.num_virtual_tokens
+    inputs = peft_model.base_model_prepare_inputs_for_generation(input_ids, **kwargs)
+    ids = inputs["input_ids"]
+    mask = inputs.get("attention_mask")
+    if mask is None:  # transformers drops an all-ones mask (no padding); the virtual tokens need one
+        mask = torch.ones_like(input_ids)
+    rows, length = ids.shape
+    positions = (mask.long().cumsum(dim=1) - 1)[:, -length:] + n_virtual
+    inputs["attention_mask"] = torch.cat([mask.new_ones(rows, n_virtual), mask], dim=1)
+    if length == input_ids.shape[1]:  # the whole sequence runs (prefill, or any step without a cache)
+        prompt = peft_model.get_prompt(batch_size=rows)
+        if config.peft_type in ("PREFIX_TUNING", "CARTRIDGE"):  # a cache holding the virtual keys/values
+            inputs["cache"] = prompt
+        else:
+            embeds = peft_model.word_embeddings(ids)
+            inputs["inputs_embeds"] = torch.cat([prompt.to(embeds.dtype), embeds], dim=1)
+            inputs["input_ids"] = None
+            virtual = torch.arange(n_virtual, device=positions.device).expand(rows, -1)
+            positions = torch.cat([virtual, positions], dim=1)
+    inputs["position_ids"] = positions
+    return inputs

@@ -1,10 +1,12 @@
-"""fnmodel=peft with PEFT's prompt-learning types (virtual tokens): our loss equals PEFT's own."""
+"""fnmodel=peft with PEFT's prompt-learning types (virtual tokens): our loss equals PEFT's own, and
+they generate what their training forward predicts (batched and left padded, greedy and beam search)."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from rosa.evaluation.generate import generate, left_pad
 from rosa.methods.peft_baseline import VIRTUAL_TOKEN_TYPES, PeftBaseline, PeftMethodConfig
 from rosa.models.loss import token_loss_sum
 from rosa.models.tiny import tiny_model, tiny_tokenizer
@@ -38,3 +40,36 @@ def test_virtual_tokens_loss_equals_full_logits_and_peft_loss(peft_type, one_thr
     peft_loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
     torch.testing.assert_close(loss / n, peft_loss, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(token_loss_sum(Headless(model), batch)[0], expected, rtol=1e-6, atol=1e-5)
+
+
+def greedy_by_training_forward(model, prompt: list[int], steps: int) -> torch.Tensor:
+    """The reference: each step's next-token logits from a full forward over one unpadded row, as
+    training runs it, continued greedily. ``[steps, vocab]``."""
+    ids, logits = torch.tensor([prompt]), []
+    for _ in range(steps):
+        logits.append(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1])
+        ids = torch.cat([ids, logits[-1].argmax().view(1, 1)], dim=1)
+    return torch.stack(logits)
+
+
+@pytest.mark.parametrize("peft_type", VIRTUAL_TOKEN_TYPES)
+@torch.no_grad()
+def test_virtual_tokens_generate_as_trained_batched_and_left_padded(peft_type, one_thread):
+    _, model = prompt_learning_model(peft_type)
+    model.eval()
+    tokenizer = tiny_tokenizer()
+    texts = ["name[Alimentum], area[city centre]", "name[X]", "eat[Y] near"]
+    prompts = [tokenizer(t).input_ids for t in texts]
+    expected = torch.stack([greedy_by_training_forward(model, p, 6) for p in prompts], dim=1)
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
+    settings = dict(max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=None,
+                    output_logits=True, return_dict_in_generate=True)
+    for use_cache in (True, False):  # without a cache every step runs the whole sequence again
+        out = model.generate(input_ids=ids, attention_mask=mask, use_cache=use_cache, **settings)
+        torch.testing.assert_close(torch.stack(out.logits), expected, rtol=1e-4, atol=1e-4)
+
+    # beam search as evaluation runs it (E2E's settings, 3 beams): a batch gives what each prompt alone gives
+    beams = dict(max_new_tokens=6, num_beams=3, no_repeat_ngram_size=4, early_stopping=True)
+    batched = generate(model, tokenizer, texts, batch_size=3, **beams).texts
+    assert batched == [generate(model, tokenizer, [t], batch_size=1, **beams).texts[0] for t in texts]
+    assert any(batched)
