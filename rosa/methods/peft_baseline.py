@@ -94,6 +94,7 @@ class PeftBaseline(Method):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model = get_peft_model(model, config)
+        self.peft_config = model.active_peft_config  # the live one: AdaLoRA writes its rank pattern there
         if config.is_prompt_learning:  # PEFT's generate installs this on the base model while it runs
             model.prepare_inputs_for_generation = partial(virtual_token_generation_inputs, model)
         return model
@@ -106,13 +107,18 @@ class PeftBaseline(Method):
     def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
 
+        if self.peft_config.is_prompt_learning:  # every tensor of the prompt encoder (docstring: State)
+            return {f"prompt_encoder.{n}": t.detach() for n, t in model.prompt_encoder.state_dict().items()}
         return {n: t.detach() for n, t in get_peft_model_state_dict(model).items()}
 
     def load_state_dict(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         from peft import set_peft_model_state_dict
 
         check_state_keys(set(self.state_dict(model)), state)
-        set_peft_model_state_dict(model, state)
+        if self.peft_config.is_prompt_learning:
+            model.prompt_encoder.load_state_dict({n.removeprefix("prompt_encoder."): t for n, t in state.items()})
+        else:
+            set_peft_model_state_dict(model, state)
 
     def merge(self, model: nn.Module) -> nn.Module:
         return model.merge_and_unload()

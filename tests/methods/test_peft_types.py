@@ -1,5 +1,6 @@
-"""fnmodel=peft with PEFT's prompt-learning types (virtual tokens): our loss equals PEFT's own, and
-they generate what their training forward predicts (batched and left padded, greedy and beam search)."""
+"""fnmodel=peft with PEFT's prompt-learning types (virtual tokens): our loss equals PEFT's own, they
+generate what their training forward predicts (batched and left padded, greedy and beam search), and
+their checkpoint state rebuilds the same model."""
 from __future__ import annotations
 
 import pytest
@@ -73,3 +74,23 @@ def test_virtual_tokens_generate_as_trained_batched_and_left_padded(peft_type, o
     batched = generate(model, tokenizer, texts, batch_size=3, **beams).texts
     assert batched == [generate(model, tokenizer, [t], batch_size=1, **beams).texts[0] for t in texts]
     assert any(batched)
+
+
+@pytest.mark.parametrize("peft_type, config", [("PROMPT_TUNING", {}), ("P_TUNING", {}), ("PREFIX_TUNING", {}),
+                                                ("PREFIX_TUNING", {"prefix_projection": True}), ("CARTRIDGE", {})])
+@torch.no_grad()
+def test_virtual_tokens_state_rebuilds_the_model_and_peft_loads_the_export(peft_type, config, tmp_path, one_thread):
+    """A checkpoint (our state) must rebuild the trainable model; PEFT saves only the prompt encoder's
+    output, which loses P-tuning's MLP and a prefix projection (see the module docstring)."""
+    from peft import PeftModel
+
+    method, model = prompt_learning_model(peft_type, seed=1, **config)
+    other_method, other = prompt_learning_model(peft_type, seed=2, **config)
+    other_method.load_state_dict(other, method.state_dict(model))
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    ours = model(input_ids=ids).logits
+    torch.testing.assert_close(other(input_ids=ids).logits, ours, rtol=0, atol=0)
+
+    method.save_adapter(model, tmp_path / "adapter")
+    theirs = PeftModel.from_pretrained(tiny_model(tiny_tokenizer()), tmp_path / "adapter")
+    torch.testing.assert_close(theirs(input_ids=ids).logits, ours, rtol=1e-5, atol=1e-5)
