@@ -23,6 +23,7 @@ with ``peft.get_peft_model``. The maths of each method is PEFT's: see its docume
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from functools import partial
 from typing import ClassVar
@@ -109,7 +110,8 @@ class PeftBaseline(Method):
 
         if self.peft_config.is_prompt_learning:  # every tensor of the prompt encoder (docstring: State)
             return {f"prompt_encoder.{n}": t.detach() for n, t in model.prompt_encoder.state_dict().items()}
-        return {n: t.detach() for n, t in get_peft_model_state_dict(model).items()}
+        with self._full_rank():
+            return {n: t.detach() for n, t in get_peft_model_state_dict(model).items()}
 
     def load_state_dict(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         from peft import set_peft_model_state_dict
@@ -118,7 +120,33 @@ class PeftBaseline(Method):
         if self.peft_config.is_prompt_learning:
             model.prompt_encoder.load_state_dict({n.removeprefix("prompt_encoder."): t for n, t in state.items()})
         else:
-            set_peft_model_state_dict(model, state)
+            with self._full_rank():
+                set_peft_model_state_dict(model, state)
+
+    @contextmanager
+    def _full_rank(self):
+        """AdaLoRA's tensors at their full rank. With a rank pattern set, PEFT saves only the ranks it
+        keeps and resizes the layers on load; but the pruned ranks' ``lora_E`` entries are not zero
+        when a step ends (the module docstring), and a resume loads the state before the extra state
+        that holds the pattern. Every rank is what was trained, and a fresh model of the run's config
+        loads it. Other types have no rank pattern to hide."""
+        if self.peft_config.peft_type != "ADALORA":
+            yield
+            return
+        pattern, self.peft_config.rank_pattern = self.peft_config.rank_pattern, None
+        try:
+            yield
+        finally:
+            self.peft_config.rank_pattern = pattern
+
+    def extra_state(self) -> dict:
+        if self.cfg.peft_type == "ADALORA" and self.peft_config.rank_pattern:
+            return {"rank_pattern": self.peft_config.rank_pattern}
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        if "rank_pattern" in state:  # AdaLoRA's final phase masks with it; a later allocation replaces it
+            self.peft_config.rank_pattern = state["rank_pattern"]
 
     def merge(self, model: nn.Module) -> nn.Module:
         return model.merge_and_unload()
