@@ -1,17 +1,79 @@
-"""fnmodel=peft with PEFT's prompt-learning types (virtual tokens): our loss equals PEFT's own, they
-generate what their training forward predicts (batched and left padded, greedy and beam search), and
-their checkpoint state rebuilds the same model."""
+"""fnmodel=peft across PEFT's types: every listed type and every ``+experiment=baselines/*`` preset trains
+2 steps and evaluates 2 rows on the tiny model, merged where it can be and unmerged otherwise. The
+prompt-learning types (virtual tokens) get PEFT's own loss, generate what their training forward
+predicts (batched and left padded, greedy and beam search), and their checkpoint state rebuilds the
+same model."""
 from __future__ import annotations
 
+import json
+import math
+
+import peft
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
+from rosa.config import compose, rewrite_overrides, validate
+from rosa.data import build_train_features, collate_batch, get_spec, load_examples
 from rosa.evaluation.generate import generate, left_pad
+from rosa.evaluation.load import load_run
 from rosa.methods.peft_baseline import VIRTUAL_TOKEN_TYPES, PeftBaseline, PeftMethodConfig
 from rosa.models.loss import token_loss_sum
 from rosa.models.tiny import tiny_model, tiny_tokenizer
+from rosa.runs import read_status, run_dir_for
+from rosa.training import loop
+from tests.conftest import REPO
 from tests.models.test_loss import Headless, batch_with_prompts
+
+VIRTUAL = ["fnmodel.config.num_virtual_tokens=4"]
+TYPES = {  # PEFT type -> the least config it needs on the tiny model (nothing: PEFT's defaults fit it)
+    "LORA": [], "ADALORA": ["fnmodel.config.total_step=2"], "VERA": [], "IA3": [], "LOHA": [], "LOKR": [],
+    "OFT": [], "BOFT": [], "HRA": [], "SHIRA": [], "HIRA": [], "SUPERTUNING": [],
+    "PROMPT_TUNING": VIRTUAL, "PREFIX_TUNING": VIRTUAL, "P_TUNING": VIRTUAL, "CARTRIDGE": VIRTUAL,
+}
+PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment" / "baselines").glob("*.yaml"))
+# SQL: short prompts and a scorer without start-up cost (E2E's METEOR starts Java); 2 beams, so that
+# beam search runs on the 2 test rows (prompts of 239 and 237 tokens: left padded) in one batch.
+# lr 1e-2: two steps move every adapter enough for the validation-loss check to see a wrong model.
+TINY = ["dataset=sql", "threads=1", "dataset.sample_rows.train=8", "dataset.sample_rows.validation=2",
+        "dataset.sample_rows.test=2", "dataset.max_length=256", "train.max_steps=2", "train.batch_size=2",
+        "train.micro_batch_size=2", "train.lr=1e-2", "train.eval_batches=1", "train.eval_at_end=false",
+        "train.sample_at_eval=false", "eval.limit=2", "eval.max_new_tokens=4", "eval.num_beams=2"]
+CASES = ([pytest.param(t, ["fnmodel=peft", f"fnmodel.peft_type={t}", *extra], id=t) for t, extra in TYPES.items()]
+         + [pytest.param(None, [f"+experiment=baselines/{p}"], id=f"baselines/{p}") for p in PRESETS])
+
+
+@pytest.mark.parametrize("peft_type, overrides", CASES)
+def test_trains_and_evaluates_merged_where_mergeable(peft_type, overrides, tmp_path, monkeypatch, one_thread):
+    from rosa.evaluation import runner
+
+    if peft_type is not None:
+        assert peft_type in peft.PeftType.__members__, f"{peft_type} is not a PeftType in peft {peft.__version__}"
+    cfg = compose(rewrite_overrides([*overrides, *TINY, f"output.path={tmp_path}"]))
+    run = validate(cfg)
+    assert loop.train(run, OmegaConf.to_yaml(cfg, resolve=True)) == 0
+    run_dir = run_dir_for(run)
+    assert math.isfinite(read_status(run_dir)["final_val_loss"])
+
+    evaluated = []  # the model evaluation builds, kept for the check below
+    monkeypatch.setattr(runner, "load_run", lambda *a, **kw: evaluated.append(load_run(*a, **kw)) or evaluated[-1])
+    assert runner.evaluate_run(run_dir, split="test", progress=False)["state"] == "evaluated"
+    record = json.loads((run_dir / "metrics-test.json").read_text())
+    prompt_learning = run.fnmodel.peft_type in VIRTUAL_TOKEN_TYPES
+    assert record["merged"] is not prompt_learning
+    assert record["merge_note"] == ("method peft cannot be merged" if prompt_learning else "")
+    assert record["n_examples"] == 2 and record["decoding"]["num_beams"] == 2
+    assert record["metrics"] and all(math.isfinite(v) for v in record["metrics"].values())
+
+    # the evaluated model (merged or not) is the trained one: it gets the final validation loss
+    (loaded,) = evaluated
+    examples, _ = load_examples(run.dataset, "validation")
+    features, _ = build_train_features(examples, loaded.tokenizer, get_spec(run.dataset.name), run.dataset.max_length,
+                                       run.train.loss_on)
+    with torch.no_grad():
+        loss, n = token_loss_sum(loaded.model, collate_batch(features, loaded.tokenizer.pad_token_id))
+    assert float(loss) / n == pytest.approx(read_status(run_dir)["final_val_loss"], rel=1e-5)
 
 
 def prompt_learning_model(peft_type: str, seed: int = 0, **config):
