@@ -12,14 +12,46 @@ with ``peft.get_peft_model``. The maths of each method is PEFT's: see its docume
 - Initialisation is seeded from the run's seed in a forked RNG, so it does not depend on (or move)
   the global RNG.
 - State: ``get_peft_model_state_dict`` (every adapter tensor PEFT saves) for checkpoints and the
-  adapter; the adapter folder also holds PEFT's own files (``save_pretrained``), which
-  ``peft.PeftModel.from_pretrained(base, folder)`` loads.
-- Merging: ``merge_and_unload`` where PEFT can merge (not prompt-learning methods).
+  adapter, with two exceptions below (AdaLoRA, prompt learning); the adapter folder also holds
+  PEFT's own files (``save_pretrained``), which ``peft.PeftModel.from_pretrained(base, folder)`` loads.
+- Merging: ``merge_and_unload`` where PEFT can merge; prompt-learning types are evaluated unmerged.
 - AdaLoRA re-allocates ranks from gradients: ``update_and_allocate(step)`` runs in the
   ``before_optimizer_step`` hook (gradients visible; PEFT asks for a call between backward and
   ``zero_grad``); its ``total_step`` must be set in ``config``. Its orthogonality regulariser is
   added by PEFT only when the model computes its own loss from ``labels``; our loop computes the
-  loss, so it is not added (a documented deviation).
+  loss, so it is not added (a documented deviation). Its masking runs before the optimizer step
+  (PEFT's example masks after it), so a pruned rank's ``lora_E`` entry has moved by one optimizer
+  step when the step ends (a deviation too). Once it has a rank pattern, PEFT saves only the kept
+  ranks and resizes the layers on load; our state keeps every rank (what was trained, loadable into
+  a fresh model of the config) and the pattern goes in the extra state (the final phase masks with
+  it after a resume). Its rank allocator's importance averages are not saved: a resume during
+  allocation restarts them, so only a resume after it is exact.
+
+Types (peft 0.21.2 with transformers 5.24; ``tests/methods/test_peft_types.py`` trains each on the tiny
+model, evaluates it, and checks that the evaluated model gets the validation loss training measured):
+
+- evaluated merged: LORA (and the DoRA and PiSSA presets), ADALORA, VERA, IA3, LOHA, LOKR, OFT, BOFT,
+  HRA, SHIRA, HIRA, SUPERTUNING;
+- evaluated unmerged, prompt learning: PROMPT_TUNING, P_TUNING, PREFIX_TUNING, CARTRIDGE;
+- refused at validation: MULTITASK_PROMPT_TUNING (it needs a task id per example; PEFT raises
+  without one) and CPT (its loss, with its token-type masks, is computed inside PEFT's forward from
+  ``labels``; our loop computes the loss itself, so CPT would silently be plain prompt tuning);
+- any other type is handed to PEFT as it is, untested here.
+
+Prompt learning (virtual tokens): PROMPT_TUNING and P_TUNING prepend ``num_virtual_tokens`` learned
+embeddings to the input, so the model's sequence is longer than ``input_ids``; the shared loss
+(``rosa.models.loss``) drops those leading positions. PREFIX_TUNING and CARTRIDGE put learned keys
+and values in the attention cache: same length, the attention mask is extended. Two PEFT behaviours
+are replaced here, both checked by the tests against PEFT's own forward:
+
+- Generation: PEFT 0.21's ``prepare_inputs_for_generation`` predates transformers 5's ``cache``
+  argument: it re-inserts the virtual tokens at every decoding step and never passes the prefix
+  cache. :func:`virtual_token_generation_inputs` replaces it (greedy and beam search, batched with
+  left padding: each row's positions follow its attention mask, as in training).
+- State: PEFT saves only the prompt encoder's *output* (``prompt_embeddings``), which loses
+  P-tuning's MLP and a prefix projection's MLP: neither resume nor our evaluation (which rebuilds the
+  trainable model) could use it. Our state is every tensor of the prompt encoder; PEFT's own files
+  in the adapter folder still hold its format.
 """
 from __future__ import annotations
 
