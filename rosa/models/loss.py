@@ -8,6 +8,12 @@ logits are ``(1, n_targets, vocab)``; the loss is the same sum (a test checks eq
 full forward). The whole model still runs through its own ``forward``, so wrappers (FSDP, PEFT,
 our adapters) see an ordinary call. Models without an output layer fall back to the full logits.
 
+A wrapper may run a longer sequence than ``input_ids``: PEFT's prompt tuning and P-tuning prepend
+their virtual tokens to the input embeddings, so the hidden states (and logits) have that many
+extra positions *in front*. They are no input token's prediction, so the offset is read from the
+shapes (model length - input length) and those leading positions are dropped. (PEFT's prefix
+tuning puts its virtual tokens in the attention's key/value cache: the length is unchanged.)
+
 How a step averages its token losses (``train.loss_norm``):
 
 - ``tokens`` (default): the step's summed target-token loss (:func:`token_loss_sum`) over its number
@@ -38,11 +44,12 @@ def token_loss_sum(model, batch: dict[str, torch.Tensor],
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = input_positions(logits, batch["input_ids"])
         losses = F.cross_entropy(logits[:, :-1][keep].float(), labels[keep], reduction="none")
         return _weighted_sum(losses, weights, keep), int(keep.sum())
 
     def labelled_positions_only(module, args):
-        hidden = args[0][:, :-1]  # position t predicts token t + 1
+        hidden = input_positions(args[0], batch["input_ids"])[:, :-1]  # position t predicts token t + 1
         return (hidden[keep].unsqueeze(0),) + tuple(args[1:])
 
     handle = head.register_forward_pre_hook(labelled_positions_only)
@@ -52,6 +59,15 @@ def token_loss_sum(model, batch: dict[str, torch.Tensor],
         handle.remove()
     losses = F.cross_entropy(logits[0].float(), labels[keep], reduction="none")
     return _weighted_sum(losses, weights, keep), int(keep.sum())
+
+
+def input_positions(states: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """The positions of ``states`` (``[batch, model length, ...]`` hidden states or logits) that belong
+    to ``input_ids``: the last ``input length`` ones, dropping virtual tokens a wrapper prepended."""
+    extra = states.shape[1] - input_ids.shape[1]
+    if extra < 0:
+        raise ValueError(f"the model returned {states.shape[1]} positions for {input_ids.shape[1]} input tokens")
+    return states[:, extra:]
 
 
 def _weighted_sum(losses: torch.Tensor, weights: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,11 @@ def train(*overrides) -> int:
     ("fnmodel.peft_type=LORRA", "fnmodel.peft_type='LORRA' is unknown (did you mean 'LORA'?); choose one of: "),
     ("fnmodel.config.rr=4", "fnmodel.config.rr: unknown key for LORA (did you mean 'r'?); allowed keys: "),
     ("fnmodel.config.r=-3", "fnmodel.config.r=-3 is out of range; allowed: an integer >= 1"),
+    ("fnmodel.peft_type=CPT", "fnmodel.peft_type='CPT' is not supported: its loss is computed inside PEFT's "
+                              "forward from labels, which our loop does not pass; allowed prompt-learning types: "
+                              "PROMPT_TUNING, "),
+    ("fnmodel.peft_type=MULTITASK_PROMPT_TUNING", "fnmodel.peft_type='MULTITASK_PROMPT_TUNING' is not supported: it "
+                                                  "needs a task id per example"),
 ])
 def test_bad_peft_input_is_one_line(override, message):
     with pytest.raises(ConfigError) as err:
@@ -99,13 +104,34 @@ def test_dora_trains_resumes_exactly_exports_and_is_tabled(tmp_path, monkeypatch
     assert row["trainable_params"] == theirs.get_nb_trainable_parameters()[0] > 0
 
 
-def test_adalora_allocates_ranks_between_backward_and_step(tmp_path, one_thread):
-    args = ["fnmodel=peft", "fnmodel.peft_type=ADALORA", "fnmodel.config.total_step=4", "fnmodel.config.init_r=4",
-            "fnmodel.config.target_r=2", "fnmodel.config.tinit=1", "fnmodel.config.tfinal=1",
-            "fnmodel.config.deltaT=1", *SMALL[1:], "train.max_steps=4", f"output.path={tmp_path}"]
+def test_adalora_allocates_ranks_between_backward_and_step_and_resumes_in_its_final_phase(tmp_path, monkeypatch,
+                                                                                            one_thread):
+    """Steps 0-1 allocate, step 2 fixes the rank pattern, step 3 masks with it: a run killed before step 3
+    resumes from its checkpoint (every rank kept, the pattern in the extra state) with the same losses."""
     from rosa.runs import run_dir_for
 
-    run = run_config(*args)
-    assert train(*args) == 0
-    config = json.loads((run_dir_for(run) / "adapter" / "adapter_config.json").read_text())
+    args = ["fnmodel=peft", "fnmodel.peft_type=ADALORA", "fnmodel.config.total_step=4", "fnmodel.config.init_r=4",
+            "fnmodel.config.target_r=2", "fnmodel.config.tinit=1", "fnmodel.config.tfinal=2",
+            "fnmodel.config.deltaT=1", *SMALL[1:], "train.max_steps=4", "train.checkpoint_every=3",
+            "dataset=sql", "train.batch_size=2", "dataset.sample_rows.train=8", "train.eval_batches=1"]
+    straight = [*args, f"output.path={tmp_path}/straight"]
+    assert train(*straight) == 0
+    straight_dir = run_dir_for(run_config(*straight))
+    config = json.loads((straight_dir / "adapter" / "adapter_config.json").read_text())
     assert config["rank_pattern"], "update_and_allocate never ran: no rank was re-allocated"
+
+    killed = [*args, f"output.path={tmp_path}/killed"]
+    real_step = loop.Trainer.train_step
+
+    def dies_in_step_4(self):
+        if self.step == 3:
+            raise Killed
+        return real_step(self)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", dies_in_step_4)
+    with pytest.raises(Killed):
+        train(*killed)
+    monkeypatch.setattr(loop.Trainer, "train_step", real_step)
+    assert train(*killed) == 0
+    killed_dir = run_dir_for(run_config(*killed))
+    assert len(history(killed_dir)) == 4 and history(killed_dir) == history(straight_dir)

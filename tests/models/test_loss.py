@@ -27,6 +27,17 @@ def batch_with_prompts():
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+class Headless(torch.nn.Module):
+    """A wrapper that does not expose its output layer: the loss falls back to the full logits."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, **kw):
+        return self.inner(**kw)
+
+
 def test_labelled_head_equals_full_logits_loss_and_gradients(one_thread):
     model = tiny_model(tiny_tokenizer())
     batch = batch_with_prompts()
@@ -47,14 +58,6 @@ def test_no_labelled_position_and_models_without_a_head(one_thread):
     batch["labels"][:] = -100
     loss, n = token_loss_sum(model, batch)
     assert n == 0 and float(loss.detach()) == 0.0
-
-    class Headless(torch.nn.Module):  # e.g. a wrapper that does not expose its output layer
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, **kw):
-            return self.inner(**kw)
 
     batch = batch_with_prompts()
     loss, _ = token_loss_sum(Headless(model), batch)
