@@ -73,18 +73,25 @@ def commit_stamp(root: Path = ROOT) -> str:
     return f"Commit: {head} (dirty: {shown})"
 
 
-def section(name: str, text: str, command: str, fenced: bool = True, stamp: str | None = None) -> str:
+def load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def section(name: str, text: str, command: str, fenced: bool = True, stamp: str | None = None,
+            load_at_start: float | None = None) -> str:
     date = time.strftime("%Y-%m-%d %H:%M %Z")
     body = f"```\n{text.rstrip()}\n```\n" if fenced else f"{text.rstrip()}\n"
+    # other jobs on a shared machine slow a run: the 1-minute load average says how busy it was
+    busy = (f"{load_at_start:.1f} at the start, " if load_at_start is not None else "") + f"{load():.1f} at the end"
     return (f"<!-- bench:{name} -->\n"
-            f"Command: `{command}`  \nMachine: {machine()}  \nDate: {date}\n\n"
+            f"Command: `{command}`  \nMachine: {machine()}  \nLoad average: {busy}  \nDate: {date}\n\n"
             f"{body}\n"
             f"{stamp or commit_stamp()}\n"
             f"<!-- /bench:{name} -->")
 
 
 def write(name: str, text: str, command: str | None = None, doc: Path = DOC, fenced: bool = True,
-          stamp: str | None = None) -> Path:
+          stamp: str | None = None, load_at_start: float | None = None) -> Path:
     """Replace (or append) the ``name`` section of ``doc`` with ``text`` (a script's output).
     ``stamp``: the ``Commit:`` line taken when the run started (default: taken now)."""
     if command is None:
@@ -97,7 +104,7 @@ def write(name: str, text: str, command: str | None = None, doc: Path = DOC, fen
         command = "python " + " ".join(shlex.quote(a) for a in argv) + " --record"
     doc.parent.mkdir(parents=True, exist_ok=True)
     current = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    updated = replace_section(current, name, section(name, text, command, fenced, stamp))
+    updated = replace_section(current, name, section(name, text, command, fenced, stamp, load_at_start))
     tmp = doc.with_suffix(".md.tmp")
     tmp.write_text(updated)
     tmp.replace(doc)
@@ -137,7 +144,7 @@ def recording(name: str, flag: str = "--record", doc: Path = DOC):
         yield
         return
     sys.argv = [a for a in sys.argv if a != flag]
-    stamp = commit_stamp()
+    stamp, busy = commit_stamp(), load()
     argv = list(sys.argv)
     try:
         argv[0] = str(Path(argv[0]).resolve().relative_to(ROOT))
@@ -150,5 +157,5 @@ def recording(name: str, flag: str = "--record", doc: Path = DOC):
         yield
     finally:
         sys.stdout = old
-    out = write(name, tee.buffer_.getvalue(), command, doc=doc, stamp=stamp)
+    out = write(name, tee.buffer_.getvalue(), command, doc=doc, stamp=stamp, load_at_start=busy)
     print(f"recorded section '{name}' in {out}")

@@ -74,5 +74,6 @@ def test_recording_takes_the_stamp_before_the_body_runs(tmp_path, monkeypatch):
         print("the output")
     (_, body), = SECTION.findall(doc.read_text())
     assert "Command: `python bench/x.py --n 3 --record`" in body and "the output" in body
+    assert re.search(r"\nLoad average: [\d.]+ at the start, [\d.]+ at the end  \n", body)
     assert last_line(body) == "Commit: aaaaaaa (clean)"
 
