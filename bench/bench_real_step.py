@@ -1,7 +1,9 @@
 """Step time and peak memory of one training step on the real model (SmolLM2-135M, real ViGGO rows),
 with the LM head over every position (before) and only over labelled positions (after).
 
-Each (method, head) case runs in its own process, so its peak RSS is its own: the harness's Trainer
+Each (method, head) case runs in its own process, so its peak RSS is its own; the cases therefore run
+one after another, not interleaved (a change of the machine's load between cases enters the ratios;
+the header says so). The harness's Trainer
 is built as ``train.py`` builds it, then ``--steps`` optimizer steps of ``--batch`` examples are
 timed after one warm-up step (median reported). spa and rosa-robust choose their masks at step 0
 (mask_criterion=random) and rosa-orthogonal samples once at step 0, so the timed steps are their
@@ -75,8 +77,10 @@ def main() -> None:
     if args.case:
         print("RESULT " + json.dumps(one_case(*args.case, args.batch, args.steps, args.threads)))
         return
+    started = time.perf_counter()
     print(f"SmolLM2-135M, fp32, ViGGO batch {args.batch}, {args.threads} threads, median of {args.steps} steps "
-          f"after a warm-up, load average {os.getloadavg()[0]:.1f} at start", flush=True)
+          f"after a warm-up, load average {os.getloadavg()[0]:.1f} at start; cases run one after another, each "
+          f"in its own process (its own peak RSS), not interleaved", flush=True)
     print(f"{'method':<16} {'head':<9} {'step s':>7} {'peak RSS GiB':>13} {'loss':>8}")
     results = {}
     for method in args.methods:
@@ -91,6 +95,7 @@ def main() -> None:
         full, labelled = results[method, "full"], results[method, "labelled"]
         print(f"{method}: labelled-positions head {full['step_s'] / labelled['step_s']:.2f}x faster, "
               f"peak RSS {full['peak_rss_gib']:.2f} -> {labelled['peak_rss_gib']:.2f} GiB")
+    print(f"total {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
