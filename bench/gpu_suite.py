@@ -150,7 +150,8 @@ def render(report: dict) -> str:
     """Markdown body of the ``gpu-suite`` section (record.section adds command, machine and date)."""
     env = report["env"]
     lines = [f"GPU {env.get('gpu', '?')}; torch {env['torch']} (CUDA {env['cuda']}), triton {env['triton']}; "
-             f"total {report['total_s']:.0f} s of a {report['budget_s']:.0f} s budget.", ""]
+             f"total {report['total_s']:.0f} s of a {report['budget_s']:.0f} s budget; the parts ran one after "
+             f"another, each a subprocess (how each part times its cases, its output says).", ""]
     for name, part in report["parts"].items():
         lines += [f"**{PARTS[name][2]}** ({name}: {part['status']}, {part['seconds']:.0f} s)  ",
                   f"`{part['command']}`", "", "```", part["output"].rstrip() or "(no output)", "```", ""]
