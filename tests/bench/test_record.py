@@ -77,3 +77,20 @@ def test_recording_takes_the_stamp_before_the_body_runs(tmp_path, monkeypatch):
     assert re.search(r"\nLoad average: [\d.]+ at the start, [\d.]+ at the end  \n", body)
     assert last_line(body) == "Commit: aaaaaaa (clean)"
 
+
+def test_every_section_in_docs_ends_with_a_commit_line():
+    pages = sorted((REPO / "docs").glob("*.md"))
+    found = 0
+    for page in pages:
+        for name, body in SECTION.findall(page.read_text()):
+            found += 1
+            assert last_line(body).startswith("Commit: "), f"{page.name}: section {name!r} has no commit line at its end"
+    assert found
+
+
+def test_every_recorded_benchmark_says_how_its_cases_were_timed():
+    """Interleaved rounds or one case after another: a reader must know which before trusting a ratio."""
+    for name, body in SECTION.findall((REPO / "docs" / "benchmarks.md").read_text()):
+        if last_line(body).startswith("Commit: not run"):
+            continue
+        assert re.search(r"interleaved|one after another", body), f"section {name!r} does not say how its cases were timed"
