@@ -10,7 +10,11 @@ For Llama-2-7B shapes (4096x4096, 4096x11008 = out x in), tokens T and densities
   sp.mm      torch.sparse.mm(csr_tensor(values), x^T)^T with autograd (PyTorch baseline)
   W0+S       dense_plus_sparse_linear, W0 frozen (RoSA's default sp_add path): grads to x, values
 
-and prints each time with its ratio to the dense baseline measured in the same run.
+and prints each time with its ratio to the dense baseline of the same row. The cases of a row (dense
+included) are interleaved: each round times every case once, in an order rotated each round, so a
+change of the machine's load hits them alike. An exception from one of our kernels (torch, triton,
+dense-S, W0+S) stops the script (a failure, never a blank cell); only PyTorch's own sp.mm baseline may
+be "n/a", when torch says it does not implement that dtype / device, with torch's reason printed.
 
     python bench/bench_kernels.py --device cpu --quick
     python bench/bench_kernels.py --device cuda            # bf16, T in {512, 2048}
@@ -46,20 +50,44 @@ def random_mask(n, m, density, device, gen):
     return mask.view(n, m).to(device)
 
 
-def timeit(fn, device, warmup, reps):
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    for _ in range(warmup):
-        fn()
-    sync()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def unsupported_baseline(kind: str, err: Exception) -> str | None:
+    """Why PyTorch's sp.mm baseline does not apply here (torch lacks it for this dtype / device), else
+    None. Only that baseline may be missing: any other case's exception is a bug and propagates."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    lacking = isinstance(err, NotImplementedError) or any(w in text.lower() for w in ("not implemented", "not supported"))
+    return f"{type(err).__name__}: {text}"[:200] if kind == "sp.mm" and lacking else None
+
+
+def measure_row(steps: dict, device, warmup: int, reps: int) -> tuple[dict[str, float], dict[str, str]]:
+    """Median ms per case over ``reps`` interleaved rounds (each round runs every case once, the order
+    rotated by one each round), after ``warmup`` calls of each. Returns (times, not applicable: case ->
+    reason); a case is not applicable only as ``unsupported_baseline`` says, any other exception is raised."""
+    live, skipped = [], {}
+    for kind, fn in steps.items():
+        try:
+            for _ in range(warmup):
+                fn()
+        except Exception as err:
+            reason = unsupported_baseline(kind, err)
+            if reason is None:
+                raise
+            skipped[kind] = reason
+        else:
+            live.append(kind)
+    times = {kind: [] for kind in live}
+    for r in range(reps):
+        for kind in live[r % len(live):] + live[:r % len(live)]:
+            sync(device)
+            t0 = time.perf_counter()
+            steps[kind]()
+            sync(device)
+            times[kind].append(time.perf_counter() - t0)
+    return {kind: statistics.median(t) * 1e3 for kind, t in times.items()}, skipped
 
 
 BF16_TOL = 2e-2   # max |triton - reference| / max |reference|: bf16 rounding of inputs and outputs
@@ -137,13 +165,19 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
 
     dev_name = torch.cuda.get_device_name(device) if gpu else f"cpu x{torch.get_num_threads()} threads"
-    print(f"# sparse_linear fwd+bwd, {dev_name}, {str(dtype).replace('torch.', '')}, "
-          f"median of {reps} (warm-up {warmup}); ms (ratio to dense x@W^T fwd+bwd)")
+    print(f"# sparse_linear fwd+bwd, {dev_name}, {str(dtype).replace('torch.', '')}; per row, the cases "
+          f"(dense included) interleaved over {reps} rounds after {warmup} warm-up call(s) each; "
+          f"median ms (ratio to the row's dense x@W^T fwd+bwd)")
+    if "dense-S" not in impls:
+        print("# dense-S not run (--quick on CPU): it does the dense column's matmuls plus materialising S")
+    if "triton" not in impls:
+        print(f"# triton not run: {'triton is not importable' if gpu else 'its kernels run on CUDA only'}")
     cols = ["shape", "T", "density", "nnz", "dense"] + impls
     widths = [11, 5, 7, 8, 9] + [16] * len(impls)
     print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
     gen = torch.Generator().manual_seed(0)
     t_start = time.time()
+    not_applicable = {}
     for n, m in SHAPES:
         for T in tokens:
             x = torch.randn(T, m, generator=gen).to(device, dtype).requires_grad_(True)
@@ -155,7 +189,6 @@ def main(argv=None):
                 x.grad = Wt.grad = None
                 (x @ Wt.t()).backward(gy)
 
-            t_dense = timeit(dense_step, device, warmup, reps)
             for d in args.densities:
                 mask = random_mask(n, m, d, device, gen)
                 csr = CSRMatrix.from_mask(mask)
@@ -174,15 +207,16 @@ def main(argv=None):
                         y = dense_plus_sparse_linear(x, W, v, csr)
                     y.backward(gy)
 
+                steps = {"dense": dense_step, **{kind: (lambda k=kind: step(k)) for kind in impls}}
+                times, skipped = measure_row(steps, device, warmup, reps)
+                not_applicable.update(skipped)
+                t_dense = times["dense"]
                 row = [f"{n}x{m}", str(T), f"{d:.2%}", str(csr.nnz), f"{t_dense:9.1f}"]
-                for kind in impls:
-                    try:
-                        t = timeit(lambda: step(kind), device, warmup, reps)
-                        row.append(f"{t:8.1f} ({t / t_dense:4.2f}x)")
-                    except Exception as e:  # e.g. a baseline unsupported for this dtype/device
-                        row.append(f"n/a:{type(e).__name__}"[:16])
+                row += [f"{times[k]:8.1f} ({times[k] / t_dense:4.2f}x)" if k in times else "n/a" for k in impls]
                 print("  ".join(c.rjust(w) for c, w in zip(row, widths)), flush=True)
                 del mask, csr, v
+    for kind, reason in not_applicable.items():
+        print(f"# {kind} n/a (not applicable: PyTorch's baseline lacks it here): {reason}")
     print(f"# total {time.time() - t_start:.0f} s")
 
 

@@ -1,9 +1,15 @@
 """precision=nf4 benchmark: step time and memory of lora / rosa-robust on a 4-bit versus a bf16 base
 (same model, one run), evaluation time merged versus unmerged on the 4-bit base, and Llama-2-7B
-weight bytes nf4 vs bf16 (analytic, from shapes). Prints a table. Under 3 minutes on CPU.
+weight bytes nf4 vs bf16 (analytic, from shapes). Prints a table.
 ``--arch llama7b`` uses Llama-2-7B's shapes (random bf16 weights, ``--layers`` of them) instead of
 the tiny model; ``--eval-only`` measures only the merged / unmerged evaluation (what the GPU suite
 runs, ``bench/gpu_suite.sh``).
+
+Timings are interleaved: the four training cases (lora / rosa-robust on a bf16 / 4-bit base) live in
+one process and each round runs one step of each, in an order rotated each round; the evaluation
+forwards alternate between the unmerged model and an identical copy merged into bf16. Medians over
+the rounds. On CUDA the memory columns are what a step or forward allocates above the memory already
+allocated before it (the other cases' models stay resident), plus the weight bytes of each model.
 
     python bench/bench_nf4.py [--device cpu|cuda] [--steps 3] [--batch 4] [--seq 64]
     python bench/bench_nf4.py --device cuda --arch llama7b --batch 1 --seq 512 --eval-only
@@ -11,6 +17,7 @@ runs, ``bench/gpu_suite.sh``).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,6 +28,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rosa.models import quantize as q  # noqa: E402
+
+EVAL_ROUNDS = 10
 
 
 def llama7b_bytes() -> tuple[int, int]:
@@ -67,43 +76,60 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def step_time(method, model, batch, steps, device) -> tuple[float, float]:
+def training_case(method, model):
     params = [p for g in method.param_groups(model, argparse.Namespace(lr=1e-4)) for p in g["params"]]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    return model, params, torch.optim.AdamW(params, lr=1e-4)
+
+
+def train_step(model, params, opt, batch, device) -> None:
     model.train()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for i in range(steps + 1):
-        sync(device)
-        t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            logits = model(input_ids=batch).logits
-        loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync(device)
-        if i:
-            times.append(time.perf_counter() - t0)
-    return sum(times) / len(times), peak_mib(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        logits = model(input_ids=batch).logits
+    loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten())
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
 
 
 @torch.no_grad()
-def eval_time(model, batch, reps, device) -> float:
-    """Seconds per evaluation forward (mean of ``reps`` after one warm-up). On CUDA the peak memory
-    of these forwards is left in torch.cuda.max_memory_allocated (reset here)."""
+def eval_forward(model, batch, device) -> None:
     model.eval()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     with torch.autocast(device.type, dtype=torch.bfloat16):
         model(input_ids=batch)
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            model(input_ids=batch)
-        sync(device)
-    return (time.perf_counter() - t0) / reps
+
+
+def interleaved(cases: dict, rounds: int, device) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds (median) and, on CUDA, MiB allocated above the start (max) of each case's call, over
+    ``rounds`` rounds that run every case once in an order rotated each round, after one warm-up call
+    of each. ``cases``: name -> a function of no arguments."""
+    for fn in cases.values():
+        fn()
+    names = list(cases)
+    seconds, extra = {n: [] for n in names}, {n: 0.0 for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            sync(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+            t0 = time.perf_counter()
+            cases[name]()
+            sync(device)
+            seconds[name].append(time.perf_counter() - t0)
+            if device.type == "cuda":
+                extra[name] = max(extra[name], (torch.cuda.max_memory_allocated(device) - before) / 2**20)
+    return {n: statistics.median(t) for n, t in seconds.items()}, extra
+
+
+def lora_on_4bit(device, arch, seed: int = 1):
+    """lora on the 4-bit base with a non-zero B (as after training), the same values on every call."""
+    method, model = build("lora", True, device, arch)
+    gen = torch.Generator().manual_seed(seed)
+    for layer in model.modules():
+        if hasattr(layer, "lora_B"):
+            with torch.no_grad():
+                layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=gen) * 0.01)
+    return method, model
 
 
 def held_for_backward(device, tokens: int = 512, size: int = 4096, density: float = 0.006) -> tuple[float, float]:
@@ -134,10 +160,6 @@ def held_for_backward(device, tokens: int = 512, size: int = 4096, density: floa
     return held(dense_weight(layer)), held(base_weight_for_matmul(layer))
 
 
-def peak_mib(device) -> float:
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -159,35 +181,42 @@ def main() -> None:
     methods = ["lora"] + (["rosa-robust"] if "rosa-robust" in METHODS else [])
 
     what = "tiny Llama" if arch is None else f"Llama-2-7B shapes ({args.layers} layers, random weights)"
-    print(f"device={device} {what}, batch {args.batch}x{args.seq}, {args.steps} steps, bf16 autocast")
+    cuda = device.type == "cuda"
+    print(f"device={device} {what}, batch {args.batch}x{args.seq}, bf16 autocast; timings: the cases of each "
+          f"measurement interleaved (one call of each per round, order rotated) after one warm-up call each, "
+          f"medians; training {args.steps} rounds, evaluation {EVAL_ROUNDS} rounds")
     if not args.eval_only:
-        print(f"{'method':<12} {'base':<5} {'step ms':>9} {'peak MiB':>9} {'weight KiB':>11}")
+        cases, weights = {}, {}
         for name in methods:
             for nf4 in (False, True):
-                method, model = build(name, nf4, device, arch)
-                ms, peak = step_time(method, model, batch, args.steps, device)
-                print(f"{name:<12} {'nf4' if nf4 else 'bf16':<5} {ms * 1e3:9.1f} {peak:9.1f} {q.weight_bytes(model) / 2**10:11.1f}")
-                del method, model
+                key = f"{name:<12} {'nf4' if nf4 else 'bf16':<5}"
+                model, params, opt = training_case(*build(name, nf4, device, arch))
+                weights[key] = q.weight_bytes(model)
+                cases[key] = lambda m=model, p=params, o=opt: train_step(m, p, o, batch, device)
+        seconds, extra = interleaved(cases, args.steps, device)
+        print(f"{'method':<12} {'base':<5} {'step ms':>9} {'step +MiB':>9} {'weight KiB':>11}"
+              + ("   (step +MiB: allocated during a step above the start)" if cuda else "   (step +MiB: CUDA only)"))
+        for key in cases:
+            more = f"{extra[key]:9.1f}" if cuda else f"{'-':>9}"
+            print(f"{key} {seconds[key] * 1e3:9.1f} {more} {weights[key] / 2**10:11.1f}")
+        del cases
 
-    method, model = build("lora", True, device, arch)
+    method, model = lora_on_4bit(device, arch)
     print(f"\n4-bit base with lora: weights {q.weight_bytes(model) / 2**20:.1f} MiB")
-    for layer in model.modules():     # a non-zero adapter, as after training
-        if hasattr(layer, "lora_B"):
-            nn.init.normal_(layer.lora_B, std=0.01)
-    reps = 10
-    unmerged = eval_time(model, batch, reps, device)
-    peaks = [peak_mib(device)]
+    _, merged_model = lora_on_4bit(device, arch)          # an identical copy, merged in place
+    merged_model = method.merge(merged_model)
+    seconds, extra = interleaved({"unmerged": lambda: eval_forward(model, batch, device),
+                                  "merged": lambda: eval_forward(merged_model, batch, device)}, EVAL_ROUNDS, device)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
         ref = model(input_ids=batch).logits.float()
-    merged_model = method.merge(model)
-    merged = eval_time(merged_model, batch, reps, device)
-    peaks.append(peak_mib(device))
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
         out = merged_model(input_ids=batch).logits.float()
-    print(f"eval forward (lora, 4-bit base): unmerged {unmerged * 1e3:.1f} ms, merged bf16 {merged * 1e3:.1f} ms, "
-          f"speed-up x{unmerged / merged:.2f}")
-    if device.type == "cuda":
-        print(f"eval peak memory: unmerged {peaks[0]:.0f} MiB, merged bf16 {peaks[1]:.0f} MiB")
+    unmerged, merged = seconds["unmerged"], seconds["merged"]
+    print(f"eval forward (lora, 4-bit base), {EVAL_ROUNDS} interleaved rounds: unmerged {unmerged * 1e3:.1f} ms, "
+          f"merged bf16 {merged * 1e3:.1f} ms, speed-up x{unmerged / merged:.2f}")
+    if cuda:
+        print(f"eval memory: weights unmerged {q.weight_bytes(model) / 2**20:.0f} MiB, merged bf16 "
+              f"{q.weight_bytes(merged_model) / 2**20:.0f} MiB; a forward allocates above the start: unmerged "
+              f"{extra['unmerged']:.0f} MiB, merged {extra['merged']:.0f} MiB")
     print(f"merged vs unmerged logits: mean |diff| / mean |logit| = {((out - ref).abs().mean() / ref.abs().mean()).item():.4f}")
     if not args.eval_only:
         # re-quantizing the merged weights (an option): its extra rounding error on the logits

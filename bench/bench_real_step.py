@@ -1,11 +1,16 @@
 """Step time and peak memory of one training step on the real model (SmolLM2-135M, real ViGGO rows),
 with the LM head over every position (before) and only over labelled positions (after).
 
-Each (method, head) case runs in its own process, so its peak RSS is its own: the harness's Trainer
-is built as ``train.py`` builds it, then ``--steps`` optimizer steps of ``--batch`` examples are
-timed after one warm-up step (median reported). spa and rosa-robust choose their masks at step 0
-(mask_criterion=random) and rosa-orthogonal samples once at step 0, so the timed steps are their
-steady state (mask collection and resampling are measured elsewhere).
+Each method runs in its own process (methods one after another): the harness's Trainer is built as
+``train.py`` builds it, one warm-up step is taken with each head, then ``--steps`` rounds each run one
+optimizer step of ``--batch`` examples with each head, in an order rotated each round (interleaved:
+a change of the machine's load hits both heads alike), median reported. Peak RSS per head: the
+process's resident high-water mark (VmHWM) during that head's timed steps, reset before each step
+(``/proc/self/clear_refs``), so both heads are measured in the same process over the same model and
+optimizer state. spa and rosa-robust choose their masks at step 0 (mask_criterion=random) and
+rosa-orthogonal samples once at step 0, so the timed steps are their steady state (mask collection
+and resampling are measured elsewhere). Both heads train the same model in turn, so their losses are
+not compared here (``tests/models/test_loss.py`` checks they are equal).
 
     python bench/bench_real_step.py [--methods fft lora spa rosa-robust rosa-orthogonal] [--batch 8]
                                     [--steps 2] [--threads 2] [--record]
@@ -15,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,14 +42,23 @@ def full_head_loss(model, batch):
     return loss, int((labels != -100).sum())
 
 
-def one_case(method: str, head: str, batch: int, steps: int, threads: int) -> dict:
-    from omegaconf import OmegaConf
+def high_water_gib() -> float:
+    """This process's resident high-water mark since the last ``reset_high_water``."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("no VmHWM in /proc/self/status: peak RSS per head needs Linux")
 
+
+def reset_high_water() -> None:
+    Path("/proc/self/clear_refs").write_text("5")   # Linux: VmHWM restarts from the current RSS
+
+
+def one_method(method: str, batch: int, steps: int, threads: int) -> dict:
     from rosa.config import compose, validate
     from rosa.training import loop
 
-    if head == "full":
-        loop.token_loss_sum = full_head_loss
+    heads = {"full": full_head_loss, "labelled": loop.token_loss_sum}
     steady = {"spa": ["fnmodel.mask_criterion=random"], "rosa-robust": ["fnmodel.mask_criterion=random"],
               "rosa-orthogonal": ["fnmodel.resample_every=never"]}   # steady state: masks / subspace chosen at step 0
     overrides = ["model=smollm2-135m", f"fnmodel={method}", *steady.get(method, []), "dataset=viggo", "dataset.source=local",
@@ -53,44 +66,58 @@ def one_case(method: str, head: str, batch: int, steps: int, threads: int) -> di
                  f"threads={threads}", "train.max_steps=100"]
     run = validate(compose(overrides))
     trainer = loop.Trainer(run, Path(tempfile.mkdtemp()))
-    times = []
-    for i in range(steps + 1):
-        started = time.perf_counter()
+
+    def step(head: str) -> dict:
+        loop.token_loss_sum = heads[head]          # the loop looks the loss function up at each call
         stats = trainer.train_step()
         trainer.phase_step += 1
-        if i:
-            times.append(time.perf_counter() - started)
-    return {"method": method, "head": head, "step_s": statistics.median(times), "loss": stats["loss"],
-            "tokens": stats["tokens"], "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+        return stats
+
+    for head in heads:                             # warm-up: masks / subspace, AdamW state, allocator
+        step(head)
+    names = list(heads)
+    times, peaks = {h: [] for h in names}, {h: 0.0 for h in names}
+    for r in range(steps):
+        for head in names[r % 2:] + names[:r % 2]:
+            reset_high_water()
+            started = time.perf_counter()
+            step(head)
+            times[head].append(time.perf_counter() - started)
+            peaks[head] = max(peaks[head], high_water_gib())
+    return {h: {"step_s": statistics.median(times[h]), "peak_rss_gib": peaks[h]} for h in names}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", nargs="+", default=["fft", "lora", "spa", "rosa-robust", "rosa-orthogonal"])
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=2, help="rounds: timed steps per head")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--case", nargs=2, help=argparse.SUPPRESS)  # internal: run one case, print JSON
+    ap.add_argument("--method", help=argparse.SUPPRESS)  # internal: run one method, print JSON
     args = ap.parse_args()
-    if args.case:
-        print("RESULT " + json.dumps(one_case(*args.case, args.batch, args.steps, args.threads)))
+    if args.method:
+        print("RESULT " + json.dumps(one_method(args.method, args.batch, args.steps, args.threads)))
         return
-    print(f"SmolLM2-135M, fp32, ViGGO batch {args.batch}, {args.threads} threads, median of {args.steps} steps "
-          f"after a warm-up, load average {os.getloadavg()[0]:.1f} at start", flush=True)
-    print(f"{'method':<16} {'head':<9} {'step s':>7} {'peak RSS GiB':>13} {'loss':>8}")
+    started = time.perf_counter()
+    print(f"SmolLM2-135M, fp32, ViGGO batch {args.batch}, {args.threads} threads, load average "
+          f"{os.getloadavg()[0]:.1f} at start; in each method's process the two heads are interleaved over "
+          f"{args.steps} rounds (one step of each per round, order rotated) after a warm-up step of each, "
+          f"median; methods one after another, each in its own process; peak RSS = VmHWM during the head's "
+          f"steps (reset before each step)", flush=True)
+    print(f"{'method':<16} {'head':<9} {'step s':>7} {'peak RSS GiB':>13}")
     results = {}
     for method in args.methods:
+        out = subprocess.run([sys.executable, __file__, "--method", method, "--batch", str(args.batch),
+                              "--steps", str(args.steps), "--threads", str(args.threads)],
+                             capture_output=True, text=True, check=True, cwd=ROOT).stdout
+        results[method] = r = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
         for head in ("full", "labelled"):
-            out = subprocess.run([sys.executable, __file__, "--case", method, head, "--batch", str(args.batch),
-                                  "--steps", str(args.steps), "--threads", str(args.threads)],
-                                 capture_output=True, text=True, check=True, cwd=ROOT).stdout
-            r = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
-            results[method, head] = r
-            print(f"{method:<16} {head:<9} {r['step_s']:7.2f} {r['peak_rss_gib']:13.2f} {r['loss']:8.4f}", flush=True)
-    for method in args.methods:
-        full, labelled = results[method, "full"], results[method, "labelled"]
+            print(f"{method:<16} {head:<9} {r[head]['step_s']:7.2f} {r[head]['peak_rss_gib']:13.2f}", flush=True)
+    for method, r in results.items():
+        full, labelled = r["full"], r["labelled"]
         print(f"{method}: labelled-positions head {full['step_s'] / labelled['step_s']:.2f}x faster, "
               f"peak RSS {full['peak_rss_gib']:.2f} -> {labelled['peak_rss_gib']:.2f} GiB")
+    print(f"total {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

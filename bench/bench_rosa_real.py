@@ -57,7 +57,8 @@ def resample_times(method, model, rounds: int) -> None:
             step += 1
     ro.gram_factors = gram
     n = len(adapted_layers(model))
-    print(f"1. one resample of all {n} layers, float32, median of {rounds} alternating rounds:")
+    print(f"1. one resample of all {n} layers, float32, median of {rounds} rounds (the two paths interleaved: "
+          f"each round runs both, in turn):")
     for name, t in times.items():
         print(f"   {name:<28} {statistics.median(t):7.2f} s  (min {min(t):.2f}, max {max(t):.2f})")
     before, after = (statistics.median(t) for t in times.values())
@@ -69,7 +70,8 @@ def checkpoint_costs(method, model) -> None:
     tensors = method.state_dict(model)
     once = method.write_once_keys(tensors)
     trainer = {"optimizer": {}, "rng": ckpt.rng_state()}
-    print("2. periodic checkpoints between two resamples (3 checkpoints, same tensors, same disk):")
+    print("2. periodic checkpoints between two resamples (3 checkpoints, same tensors, same disk; the two ways "
+          "one after another, not interleaved):")
     for label, write_once in (("every tensor each time (before)", None), ("W_fixed once per sampling (after)", once)):
         with tempfile.TemporaryDirectory(dir=ROOT) as run_dir:
             seconds, written, previous = [], [], None
@@ -86,7 +88,8 @@ def checkpoint_costs(method, model) -> None:
 
 def bf16_drift(model, resamples: int = 200) -> None:
     block = [m for m in adapted_layers(model).values()][:7]      # the first decoder block's 7 layers
-    print(f"3. bf16 drift over {resamples} resamples of the first block's {len(block)} layers (no training between):")
+    print(f"3. bf16 drift over {resamples} resamples of the first block's {len(block)} layers (no training between; "
+          f"errors, not timings):")
     for master in (False, True):
         worst = {}
         for index, layer in enumerate(block):
@@ -112,11 +115,13 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=16)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    started = time.perf_counter()
     method, model = build(args.rank)
     print(f"SmolLM2-135M, rosa-orthogonal rank {args.rank}, fp32, {args.threads} thread(s)")
     resample_times(method, model, args.rounds)
     checkpoint_costs(method, model)
     bf16_drift(model)
+    print(f"total {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -213,8 +213,9 @@ def main() -> None:
     batch = make_batch()
     n_params = sum(p.numel() for p in build_model().parameters())
     print(f"{args.model}: {n_params / 1e6:.1f}M parameters, fp32, {describe_batch(batch)}, {args.threads} "
-          f"threads; AdamW; {args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.1f} at start",
-          flush=True)
+          f"threads; AdamW; step times: methods interleaved over {args.rounds} rounds (one step of each per round, "
+          f"order rotated) in one process; memory: each method in its own process, one after another; "
+          f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
     started = time.time()
     # memory first, each method in a fresh subprocess, while this process is still small
     mem = {} if args.no_memory else {n: measure_memory(n, args.threads) for n in args.methods}

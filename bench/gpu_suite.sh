@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU suite: peak memory and step time at Llama-2-7B's shapes (lora, rosa-robust, spa, fft) against
 # the RoSA paper, Triton bf16 correctness, sparse kernel timings, NF4 merged vs unmerged evaluation.
-# Under 8 minutes on an H100 / H200; writes the `gpu-suite` section of docs/benchmarks.md and
-# docs/gpu-suite.json. Uses .venv/bin/python when present, else python3; installs nothing.
+# Under a time budget (--budget, default 450 s; never yet run on a GPU, so its real duration is unknown);
+# writes the `gpu-suite` section of docs/benchmarks.md and docs/gpu-suite.json.
+# Uses .venv/bin/python when present, else python3; installs nothing.
 #
 #   bash bench/gpu_suite.sh              # on a CUDA machine (exit 2 with one line on a CPU-only one)
 #   bash bench/gpu_suite.sh --dry-run    # anywhere: every part's setup on the meta device, no writes

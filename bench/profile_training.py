@@ -1,14 +1,18 @@
-"""Where does rosa-robust's and rosa-orthogonal's extra step time go? (CPU, bench_training's model,
-data, batch and step.) Two parts, one run:
+"""Where does rosa-robust's and rosa-orthogonal's extra step time go? (CPU, bench_training's toy model,
+data, batch and step.) Three parts, one run:
 
-1. Step time, median of interleaved rounds: lora, spa and rosa-robust with the sparse path of
-   before the fix (``impl=torch``: MKL CSR SpMM + SDDMM, what ``auto`` meant on CPU) and after it
-   (``impl=auto``: W0 + S materialised, one matmul, on CPU), rosa-orthogonal.
-2. torch.profiler over 2 steps per method: time per phase (forward / backward / optimizer, from
-   record_function labels; data is pre-built and mask bookkeeping has no per-step work after the
-   masks exist) and the top operators by self CPU time.
+1. Step time, median of interleaved rounds (one step of each case per round, order rotated): lora,
+   spa and rosa-robust with the sparse path of before the fix (``impl=torch``: MKL CSR SpMM + SDDMM,
+   what ``auto`` meant on CPU) and after it (``impl=auto``: W0 + S materialised, one matmul, on CPU),
+   rosa-orthogonal.
+2. torch.profiler over 2 steps per case, the cases one after another: time per phase (forward /
+   backward / optimizer, from record_function labels; data is pre-built and mask bookkeeping has no
+   per-step work after the masks exist) and the top operators by self CPU time.
+3. The pieces of the sparse path on one 1376 x 512 layer (the toy's MLP up-projection), 2048 tokens,
+   d = 0.6 %, interleaved rounds: the dense base matmul, MKL's CSR SpMM alone and with the add of its
+   transposed output, materialising W0 + S, and the SDDMM on g's transposed view and on a contiguous copy.
 
-    python bench/profile_training.py [--rounds 5] [--threads 2] [--record]
+    python bench/profile_training.py [--rounds 5] [--threads 1] [--record]
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -48,34 +53,82 @@ def labelled_step(model, params, optimizer, batch):
         optimizer.zero_grad(set_to_none=True)
 
 
+def interleaved(cases: dict, rounds: int) -> dict[str, float]:
+    """Median seconds of each case over ``rounds`` rounds (each runs every case once, the order rotated
+    by one each round), after one warm-up call of each."""
+    for fn in cases.values():
+        fn()
+    names, times = list(cases), {k: [] for k in cases}
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            cases[k]()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def piece_costs(rounds: int, n: int = 1376, m: int = 512, tokens: int = 2048, density: float = 0.006) -> None:
+    """Part 3: the primitives of the sparse path (torch.sparse on CPU = MKL) against the dense matmul."""
+    gen = torch.Generator().manual_seed(0)
+    x, g = torch.randn(tokens, m, generator=gen), torch.randn(tokens, n, generator=gen)
+    w0 = torch.randn(n, m, generator=gen) * 0.02
+    nnz = int(density * n * m)
+    flat = torch.randperm(n * m, generator=gen)[:nnz].sort().values
+    rows, cols = flat // m, (flat % m).to(torch.int32)
+    crow = torch.zeros(n + 1, dtype=torch.int32)
+    crow[1:] = torch.bincount(rows, minlength=n).cumsum(0)
+    values = torch.randn(nnz, generator=gen) * 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # "sparse CSR support is in beta"
+        S = torch.sparse_csr_tensor(crow, cols, values, (n, m))
+        mask = torch.sparse_csr_tensor(crow, cols, torch.zeros(nnz), (n, m))
+    y = x @ w0.t()
+    cases = {
+        "dense base matmul x W0^T (the unavoidable part)": lambda: x @ w0.t(),
+        "MKL CSR SpMM S x^T": lambda: S @ x.t(),
+        "the same, plus adding its transposed output to y": lambda: y + (S @ x.t()).t(),
+        "materialising W0 + S (copy W0, index_add the values)": lambda: w0.flatten().index_add(0, flat, values),
+        "SDDMM sampled_addmm(mask, g^T, x), g's transposed view": lambda: torch.sparse.sampled_addmm(mask, g.t(), x, beta=0.0),
+        "the same with g^T made contiguous first": lambda: torch.sparse.sampled_addmm(mask, g.t().contiguous(), x, beta=0.0),
+    }
+    med = interleaved(cases, rounds)
+    dense = med["dense base matmul x W0^T (the unavoidable part)"]
+    spmm = med["MKL CSR SpMM S x^T"]
+    print(f"\n3. one {n} x {m} layer, {tokens} tokens, d = {density:.1%} ({nnz:,} nonzeros), median of {rounds} "
+          f"interleaved rounds")
+    print(f"{'operation':<58} {'ms':>8} {'x dense':>8}")
+    for k, t in med.items():
+        print(f"{k:<58} {t * 1e3:8.2f} {t / dense:8.3f}")
+    print(f"MKL CSR SpMM: {nnz * tokens / 1e6:.1f}M multiply-adds at {2 * nnz * tokens / spmm / 1e9:.2f} GFLOP/s; "
+          f"the dense matmul: {2 * n * m * tokens / dense / 1e9:.1f} GFLOP/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: on a shared machine, OpenMP barriers stall 2-thread steps unpredictably)")
     ap.add_argument("--top", type=int, default=6)
+    ap.add_argument("--piece-rounds", type=int, default=20, help="rounds of part 3")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    bt.SETTINGS.update(model="toy")
     batch = bt.make_batch()
-    print(f"bench_training's model and batch ({bt.BATCH} x {bt.SEQ} tokens, fp32), {args.threads} threads, "
-          f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
+    n_params = sum(p.numel() for p in bt.build_model().parameters())
+    print(f"bench_training's toy model ({n_params / 1e6:.1f}M parameters, fp32), {bt.describe_batch(batch)}, "
+          f"{args.threads} threads, load average {os.getloadavg()[0]:.1f} at start", flush=True)
     built = {label(*c): bt.build(*c) for c in CASES}
-    for model, params, opt, _ in built.values():
-        bt.train_step(model, params, opt, batch)
-    times = {k: [] for k in built}
     names = list(built)
-    for r in range(args.rounds):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            model, params, opt, _ = built[k]
-            t0 = time.perf_counter()
-            bt.train_step(model, params, opt, batch)
-            times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\n1. step time, median of {args.rounds} interleaved rounds")
+    med = interleaved({k: (lambda b=built[k]: bt.train_step(b[0], b[1], b[2], batch)) for k in names}, args.rounds)
+    print(f"\n1. step time, median of {args.rounds} rounds, the cases interleaved (one step of each per round, "
+          f"order rotated)")
     print(f"{'case':<24} {'step s':>7} {'x lora':>7}")
     for k in names:
         print(f"{k:<24} {med[k]:7.3f} {med[k] / med['lora']:7.3f}")
 
-    print("\n2. torch.profiler, 2 steps each: seconds per step by phase, then top operators (self CPU)")
+    print("\n2. torch.profiler, 2 steps of each case, the cases one after another (not interleaved): seconds per "
+          "step by phase, then top operators (self CPU)")
     for k in names:
         model, params, opt, _ = built[k]
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -88,6 +141,8 @@ def main() -> None:
         print(f"{k}: " + ", ".join(f"{p} {phase.get(p, 0):.3f}" for p in PHASES) + f" (sum {total:.3f} s)")
         for e in ops[:args.top]:
             print(f"    {e.key:<34} {e.self_cpu_time_total / 2e6:7.3f} s/step  {e.count // 2:>5} calls/step")
+    piece_costs(args.piece_rounds)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Write a benchmark's output into docs/benchmarks.md, between ``<!-- bench:NAME -->`` and
 ``<!-- /bench:NAME -->`` (the section is added at the end when the markers are missing), with the
 command, the machine (CPU model, cores, torch version, GPU if any) and the date. Tables in that file
-are therefore produced by the scripts, never typed by hand.
+are therefore produced by the scripts, never typed by hand. Each section ends with a ``Commit:``
+line: the short hash of HEAD when the run started, and whether tracked files outside docs/ had
+uncommitted changes (named), so a stale or unreproducible section can be seen as such.
 
 Use from a bench script (a ``--record`` flag, stripped before argparse sees it)::
 
@@ -19,6 +21,7 @@ import os
 import platform
 import re
 import shlex
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -51,17 +54,46 @@ def machine() -> str:
     return ", ".join(parts)
 
 
-def section(name: str, text: str, command: str, fenced: bool = True) -> str:
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
+
+
+def commit_stamp(root: Path = ROOT) -> str:
+    """``Commit: <short hash> (clean)``, or ``(dirty: <files>)`` when tracked files outside docs/ differ
+    from HEAD (staged or not). docs/ is left out: recording a section edits it. Untracked files are
+    not code the run imported from the repository's history either way, so they are not listed."""
+    try:
+        head = _git(root, "rev-parse", "--short", "HEAD").strip()
+        changed = _git(root, "diff", "--name-only", "HEAD", "--", ".", ":(exclude)docs").split()
+    except (OSError, subprocess.CalledProcessError):
+        return "Commit: unknown (not a git checkout)"
+    if not changed:
+        return f"Commit: {head} (clean)"
+    shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+    return f"Commit: {head} (dirty: {shown})"
+
+
+def load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def section(name: str, text: str, command: str, fenced: bool = True, stamp: str | None = None,
+            load_at_start: float | None = None) -> str:
     date = time.strftime("%Y-%m-%d %H:%M %Z")
     body = f"```\n{text.rstrip()}\n```\n" if fenced else f"{text.rstrip()}\n"
+    # other jobs on a shared machine slow a run: the 1-minute load average says how busy it was
+    busy = (f"{load_at_start:.1f} at the start, " if load_at_start is not None else "") + f"{load():.1f} at the end"
     return (f"<!-- bench:{name} -->\n"
-            f"Command: `{command}`  \nMachine: {machine()}  \nDate: {date}\n\n"
-            f"{body}"
+            f"Command: `{command}`  \nMachine: {machine()}  \nLoad average: {busy}  \nDate: {date}\n\n"
+            f"{body}\n"
+            f"{stamp or commit_stamp()}\n"
             f"<!-- /bench:{name} -->")
 
 
-def write(name: str, text: str, command: str | None = None, doc: Path = DOC, fenced: bool = True) -> Path:
-    """Replace (or append) the ``name`` section of ``doc`` with ``text`` (a script's output)."""
+def write(name: str, text: str, command: str | None = None, doc: Path = DOC, fenced: bool = True,
+          stamp: str | None = None, load_at_start: float | None = None) -> Path:
+    """Replace (or append) the ``name`` section of ``doc`` with ``text`` (a script's output).
+    ``stamp``: the ``Commit:`` line taken when the run started (default: taken now)."""
     if command is None:
         argv = [a for a in sys.argv if a != "--record"]
         script = Path(argv[0]).resolve()
@@ -72,7 +104,7 @@ def write(name: str, text: str, command: str | None = None, doc: Path = DOC, fen
         command = "python " + " ".join(shlex.quote(a) for a in argv) + " --record"
     doc.parent.mkdir(parents=True, exist_ok=True)
     current = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    updated = replace_section(current, name, section(name, text, command, fenced))
+    updated = replace_section(current, name, section(name, text, command, fenced, stamp, load_at_start))
     tmp = doc.with_suffix(".md.tmp")
     tmp.write_text(updated)
     tmp.replace(doc)
@@ -103,15 +135,16 @@ class _Tee(io.TextIOBase):
 
 
 @contextmanager
-def recording(name: str, flag: str = "--record"):
+def recording(name: str, flag: str = "--record", doc: Path = DOC):
     """Run the body; if ``flag`` was on the command line (it is removed from sys.argv first), tee
-    stdout and write it as section ``name`` of docs/benchmarks.md when the body succeeds."""
+    stdout and write it as section ``name`` of ``doc`` when the body succeeds. The commit is read
+    before the body runs: the code that ran is the code of that moment."""
     enabled = flag in sys.argv
     if not enabled:
         yield
         return
     sys.argv = [a for a in sys.argv if a != flag]
-    command = None
+    stamp, busy = commit_stamp(), load()
     argv = list(sys.argv)
     try:
         argv[0] = str(Path(argv[0]).resolve().relative_to(ROOT))
@@ -124,5 +157,5 @@ def recording(name: str, flag: str = "--record"):
         yield
     finally:
         sys.stdout = old
-    out = write(name, tee.buffer_.getvalue(), command)
-    print(f"recorded section '{name}' in {out.relative_to(ROOT)}")
+    out = write(name, tee.buffer_.getvalue(), command, doc=doc, stamp=stamp, load_at_start=busy)
+    print(f"recorded section '{name}' in {out}")
