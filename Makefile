@@ -30,7 +30,7 @@ train: setup
 	$(BIN)/python train.py
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # Resolve the ranges for Python 3.11 on x86_64 Linux against torch 2.13.0 with the CPU wheel's
 # dependencies (uv.toml), so PyPI's CUDA libraries stay out; write exact versions with hashes, no torch.
