@@ -51,7 +51,7 @@ def cluster_runs(tmp_path_factory):
     runs = tmp / "runs"
     grids = {"grids": {
         "long": {"slurm": RESOURCES, "runs": [
-            " ".join(FAST + ["train.max_steps=60", "train.checkpoint_every=5", "seed=1"]),       # requeued
+            " ".join(FAST + ["train.max_steps=12", "train.checkpoint_every=5", "seed=1"]),       # requeued
             " ".join(FAST + ["train.max_steps=100000", "train.checkpoint_every=50", "seed=2"]),  # cancelled
         ]},
     }}
