@@ -42,8 +42,9 @@ RESOURCES = {"timeout_min": 20, "gpus_per_node": 0, "cpus_per_task": 1, "mem_gb"
 
 @pytest.fixture(scope="module")
 def cluster_runs(tmp_path_factory):
-    """Submit, once: a run to requeue, a run to cancel (long enough to catch), then the smoke grid.
-    The cancel test runs first: the endless run would otherwise hold a CPU through the others. Both
+    """Submit, once: a run to requeue and a run to cancel (long enough to catch); the smoke grid is
+    submitted by its own test, last, so its jobs do not hold the node's CPUs while the requeued run
+    waits for one. The cancel test runs first: the endless run would otherwise hold a CPU. Both
     "long" runs stop themselves (SIGSTOP) at the end of step 6, after step 5's checkpoint and only in
     their first attempt: each is still running when the test requeues or cancels it, however fast
     the machine (the requeued run is not stopped again and finishes)."""
@@ -59,17 +60,21 @@ def cluster_runs(tmp_path_factory):
     path = tmp / "jobs.yaml"
     path.write_text(yaml.safe_dump(grids))
     extra = [f"output.path={runs}"]
+    os.environ["ROSA_TEST_SIGNAL_AT_STEP"] = "6:SIGSTOP:first"   # sbatch passes the environment on
+    try:
+        _submit(path, "long", extra)
+    finally:
+        del os.environ["ROSA_TEST_SIGNAL_AT_STEP"]
+    return path, extra, runs
+
+
+def _submit(path, grid: str, extra: list[str]) -> None:
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        os.environ["ROSA_TEST_SIGNAL_AT_STEP"] = "6:SIGSTOP:first"   # sbatch passes the environment on
-        assert jobs.submit(jobs.get_grid("long", path), "slurm", False, False, extra) == 0
-        del os.environ["ROSA_TEST_SIGNAL_AT_STEP"]
-        assert jobs.submit(jobs.get_grid("smoke", path), "slurm", False, False, extra) == 0
+        assert jobs.submit(jobs.get_grid(grid, path), "slurm", False, False, extra) == 0
     finally:
-        os.environ.pop("ROSA_TEST_SIGNAL_AT_STEP", None)
         os.chdir(cwd)
-    return path, extra, runs
 
 
 def _wait(predicate, timeout: float, what: str, every: float = 2.0):
@@ -128,6 +133,8 @@ def test_requeue_resumes_from_checkpoint(cluster_runs):
 
 def test_smoke_grid_finishes_and_resubmit_is_a_no_op(cluster_runs, capsys):
     path, extra, runs = cluster_runs
+    _submit(path, "smoke", extra)
+
     def finished_and_evaluated(row) -> bool:   # a run is "done" before its end-of-training evaluation
         entry, state, _, _ = row
         return state == "failed" or (state == "done" and any(entry.run_dir.glob("metrics-*.json")))

@@ -5,9 +5,8 @@ model and the built-in E2E sample, then ``eval.py`` on them.
 Each (precision, method) is trained once, uninterrupted (``straight``), and that run is shared by:
 - the kill test: the same run killed while doing its last-but-one step (the checkpoint of the step
   before is on disk), then resumed: the same per-step losses and the same final adapter tensors, bit
-  for bit, and in fp16 the same GradScaler state. The nf4 + lora kill is a real SIGKILL of
-  ``python train.py``; the others raise ``Killed`` in this process (tests/training/faults.py), which
-  leaves the run folder as a kill does and is much faster;
+  for bit, and in fp16 the same GradScaler state. Each kill is a real SIGKILL of ``python train.py``
+  (it signals itself at the end of the step, ``ROSA_TEST_SIGNAL_AT_STEP``); the resume runs here;
 - eval.py, merged (the default) and unmerged (``--no-merge``), on 2 test rows with 8 new tokens;
 - nf4: ``eval.py <run> --export-merged DIR``, loaded by transformers alone, against the adapted model.
 
@@ -28,8 +27,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -39,9 +41,9 @@ from rosa.models.quantize import is_nf4, nf4_available
 from rosa.runs import read_status, run_dir_for
 from rosa.training import checkpoint as ckpt
 from rosa.training import loop
-from tests.conftest import run_train
+from tests.conftest import REPO
 from tests.evaluation.test_eval_cli import load_cli
-from tests.training.faults import FAST, Killed, config, die_before_step, history, train
+from tests.training.faults import FAST, config, history, train
 
 needs_nf4 = pytest.mark.skipif(not nf4_available(), reason="torchao (NF4) is not installed")
 
@@ -54,7 +56,6 @@ METHODS = {
 TOTAL_STEPS = {"lora": 4, "rosa-robust": 6}   # rosa-robust: + the warm-up and the collection step
 CASES = [pytest.param(p, m, id=f"{p}-{m}", marks=[needs_nf4] if p == "nf4" else [])
          for p in ("bf16", "fp16", "nf4") for m in METHODS]
-SIGKILLED = ("nf4", "lora")   # the kill test's real SIGKILL of python train.py
 INITIAL_SCALE = 65536.0       # torch's GradScaler init_scale
 EVAL = ["--limit", "2", "--max-new-tokens", "8"]
 
@@ -79,8 +80,7 @@ def keep_torch_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def lively_grad_scaler():
+def use_a_lively_grad_scaler(setattr=setattr) -> None:
     """The loop's fp16 GradScaler with growth_interval=1 (the rest as built): see the module docstring."""
     built = loop.Trainer.__init__
 
@@ -88,9 +88,21 @@ def lively_grad_scaler():
         built(self, *args, **kwargs)
         if self.scaler.is_enabled():
             self.scaler = torch.amp.GradScaler(self.device.type, growth_interval=1)
+    setattr(loop.Trainer, "__init__", init)
 
+
+# python train.py with the same scaler as the runs in this process
+TRAIN_PY_LIVELY = ("import runpy, sys\n"
+                   "from tests.training.test_precision import use_a_lively_grad_scaler\n"
+                   "use_a_lively_grad_scaler()\n"
+                   "sys.argv = ['train.py'] + sys.argv[1:]\n"
+                   "runpy.run_path('train.py', run_name='__main__')\n")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lively_grad_scaler():
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(loop.Trainer, "__init__", init)
+        use_a_lively_grad_scaler(patch.setattr)
         yield
 
 
@@ -114,20 +126,17 @@ def eval_main():
 
 
 @pytest.mark.parametrize("precision, method", CASES)
-def test_killed_run_resumes_with_identical_losses_and_adapter(precision, method, straight, tmp_path, monkeypatch, caplog):
+def test_killed_run_resumes_with_identical_losses_and_adapter(precision, method, straight, tmp_path, caplog):
     reference = straight(precision, method)
     total = TOTAL_STEPS[method]
     kill_at = total - 1   # killed while doing this step: the checkpoint of total - 2 is the newest
     args = overrides(precision, method)
-    if (precision, method) == SIGKILLED:   # the run SIGKILLs itself at the end of the step, before any checkpoint
-        killed = run_train(*FAST, *args, f"output.path={tmp_path}",
-                           env={"ROSA_TEST_SIGNAL_AT_STEP": f"{kill_at}:SIGKILL", "OMP_NUM_THREADS": "1"})
-        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    else:
-        die_before_step(monkeypatch, kill_at)
-        with pytest.raises(Killed):
-            train(tmp_path, *args)
-        monkeypatch.undo()
+    # python train.py SIGKILLs itself at the end of that step, before its checkpoint
+    killed = subprocess.run([sys.executable, "-c", TRAIN_PY_LIVELY, *FAST, *args, f"output.path={tmp_path}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1",
+                                 "ROSA_TEST_SIGNAL_AT_STEP": f"{kill_at}:SIGKILL"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     run_dir = run_dir_for(config(tmp_path, *args))
     resume_from = ckpt.latest_checkpoint(run_dir)
     assert resume_from.name == f"step-{total - 2:07d}" and read_status(run_dir)["state"] == "running"
