@@ -113,9 +113,11 @@ def write(name: str, text: str, command: str | None = None, doc: Path = DOC, fen
 
 def replace_section(current: str, name: str, block: str) -> str:
     """``current`` with its ``name`` section (markers included) replaced by ``block`` (which carries
-    the markers itself), or ``block`` appended under a ``## name`` heading when there is none. The
+    the markers itself), or ``block`` appended under a ``## name`` heading when there is none. A page
+    holds the place of a section not recorded yet with ``<!-- bench-slot:NAME -->`` ... ``<!--
+    /bench-slot:NAME -->`` (a "not run" note between them, never a figure): the block replaces it. The
     text outside the markers, other sections included, is kept byte for byte."""
-    pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
+    pattern = re.compile(rf"<!-- (bench|bench-slot):{re.escape(name)} -->.*?<!-- /\1:{re.escape(name)} -->", re.S)
     if pattern.search(current):
         return pattern.sub(lambda _: block, current, count=1)
     return current.rstrip("\n") + f"\n\n## {name}\n\n{block}\n"
