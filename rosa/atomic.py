@@ -83,10 +83,16 @@ def writing(path: str | Path, needed_bytes: int | None = None) -> Iterator[None]
         raise WriteError(cause[0], Path(path), cause[1], needed_bytes) from err
 
 
-def tensor_bytes(tensors) -> int:
-    """The bytes of the tensors in a mapping or iterable (for the space a write needs)."""
-    values = tensors.values() if hasattr(tensors, "values") else tensors
-    return sum(t.numel() * t.element_size() for t in values if hasattr(t, "element_size"))
+def tensor_bytes(obj) -> int:
+    """The bytes of every tensor in ``obj``: a tensor, or dicts / lists / tuples nesting them (a
+    state dict, an optimizer's state), for the space a write needs. Anything else counts 0."""
+    if hasattr(obj, "element_size"):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 class _RememberingFile:

@@ -162,7 +162,7 @@ class PeftBaseline(Method):
         when a step ends (the module docstring), and a resume loads the state before the extra state
         that holds the pattern. Every rank is what was trained, and a fresh model of the run's config
         loads it. Other types have no rank pattern to hide."""
-        if self.peft_config.peft_type != "ADALORA":
+        if self.cfg.peft_type != "ADALORA":
             yield
             return
         pattern, self.peft_config.rank_pattern = self.peft_config.rank_pattern, None

@@ -74,7 +74,7 @@ def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], 
     tag, once_names = write_once or (None, set())
     shutil.rmtree(tmp, ignore_errors=True)
     # the error names the checkpoint and the space it needs, measured after its .tmp folder is gone
-    with atomic.writing(final, needed_bytes=atomic.tensor_bytes(tensors) + _nested_tensor_bytes(trainer)):
+    with atomic.writing(final, needed_bytes=atomic.tensor_bytes((tensors, trainer))):
         try:
             tmp.mkdir(parents=True)
             save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items() if n not in once_names},
@@ -98,17 +98,6 @@ def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], 
         if old != final and (keep is None or old != Path(keep)):
             shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def _nested_tensor_bytes(obj) -> int:
-    """The bytes of every tensor inside nested dicts / lists (an optimizer's state)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(_nested_tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_nested_tensor_bytes(v) for v in obj)
-    return 0
 
 
 def _write_once(root: Path, target: Path, tensors: dict[str, torch.Tensor]) -> None:
