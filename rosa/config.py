@@ -120,6 +120,7 @@ class TrainConfig:
     max_grad_norm: Optional[float] = field(metadata={**positive, "allow_inf": True})
     loss_on: Literal["target", "all"]
     loss_norm: Literal["tokens", "examples"] = field(metadata=neutral("tokens"))
+    shared_prefix: Literal["auto", "off"] = field(metadata=neutral("off"))
     eval_every: int = field(metadata=non_negative)
     eval_batches: Optional[int] = field(metadata=at_least_1)
     checkpoint_every: int = field(metadata=at_least_1)

@@ -20,6 +20,8 @@ from typing import Callable
 
 import torch
 from rosa.data.features import prompt_ids
+from rosa.models.loss import prefix_cache
+from rosa.models.shared_prefix import prompts_prefix_length, unsupported_reason
 
 DECODING_KEYS = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "early_stopping")
 
@@ -54,6 +56,16 @@ class GenerationResult:
         return self.new_tokens / max(self.seconds, 1e-9)
 
 
+def prefix_then_left_pad(rows: list[list[int]], prefix_length: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[shared prefix | padding | rest of the prompt]``: the prefix's P columns first (its keys and
+    values come from the shared cache), then each row's rest left-padded, so the last prompt token of
+    every row is in the last column. The padding is masked out and positions follow the mask (HF
+    counts them from its cumulative sum), so each row sees the positions it has without the gap."""
+    ids, mask = left_pad([r[prefix_length:] for r in rows], pad_id)
+    prefix = torch.tensor(rows[0][:prefix_length], dtype=torch.long).expand(len(rows), -1)
+    return torch.cat([prefix, ids], dim=1), torch.cat([torch.ones_like(prefix), mask], dim=1)
+
+
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -69,8 +81,12 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 def generate(model, tokenizer, prompts: list[str], *, batch_size: int = 16, max_new_tokens: int = 128,
              stop_strings: list[str] | None = None, num_beams: int = 1, no_repeat_ngram_size: int = 0,
              early_stopping: bool = False, autocast: torch.dtype | None = None, use_cache: bool = True,
-             progress: Callable[[int], None] | None = None) -> GenerationResult:
-    """Greedy (``num_beams=1``) or beam-search continuations of ``prompts``, ``batch_size`` at a time."""
+             shared_prefix: bool = True, progress: Callable[[int], None] | None = None) -> GenerationResult:
+    """Greedy (``num_beams=1``) or beam-search continuations of ``prompts``, ``batch_size`` at a time.
+
+    ``shared_prefix``: a batch's common prompt prefix (token ids, >= ``MIN_SHARED_PREFIX`` tokens) is
+    prefilled once, as batch 1, and its KV cache expanded to every row and beam as a view
+    (``rosa.models.shared_prefix``); decoding then goes on as usual. Same outputs up to float rounding."""
     stops = list(stop_strings or [])
     ids = prompt_ids(tokenizer, prompts)
     if any(not r for r in ids):
@@ -81,11 +97,14 @@ def generate(model, tokenizer, prompts: list[str], *, batch_size: int = 16, max_
     specials = {t for t in (pad_id, tokenizer.eos_token_id) if t is not None}
     texts: list[str] = [""] * len(ids)
     new_tokens = 0
+    share = shared_prefix and use_cache and unsupported_reason(model) is None
     model.eval()
     started = time.perf_counter()
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        input_ids, mask = left_pad([ids[i] for i in chunk], pad_id)
+        rows = [ids[i] for i in chunk]
+        prefix = prompts_prefix_length(rows) if share else 0
+        input_ids, mask = prefix_then_left_pad(rows, prefix, pad_id) if prefix else left_pad(rows, pad_id)
         input_ids, mask = input_ids.to(device), mask.to(device)
         width = input_ids.shape[1]
         kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams, use_cache=use_cache,
@@ -98,6 +117,8 @@ def generate(model, tokenizer, prompts: list[str], *, batch_size: int = 16, max_
             kwargs["early_stopping"] = early_stopping
         context = torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext()
         with context:
+            if prefix:  # one cache row per beam: generate expands the inputs, not a cache it is given
+                kwargs["cache"] = prefix_cache(model, input_ids[:1, :prefix], len(chunk) * num_beams)
             out = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
         generated = out[:, width:].tolist()
         for i, row in zip(chunk, generated):

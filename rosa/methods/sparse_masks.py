@@ -60,10 +60,18 @@ def top_k_mask(score: torch.Tensor, k: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- gradient statistics
+def _in_backward() -> bool:
+    """Whether autograd is running a backward pass (where a non-reentrant checkpoint recomputes)."""
+    return torch._C._current_graph_task_id() != -1
+
+
+
 class GradientCollector:
     """Accumulates per-micro-batch dense weight gradients G^T X of some layers.
 
-    ``attach`` installs the hooks. Between ``begin_step()`` and ``end_step()`` (one optimizer step) each layer adds one statistic per backward, i.e. per micro-batch, until
+    ``attach`` installs the hooks. Between ``begin_step()`` and ``end_step()`` (one optimizer step)
+    each layer adds one statistic per micro-batch (its gradient summed over the layer's forward calls,
+    closed by the next micro-batch's forward or by ``end_step``), until
     ``samples`` micro-batches of the run have been counted; ``scores()`` returns the means and
     ``detach`` removes the hooks. Accumulators are fp32 on ``device`` (CPU by default, to bound GPU
     memory: Llama-2-7B's 224 projections take 24 GiB).
@@ -85,6 +93,8 @@ class GradientCollector:
         self.seen = 0                                  # micro-batches of the completed steps (all ranks)
         self.calls = {name: 0 for name in layers}     # this rank's backward calls in the current step
         self.skipped = 0
+        self._open: set[str] = set()                 # layers with gradients of an unclosed micro-batch
+        self._pending: dict[str, torch.Tensor] = {}  # that micro-batch's summed G^T X so far
         self._handles: list = []
 
     # -- lifecycle
@@ -101,9 +111,13 @@ class GradientCollector:
 
     def begin_step(self) -> None:
         self.calls = {name: 0 for name in self.layers}
+        self._open.clear()
+        self._pending.clear()
 
     def end_step(self) -> None:
         """Close one optimizer step: count its micro-batches (over all ranks), sum the ranks' statistics."""
+        for name in list(self._open):
+            self._close(name)
         self.seen += int(distributed.all_reduce_scalar(float(max(self.calls.values(), default=0))))
         if distributed.is_distributed():
             self._reduce(keep_on_all=self.done)
@@ -124,18 +138,42 @@ class GradientCollector:
         def hook(module, args, output):
             if not (args and torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output.requires_grad):
                 return  # evaluation, or the no-grad first pass of a reentrant checkpoint
+            if not _in_backward():  # a new micro-batch's forward (not a checkpoint's recomputation)
+                self._close(name)
             x = args[0].detach()
-            output.register_hook(lambda grad: self._accumulate(name, x, grad))
+            output.register_hook(lambda grad: self._gather(name, x, grad))
         return hook
 
     @torch.no_grad()
-    def _accumulate(self, name: str, x: torch.Tensor, grad: torch.Tensor) -> None:
-        index = self.seen + self.calls[name] * distributed.world_size() + distributed.rank()
-        self.calls[name] += 1
-        if index >= self.samples:
+    def _gather(self, name: str, x: torch.Tensor, grad: torch.Tensor) -> None:
+        """Add one forward call's G^T X to the micro-batch's gradient of layer ``name``. A micro-batch
+        may call a layer more than once (the shared prompt prefix, then the suffixes:
+        ``rosa.models.shared_prefix``); its gradient is the sum over the calls, so the statistic is
+        formed when the micro-batch is closed (the next micro-batch's forward, or ``end_step``)."""
+        self._open.add(name)
+        if self._next_index(name) >= self.samples:
             return
         g = grad.reshape(-1, grad.shape[-1]).float()
-        stat = g.t() @ x.reshape(-1, x.shape[-1]).float()  # the micro-batch's dense weight gradient [n, m]
+        part = g.t() @ x.reshape(-1, x.shape[-1]).float()  # this call's share of the dense weight gradient [n, m]
+        pending = self._pending.get(name)
+        self._pending[name] = part if pending is None else pending.add_(part)
+
+    def _close(self, name: str) -> None:
+        if name in self._open:
+            self._open.discard(name)
+            self._accumulate(name, self._pending.pop(name, None))
+
+    def _next_index(self, name: str) -> int:
+        """The run-wide index of this rank's current micro-batch statistic of layer ``name``."""
+        return self.seen + self.calls[name] * distributed.world_size() + distributed.rank()
+
+    @torch.no_grad()
+    def _accumulate(self, name: str, stat: torch.Tensor | None) -> None:
+        """Add one micro-batch's dense weight gradient ``stat`` [n, m] (its statistic) to the sums
+        (None: past the ``samples`` cap, only counted)."""
+        self.calls[name] += 1
+        if stat is None:
+            return
         if not torch.isfinite(stat).all():  # an fp16 overflow the grad scaler will skip
             self.skipped += 1
             return

@@ -32,33 +32,66 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rosa.models.shared_prefix import expand_cache, suffix_positions
+
 IGNORE_INDEX = -100
 
 
-def token_loss_sum(model, batch: dict[str, torch.Tensor],
-                   weights: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+def token_loss_sum(model, batch: dict[str, torch.Tensor], weights: torch.Tensor | None = None,
+                   prefix_length: int = 0) -> tuple[torch.Tensor, int]:
     """Sum of next-token cross-entropy over the target tokens (each times its ``weights`` entry, a
-    ``[batch, length - 1]`` tensor, when given), and the number of target tokens."""
+    ``[batch, length - 1]`` tensor, when given), and the number of target tokens.
+
+    ``prefix_length`` P > 0 (from :func:`rosa.models.shared_prefix.shared_prefix_length`): the first P
+    tokens are the same in every row and carry no loss; they run once, as batch 1, and the rest of
+    every row attends to their cached keys and values. Same sum, up to float rounding."""
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE_INDEX
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if prefix_length:
+        size = ids.shape[0]
+        cache = prefix_cache(model, ids[:1, :prefix_length], size)
+        ids, keep = ids[:, prefix_length:], keep[:, prefix_length:]
+        weights = None if weights is None else weights[:, prefix_length:]
+        call = dict(attention_mask=mask, cache=cache, use_cache=False,
+                    position_ids=suffix_positions(prefix_length, ids.shape[1], size, ids.device))
+    else:
+        call = dict(attention_mask=mask)
+    logits = labelled_logits(model, ids, keep, **call)[1]
+    losses = F.cross_entropy(logits.float(), labels[:, prefix_length:][keep], reduction="none")
+    return _weighted_sum(losses, weights, keep), int(keep.sum())
+
+
+def labelled_logits(model, input_ids: torch.Tensor, keep: torch.Tensor, **call) -> tuple:
+    """``model(input_ids=input_ids, **call)`` and its logits ``[n, vocab]`` at the positions ``keep``
+    (``[batch, length - 1]``: position t predicts token t + 1) selects. With an output layer, it runs
+    on those positions' hidden states only (a pre-hook); without one the full logits are cut."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logits = input_positions(logits, batch["input_ids"])
-        losses = F.cross_entropy(logits[:, :-1][keep].float(), labels[keep], reduction="none")
-        return _weighted_sum(losses, weights, keep), int(keep.sum())
+        out = model(input_ids=input_ids, **call)
+        return out, input_positions(out.logits, input_ids)[:, :-1][keep]
 
     def labelled_positions_only(module, args):
-        hidden = input_positions(args[0], batch["input_ids"])[:, :-1]  # position t predicts token t + 1
+        hidden = input_positions(args[0], input_ids)[:, :-1]  # position t predicts token t + 1
         return (hidden[keep].unsqueeze(0),) + tuple(args[1:])
 
     handle = head.register_forward_pre_hook(labelled_positions_only)
     try:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        out = model(input_ids=input_ids, **call)
     finally:
         handle.remove()
-    losses = F.cross_entropy(logits[0].float(), labels[keep], reduction="none")
-    return _weighted_sum(losses, weights, keep), int(keep.sum())
+    return out, out.logits[0]
+
+
+def prefix_cache(model, prefix_ids: torch.Tensor, batch_size: int):
+    """Run ``prefix_ids`` (``[1, P]``) once with the KV cache on (the LM head on no position) and
+    return the cache expanded to ``batch_size`` rows as views."""
+    no_rows = torch.zeros((1, prefix_ids.shape[1] - 1), dtype=torch.bool, device=prefix_ids.device)
+    out = labelled_logits(model, prefix_ids, no_rows, attention_mask=torch.ones_like(prefix_ids), use_cache=True)[0]
+    if getattr(out, "cache", None) is None:
+        raise TypeError(f"{type(model).__name__} returned no KV cache for the shared prefix; "
+                        "set train.shared_prefix=off")
+    return expand_cache(out.cache, batch_size)
 
 
 def input_positions(states: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -74,10 +107,10 @@ def _weighted_sum(losses: torch.Tensor, weights: torch.Tensor | None, keep: torc
     return losses.sum() if weights is None else (losses * weights.to(losses.device)[keep]).sum()
 
 
-def example_mean_loss(model, batch: dict[str, torch.Tensor], n_examples: int) -> torch.Tensor:
+def example_mean_loss(model, batch: dict[str, torch.Tensor], n_examples: int, prefix_length: int = 0) -> torch.Tensor:
     """Sum over ``batch``'s rows of each row's mean target-token loss, over ``n_examples`` (the step's
     examples): ``token_loss_sum`` with each token weighted by 1 / (its row's targets * n_examples)."""
     labels = batch["labels"][:, 1:]
     per_row = (labels != IGNORE_INDEX).sum(dim=1).clamp(min=1) * n_examples
     weights = (1.0 / per_row.float()).unsqueeze(1).expand_as(labels)
-    return token_loss_sum(model, batch, weights)[0]
+    return token_loss_sum(model, batch, weights, prefix_length)[0]

@@ -38,6 +38,7 @@ from rosa.data import DataError, build_train_features, collate_batch, get_spec, 
 from rosa.methods import LoopRequest, StepContext, build_model, cast_trainable
 from rosa.data.features import prompt_ids
 from rosa.models import resolve_device, resolve_precision, set_threads
+from rosa.models import shared_prefix
 from rosa.models.loss import example_mean_loss, token_loss_sum
 from rosa.training import checkpoint as ckpt
 from rosa import distributed
@@ -113,8 +114,11 @@ class Trainer:
         self.parallel = distributed.strategy(self.method.trains_base_weights)
         self.model = self.parallel.wrap(self.model, self.device)
 
+        self.shared_prefix = self.choose_shared_prefix()
         self.features, self.val_features = self.load_data()
         self.batches = Batches(self.features, t.micro_batch_size, self.accumulation, run.seed, self.tokenizer.pad_token_id)
+        if self.shared_prefix == "auto":
+            log.info("shared prefix (train.shared_prefix=auto): %s", self.describe_shared_prefix())
         self.total_steps = t.max_steps if t.max_steps is not None else t.epochs * self.batches.steps_per_epoch
 
         self.optimizer = build_optimizer(self.method.param_groups(self.model, t), t)
@@ -146,6 +150,38 @@ class Trainer:
             raise TrainingFailed(f"dataset {run.dataset.name}: no training example survived tokenisation")
         self.val_examples = val_examples
         return features, val_features
+
+    def choose_shared_prefix(self) -> str:
+        """``train.shared_prefix``, or "off" (said in the log) when the model must take the plain path."""
+        reason = shared_prefix.unsupported_reason(self.model)
+        if self.parallel.sharded and distributed.is_distributed():  # FSDP reshards a block after its first
+            # backward pass; the prefix's pass through the block would come second, after its weights are freed
+            reason = "FSDP-sharded training runs each block's backward once per forward call"
+        if self.run.train.shared_prefix == "auto" and reason is not None:
+            log.info("shared prefix off: %s", reason)
+            return "off"
+        return self.run.train.shared_prefix
+
+    def prefix_length(self, batch: dict[str, torch.Tensor]) -> int:
+        """The leading tokens of ``batch`` computed once (0: the plain path)."""
+        return shared_prefix.shared_prefix_length(batch) if self.shared_prefix == "auto" else 0
+
+    def describe_shared_prefix(self) -> str:
+        """The prefix lengths over the first epoch's training micro-batches, and the share of the
+        positions they compute (padding included) that the shared path leaves out."""
+        lengths, computed, saved = [], 0, 0
+        for step in range(self.batches.steps_per_epoch):
+            for batch in self.batches.step(step):
+                length = self.prefix_length(batch)
+                lengths.append(length)
+                computed += batch["input_ids"].numel()
+                saved += (len(batch["input_ids"]) - 1) * length
+        shared = sorted(n for n in lengths if n)
+        if not shared:
+            return f"no micro-batch has a common prefix of {shared_prefix.MIN_SHARED_PREFIX}+ tokens: plain path"
+        return (f"{len(shared)} of {len(lengths)} training micro-batches share a prefix of {shared[len(shared) // 2]} "
+                f"tokens (median; {shared[0]}-{shared[-1]}), which leaves {100 * saved / computed:.0f}% of the "
+                "positions (padding included) out of the computation")
 
     def context(self) -> StepContext:
         return StepContext(model=self.model, step=self.step, phase_step=self.phase_step,
@@ -219,10 +255,11 @@ class Trainer:
         for batch, weight in self.parallel.share(micro_batches):  # all of them in one process
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with self.autocast():
+                prefix = self.prefix_length(batch)
                 if per_example:  # already a mean: of the step's per-example mean losses
-                    loss_sum, norm = example_mean_loss(self.model, batch, n_examples), 1
+                    loss_sum, norm = example_mean_loss(self.model, batch, n_examples, prefix), 1
                 else:
-                    loss_sum, norm = token_loss_sum(self.model, batch)[0], max(n_targets, 1)
+                    loss_sum, norm = token_loss_sum(self.model, batch, prefix_length=prefix)[0], max(n_targets, 1)
             loss = loss_sum * weight / norm
             self.scaler.scale(loss).backward()
             total += float(loss.detach())
@@ -259,7 +296,8 @@ class Trainer:
                 break
             batch = collate_batch(self.val_features[start:start + micro], self.tokenizer.pad_token_id)
             with self.autocast():
-                loss, n = token_loss_sum(self.model, {k: v.to(self.device) for k, v in batch.items()})
+                loss, n = token_loss_sum(self.model, {k: v.to(self.device) for k, v in batch.items()},
+                                         prefix_length=self.prefix_length(batch))
             loss_sum, count = loss_sum + float(loss), count + n
         val_loss = loss_sum / max(count, 1)
         return {"loss": val_loss, "ppl": math.exp(min(val_loss, 50.0))}

@@ -181,6 +181,28 @@ def test_accumulator_equals_dense_statistic(criterion, rank):
         torch.testing.assert_close(scores[k], ref if criterion == "grad-fisher" else ref.abs())
 
 
+@pytest.mark.parametrize("criterion", ["grad-fisher", "grad-mean"])
+def test_a_micro_batch_of_several_forward_calls_is_one_statistic(criterion):
+    """The shared prompt prefix calls each layer twice per micro-batch (prefix, then suffixes): the
+    statistic is formed from the summed G^T X of both calls, equal to one call on the whole batch."""
+    net = frozen_net(2)
+    layers = {"0": net[0], "2": net[2]}
+    batches = [torch.randn(4, 3, 8) for _ in range(3)]
+    scores = {}
+    for split in (False, True):
+        collector = GradientCollector(layers, criterion, samples=3).attach()
+        collector.begin_step()
+        for x in batches:
+            outputs = [net(x[:1]), net(x[1:])] if split else [net(x)]
+            sum(out.square().sum() for out in outputs).backward()
+        collector.end_step()
+        collector.detach()
+        assert set(collector.counts.values()) == {3}
+        scores[split] = collector.scores()
+    for name, score in scores[False].items():
+        torch.testing.assert_close(scores[True][name], score)
+
+
 def test_collection_on_tiny_model_with_gradient_checkpointing(tiny_tokenizer):
     """Rank 0 (no trainable path): the hooks still see every layer once per micro-batch, and gradient
     checkpointing (the forward runs twice) changes nothing."""
@@ -195,6 +217,7 @@ def test_collection_on_tiny_model_with_gradient_checkpointing(tiny_tokenizer):
         model = method.prepare(model).train()
         collector = GradientCollector(method.layers(model), "grad-fisher", samples=1).attach()
         model(input_ids=ids, labels=ids).loss.backward()
+        collector.end_step()
         assert set(collector.counts.values()) == {1}
         scores[checkpointing] = collector.scores()
     for name, score in scores[False].items():

@@ -67,6 +67,33 @@ def test_conversion_is_cached_and_tokenizer_conventions(real, monkeypatch):
     assert tokenizer.decode(first["input_ids"][:-1]) == examples[0].prompt + examples[0].target  # plain prompt
 
 
+def test_shared_prefix_of_real_viggo_rows_gives_the_plain_loss_and_gradients(real):
+    """The real tokenizer on real rows: the common prefix is RoSA's instruction in token ids (BPE), and
+    computing it once gives the plain path's loss and gradients (two base matrices made trainable)."""
+    from rosa.models.shared_prefix import shared_prefix_length
+
+    run, _source, tokenizer, model = real
+    examples, _ = load_examples(run.dataset, "train")
+    features, _ = build_train_features(examples, tokenizer, get_spec("viggo"), run.dataset.max_length)
+    batch = collate_batch(features, tokenizer.pad_token_id)
+    prefix = shared_prefix_length(batch)
+    assert prefix > 150 and int(batch["attention_mask"][0].sum()) != int(batch["attention_mask"][1].sum())
+    params = [model.model.layers[0].self_attn.q_proj.weight, model.model.layers[-1].mlp.down_proj.weight]
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        plain, _ = token_loss_sum(model, batch)
+        plain_grads = torch.autograd.grad(plain, params)
+        shared, _ = token_loss_sum(model, batch, prefix_length=prefix)
+        shared_grads = torch.autograd.grad(shared, params)
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+    torch.testing.assert_close(shared, plain, rtol=1e-5, atol=0)
+    for s, p in zip(shared_grads, plain_grads):
+        assert float((s - p).abs().max() / p.abs().max()) <= 1e-5
+
+
 def test_corrupt_gguf_is_one_line(tmp_path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 64)

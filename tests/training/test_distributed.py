@@ -42,7 +42,8 @@ def _steps(overrides: list[str], run_dir: Path, resume_at: int | None = None) ->
     trainable = {n: _full(p) for n, p in trainer.model.named_parameters() if p.requires_grad}
     sharded = any(hasattr(p, "full_tensor") for p in trainer.model.parameters())
     return {"losses": losses, "norms": norms, "sharded": sharded, "checksum": float(sum(t.double().abs().sum() for t in trainable.values())),
-            "first": trainable[sorted(trainable)[0]].flatten()[:8].tolist()}
+            "first": trainable[sorted(trainable)[0]].flatten()[:8].tolist(),
+            "prefix": [trainer.prefix_length(b) for b in trainer.batches.step(0)]}
 
 
 def _full(p: torch.Tensor) -> torch.Tensor:
@@ -61,7 +62,7 @@ def _worker(rank: int, world: int, port: int, overrides: list[str], out: str, re
         distributed.shutdown()
 
 
-def _compare(overrides: list[str], tmp_path: Path, resume_at: int | None = None, sharded: bool = False) -> None:
+def _compare(overrides: list[str], tmp_path: Path, resume_at: int | None = None, sharded: bool = False) -> tuple[dict, dict]:
     torch.set_num_threads(1)
     single = _steps(overrides, tmp_path / "single")
     with rendezvous_port() as port:
@@ -74,6 +75,7 @@ def _compare(overrides: list[str], tmp_path: Path, resume_at: int | None = None,
         assert multi["norms"] == pytest.approx(single["norms"], rel=1e-5, abs=1e-6)
         assert multi["checksum"] == pytest.approx(single["checksum"], rel=1e-5)
         assert multi["first"] == pytest.approx(single["first"], rel=1e-4, abs=1e-6)
+    return single, multi
 
 
 def test_helpers_are_no_ops_in_one_process():
@@ -108,6 +110,21 @@ def test_fft_fsdp_resume_matches(tmp_path):
     from rosa.training import checkpoint as ckpt
     tensors, trainer_state, _ = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "run"))
     assert set(trainer_state["optimizer"]["state"]) == set(range(len(tensors)))  # index-keyed, full shapes
+
+
+SHARED_PREFIX = [o for o in OVERRIDES if not o.startswith("dataset=")] + ["dataset=viggo"]
+
+
+@pytest.mark.parametrize("method", ["lora", "fft"])
+def test_shared_prefix_two_ranks_match_one_process(tmp_path, method):
+    """ViGGO's prompt: every micro-batch runs its common prefix once (train.shared_prefix=auto), in
+    each rank's own forward (replicated: lora). FSDP-sharded training (fft on 2 ranks) takes the plain
+    path, and matches the one process that shares the prefix."""
+    overrides = [o for o in SHARED_PREFIX if not o.startswith("fnmodel")] + [f"fnmodel={method}"] + \
+        (["fnmodel.dropout=0.0"] if method == "lora" else [])
+    single, multi = _compare(overrides, tmp_path, sharded=method == "fft")
+    assert min(single["prefix"]) > 500   # the byte-level tokenizer: the instruction is ~600 tokens
+    assert min(multi["prefix"]) > 500 if method == "lora" else set(multi["prefix"]) == {0}
 
 
 def test_srun_environment_is_exported_for_torch(monkeypatch):
