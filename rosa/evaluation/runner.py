@@ -164,7 +164,7 @@ def _evaluate_generation(loaded: LoadedRun, spec, examples, batch: int, override
     else:
         prompts = [e.prompt for e in examples]
     result = generate(loaded.model, loaded.tokenizer, prompts, batch_size=batch, autocast=loaded.precision["autocast"],
-                      progress=bar.update, **decoding)
+                      shared_prefix=loaded.run.train.shared_prefix == "auto", progress=bar.update, **decoding)
     predictions = [postprocess(spec.name, text) for text in result.texts]
     references = [e.references for e in examples]
     metrics = compute_metrics(spec.name, predictions, references)

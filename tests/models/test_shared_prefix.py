@@ -44,7 +44,7 @@ def prefix_batch(seed: int = 0, rows: int = 4, suffix: int = 12) -> dict[str, to
 
 
 def method_model(overrides: list[str]):
-    run = validate(compose(["model=tiny", "device=cpu", "precision=fp32", *overrides]))
+    run = validate(compose(["model=tiny", "device=cpu", "precision=fp32", *overrides]))  # a later precision= wins
     model, _tokenizer, method = build_model(run, torch.device("cpu"), resolve_precision(run.precision, torch.device("cpu")))
     ctx = StepContext(model=model, step=0, phase_step=0, epoch=0, steps_per_epoch=10, total_steps=10,
                       micro_batches_per_step=1)
@@ -155,3 +155,38 @@ def test_generation_outputs_are_identical(varied_model, beams, one_thread, monke
     assert shared.texts == plain.texts and shared.new_tokens == plain.new_tokens
     assert [n for _, n in prefills] == [4 * beams, 2 * beams]  # both batches prefilled once, a row per beam
     assert all(length > 100 for length, _ in prefills)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "nf4"])
+def test_every_precision_gives_the_plain_loss_and_gradients(precision, one_thread):
+    """Half-precision autocast and 4-bit base weights: the two paths agree to the precision's rounding
+    (the prefix runs at batch 1, so its matmuls round differently)."""
+    from contextlib import nullcontext
+
+    model, params = method_model(["fnmodel=lora", "fnmodel.dropout=0", f"precision={precision}"])
+    dtype = resolve_precision(validate(compose([f"precision={precision}"])).precision, torch.device("cpu"))["autocast"]
+    batch = prefix_batch()
+    results = {}
+    for prefix in (0, PREFIX):
+        with torch.autocast("cpu", dtype=dtype) if dtype is not None else nullcontext():
+            loss = token_loss_sum(model, batch, prefix_length=prefix)[0]
+        results[prefix] = loss.detach(), torch.autograd.grad(loss, params)
+    (plain, plain_grads), (shared, shared_grads) = results[0], results[PREFIX]
+    assert relative_error(shared, plain) <= 1e-2
+    assert max(relative_error(s.float(), p.float()) for s, p in zip(shared_grads, plain_grads)) <= 5e-2
+
+
+@pytest.mark.parametrize("peft_type", ["PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING"])
+def test_virtual_token_types_take_the_plain_path(peft_type, tmp_path):
+    """PEFT types that put virtual tokens in front (or in the cache) cannot share a prefix: the loop's
+    choice is "off", said in the log."""
+    from rosa.models.shared_prefix import unsupported_reason
+    from rosa.training.loop import Trainer
+
+    model, _ = method_model(["fnmodel=peft", f"fnmodel.peft_type={peft_type}", "+fnmodel.config.num_virtual_tokens=4"])
+    assert "virtual tokens" in unsupported_reason(model)
+    assert unsupported_reason(method_model(CASES["peft-lora"])[0]) is None
+    run = validate(compose(["model=tiny", "device=cpu", "dataset=viggo", "dataset.sample_rows.train=4",
+                            "dataset.sample_rows.validation=2", "fnmodel=peft", f"fnmodel.peft_type={peft_type}",
+                            "+fnmodel.config.num_virtual_tokens=4"]))
+    assert Trainer(run, tmp_path).shared_prefix == "off"
