@@ -120,7 +120,7 @@ class TrainConfig:
     max_grad_norm: Optional[float] = field(metadata={**positive, "allow_inf": True})
     loss_on: Literal["target", "all"]
     loss_norm: Literal["tokens", "examples"] = field(metadata=neutral("tokens"))
-    shared_prefix: Literal["auto", "off"] = field(metadata=neutral("off"))
+    shared_prefix: Literal["auto", "off"]
     eval_every: int = field(metadata=non_negative)
     eval_batches: Optional[int] = field(metadata=at_least_1)
     checkpoint_every: int = field(metadata=at_least_1)
@@ -129,8 +129,10 @@ class TrainConfig:
     sample_at_eval: bool
     IDENTITY_V1: ClassVar = {"epochs", "max_steps", "batch_size", "micro_batch_size", "lr", "optimizer", "scheduler",
                              "warmup_steps", "max_grad_norm", "loss_on"}
+    # shared_prefix: how the same loss is computed (to float rounding, as threads and device), not what
+    # is trained; docs/shared-prefix.md measures its one difference, adapter dropout on the prefix
     NOT_IDENTITY: ClassVar = {"checkpoint_every", "log_every", "eval_at_end", "sample_at_eval", "eval_every",
-                              "eval_batches"}
+                              "eval_batches", "shared_prefix"}
 
 
 @dataclass(kw_only=True)
