@@ -88,9 +88,10 @@ def adapted_module_names(model) -> list[str]:
     return find_target_modules(model, run.fnmodel.target_modules)
 
 
-def build(name: str, impl: str | None = None):
+def build(name: str, impl: str | None = None, extra_overrides: tuple[str, ...] = ()):
     """(model, trainable params, optimizer, per-method extra info) for one method; ``impl`` overrides
-    fnmodel.impl of spa / rosa-robust (default: the config's, auto)."""
+    fnmodel.impl of spa / rosa-robust (default: the config's, auto); ``extra_overrides``: more config
+    overrides of our methods (e.g. ``fnmodel.dropout=0``)."""
     model = build_model()
     extra = {}
     if name == "peft-lora":
@@ -107,6 +108,7 @@ def build(name: str, impl: str | None = None):
                      "rosa-orthogonal": [f"fnmodel.rank={RANK}", "fnmodel.resample_every=never"]}[name]
         if impl:
             overrides.append(f"fnmodel.impl={impl}")
+        overrides += list(extra_overrides)
         run = validate(compose([f"fnmodel={name}", "device=cpu", "precision=fp32", *model_overrides(), *overrides]))
         method = get_method(run.fnmodel, seed=0)
         model = method.prepare(model)
