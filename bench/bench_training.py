@@ -23,6 +23,12 @@ backward, grad clipping, AdamW step, zero_grad, as Trainer.train_step. Every mod
 process; after a warm-up step each, rounds run one timed step per method in a rotating order
 (interleaved, so drifts of the machine hit all methods alike). Reported: medians over rounds.
 
+Model FLOP utilisation (MFU, bench/flops.py): each method's model FLOPs of one step, counted from the
+model's shapes (the blocks' matmuls, the adapters' own products, attention's two products over the
+full L x L, the LM head at the labelled positions; forward and backward; padding included), over
+its median step time, over the core's fp32 torch.mm rate on the model's own matmul shapes measured
+in the same run (same thread count).
+
 Peak memory: each method first in a fresh subprocess (same model, data, step) reading VmHWM,
 the process's resident high-water mark (/proc/self/status; ru_maxrss as a fallback): after building the model ("built") and after
 3 steps ("peak"); "train" = peak - built is what training adds (activations, grads, AdamW state,
@@ -82,9 +88,10 @@ def adapted_module_names(model) -> list[str]:
     return find_target_modules(model, run.fnmodel.target_modules)
 
 
-def build(name: str, impl: str | None = None):
+def build(name: str, impl: str | None = None, extra_overrides: tuple[str, ...] = ()):
     """(model, trainable params, optimizer, per-method extra info) for one method; ``impl`` overrides
-    fnmodel.impl of spa / rosa-robust (default: the config's, auto)."""
+    fnmodel.impl of spa / rosa-robust (default: the config's, auto); ``extra_overrides``: more config
+    overrides of our methods (e.g. ``fnmodel.dropout=0``)."""
     model = build_model()
     extra = {}
     if name == "peft-lora":
@@ -101,6 +108,7 @@ def build(name: str, impl: str | None = None):
                      "rosa-orthogonal": [f"fnmodel.rank={RANK}", "fnmodel.resample_every=never"]}[name]
         if impl:
             overrides.append(f"fnmodel.impl={impl}")
+        overrides += list(extra_overrides)
         run = validate(compose([f"fnmodel={name}", "device=cpu", "precision=fp32", *model_overrides(), *overrides]))
         method = get_method(run.fnmodel, seed=0)
         model = method.prepare(model)
@@ -232,10 +240,13 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
     med = {n: statistics.median(t) for n, t in times.items()}
     tokens = int(batch["attention_mask"].sum())
+    from flops import matmul_rate, step_flops
+    rate = matmul_rate(built[args.methods[0]][0], batch)
+    model_flops = {name: step_flops(built[name][0], batch)["total"] for name in args.methods}
 
     reference = "lora" if "lora" in med else None
     header = (f"{'method':<16} {'trainable':>11} {'step s':>7} {'spread':>6} {'tokens/s':>9} {'x lora (min-max)':>20} "
-              f"{'RSS built MiB':>13} {'RSS peak MiB':>12} {'train MiB':>9} {'state MiB':>9}")
+              f"{'GFLOP':>6} {'MFU':>5} {'RSS built MiB':>13} {'RSS peak MiB':>12} {'train MiB':>9} {'state MiB':>9}")
     print(header)
     print("-" * len(header))
     for name in args.methods:
@@ -246,7 +257,9 @@ def main() -> None:
         ratio = "{:.3f} ({:.3f}-{:.3f})".format(*paired(times, name, reference)) if reference else "-"
         memcols = (f"{m['built']:13.0f} {m['peak']:12.0f} {m['peak'] - m['built']:9.0f} {m['state'] / 2**20:9.1f}"
                    if m else f"{'-':>13} {'-':>12} {'-':>9} {'-':>9}")
-        print(f"{name:<16} {trainable:>11,} {t:7.3f} {100 * spread:5.0f}% {tokens / t:9.0f} {ratio:>20} {memcols}")
+        mfu = model_flops[name] / t / rate
+        print(f"{name:<16} {trainable:>11,} {t:7.3f} {100 * spread:5.0f}% {tokens / t:9.0f} {ratio:>20} "
+              f"{model_flops[name] / 1e9:6.0f} {100 * mfu:4.0f}% {memcols}")
     print()
     targets = {"peft-lora": "lora tokens/s / peft-lora tokens/s (target >= 1.05)",
                "rosa-robust": f"rosa-robust r={RANK} d={100 * DENSITY:.1f}% step time / lora (target <= 1.15)",
@@ -263,6 +276,8 @@ def main() -> None:
         n_layers = len(adapted_layers(built["rosa-orthogonal"][0]))
         print(f"one resample of {n_layers} rosa-orthogonal layers: {built['rosa-orthogonal'][3]['resample_s']:.2f} s "
               f"(a lora step: {med.get('lora', float('nan')):.2f} s)")
+    print(f"GFLOP = model FLOPs of one step (bench/flops.py); MFU = GFLOP / step s / the core's fp32 torch.mm "
+          f"rate on the model's matmul shapes, measured here: {rate / 1e9:.1f} GFLOP/s ({args.threads} threads)")
     print(f"spread = (max - min) / median over the rounds; x lora = per-round ratio to the lora step of the same "
           f"round; total {time.time() - started:.0f} s")
 

@@ -12,7 +12,11 @@ data, batch and step.) Three parts, one run:
    d = 0.6 %, interleaved rounds: the dense base matmul, MKL's CSR SpMM alone and with the add of its
    transposed output, materialising W0 + S, and the SDDMM on g's transposed view and on a contiguous copy.
 
-    python bench/profile_training.py [--rounds 5] [--threads 1] [--record]
+With ``--model smollm2-135m`` (SmolLM2-135M, ``--batch`` real ViGGO rows, bench_training's data):
+lora at dropout 0 (its plain path), lora at its default dropout and rosa-robust; part 2 also gives
+each operator's share of the step and each case's model FLOP utilisation (bench/flops.py); no part 3.
+
+    python bench/profile_training.py [--model toy|smollm2-135m] [--batch 8] [--rounds 5] [--threads 1] [--record]
 """
 from __future__ import annotations
 
@@ -30,12 +34,15 @@ from torch.profiler import ProfilerActivity, profile, record_function
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_training as bt  # noqa: E402
 
+REAL_CASES = [("lora", None, ("fnmodel.dropout=0",)), ("lora", None, ()), ("rosa-robust", None, ())]
 CASES = [("lora", None), ("spa", "torch"), ("spa", None), ("rosa-robust", "torch"), ("rosa-robust", None),
          ("rosa-orthogonal", None)]
 PHASES = ("forward", "backward", "optimizer")
 
 
-def label(name, impl):
+def label(name, impl, extra=()):
+    if extra:
+        return f"{name} [{' '.join(o.removeprefix('fnmodel.') for o in extra)}]"
     return f"{name} [{impl or 'auto'}]" if name in ("spa", "rosa-robust") else name
 
 
@@ -109,23 +116,31 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared machine, OpenMP barriers stall 2-thread steps unpredictably)")
     ap.add_argument("--top", type=int, default=6)
+    ap.add_argument("--model", choices=["toy", "smollm2-135m"], default="toy")
+    ap.add_argument("--batch", type=int, default=8, help="ViGGO rows per step (smollm2-135m)")
     ap.add_argument("--piece-rounds", type=int, default=20, help="rounds of part 3")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    bt.SETTINGS.update(model="toy")
+    bt.SETTINGS.update(model=args.model, batch=args.batch)
     batch = bt.make_batch()
     n_params = sum(p.numel() for p in bt.build_model().parameters())
-    print(f"bench_training's toy model ({n_params / 1e6:.1f}M parameters, fp32), {bt.describe_batch(batch)}, "
+    print(f"bench_training's {args.model} model ({n_params / 1e6:.1f}M parameters, fp32), {bt.describe_batch(batch)}, "
           f"{args.threads} threads, load average {os.getloadavg()[0]:.1f} at start", flush=True)
-    built = {label(*c): bt.build(*c) for c in CASES}
+    cases = CASES if args.model == "toy" else REAL_CASES
+    built = {label(*c): bt.build(*c) for c in cases}
     names = list(built)
     med = interleaved({k: (lambda b=built[k]: bt.train_step(b[0], b[1], b[2], batch)) for k in names}, args.rounds)
     print(f"\n1. step time, median of {args.rounds} rounds, the cases interleaved (one step of each per round, "
           f"order rotated)")
-    print(f"{'case':<24} {'step s':>7} {'x lora':>7}")
+    from flops import matmul_rate, step_flops
+    rate = matmul_rate(built[names[0]][0], batch)
+    print(f"{'case':<24} {'step s':>7} {'x lora':>7} {'GFLOP':>6} {'MFU':>5}")
     for k in names:
-        print(f"{k:<24} {med[k]:7.3f} {med[k] / med['lora']:7.3f}")
+        f = step_flops(built[k][0], batch)["total"]
+        print(f"{k:<24} {med[k]:7.3f} {med[k] / med['lora']:7.3f} {f / 1e9:6.0f} {100 * f / med[k] / rate:4.0f}%")
+    print(f"MFU: model FLOPs (bench/flops.py) / step s / the core's fp32 torch.mm rate on the model's matmul "
+          f"shapes, {rate / 1e9:.1f} GFLOP/s here")
 
     print("\n2. torch.profiler, 2 steps of each case, the cases one after another (not interleaved): seconds per "
           "step by phase, then top operators (self CPU)")
@@ -140,12 +155,15 @@ def main() -> None:
         total = sum(phase.values())
         print(f"{k}: " + ", ".join(f"{p} {phase.get(p, 0):.3f}" for p in PHASES) + f" (sum {total:.3f} s)")
         for e in ops[:args.top]:
-            print(f"    {e.key:<34} {e.self_cpu_time_total / 2e6:7.3f} s/step  {e.count // 2:>5} calls/step")
-    piece_costs(args.piece_rounds)
+            print(f"    {e.key[:50]:<50} {e.self_cpu_time_total / 2e6:7.3f} s/step {100 * e.self_cpu_time_total / 2e6 / total:5.1f}%"
+                  f"  {e.count // 2:>5} calls/step")
+    if args.model == "toy":
+        piece_costs(args.piece_rounds)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
     from record import recording
-    with recording("profile-training"):
+    real = "--model" in sys.argv and sys.argv[sys.argv.index("--model") + 1] != "toy"
+    with recording("profile-training-smollm2-135m" if real else "profile-training"):
         main()

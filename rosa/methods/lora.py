@@ -18,6 +18,13 @@ same function as dropout -> A -> s -> B with three savings:
   the dropped input, where autograd would keep a dropped float copy per layer.
 Gradients equal the plain composition's (tests/methods/test_lora.py).
 
+Without dropout, a plain frozen nn.Linear base runs with its branch as one autograd function
+(``_LowRankLinear``): the GEMM adds the rank-r product into the base output itself (``addmm_``,
+beta = 1), and in backward the branch's input gradient into the base's, which saves the [tokens, out]
+add of ``base(x) + branch(x)`` and autograd's [tokens, in] sum of the two input gradients (on CPU,
+fp32: a 576 -> 1536 layer's forward + backward over 2616 tokens 78 -> 66 ms, the base alone 55 ms).
+Other bases (Conv1D, 4-bit, a trained base, autocast, mixed dtypes) keep the plain composition.
+
 The adapter is saved in our own format (``adapter.safetensors`` + ``adapter.json``) and in HF PEFT's
 (``adapter_config.json`` + ``adapter_model.safetensors`` with PEFT's key names), so that
 ``peft.PeftModel.from_pretrained(base, dir)`` loads it.
@@ -100,6 +107,37 @@ class _DropoutLowRank(torch.autograd.Function):
         return grad_x, grad_a, grad_b, None, None
 
 
+class _LowRankLinear(torch.autograd.Function):
+    """y = x W^T (+ bias) + (s x A^T) B^T for a frozen W (and bias), all in one dtype: the low-rank
+    product is accumulated into the base output by the GEMM (``addmm_``), and backward's
+    grad_x = g W + (s g B) A likewise, so neither sum costs a pass over [tokens, features] of its own."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor,
+                b: torch.Tensor, scale: float) -> torch.Tensor:
+        x2 = x.reshape(-1, x.shape[-1])
+        low = torch.mm(x2, a.t()).mul_(scale)                          # [tokens, r]
+        y = torch.mm(x2, weight.t()) if bias is None else torch.addmm(bias, x2, weight.t())
+        y.addmm_(low, b.t())
+        ctx.save_for_backward(x2, weight, a, b, low)
+        ctx.scale, ctx.x_shape = scale, x.shape
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        x2, weight, a, b, low = ctx.saved_tensors
+        g = grad_y.reshape(-1, grad_y.shape[-1])
+        grad_low = torch.mm(g, b).mul_(ctx.scale)                      # [tokens, r]
+        grad_x = grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mm(g, weight).addmm_(grad_low, a).view(ctx.x_shape)
+        if ctx.needs_input_grad[3]:
+            grad_a = grad_low.t().mm(x2)
+        if ctx.needs_input_grad[4]:
+            grad_b = g.t().mm(low)
+        return grad_x, None, None, grad_a, grad_b, None
+
+
 class LoRALayer(AdaptedLayer):
     def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float, rslora: bool,
                  generator: torch.Generator):
@@ -128,7 +166,19 @@ class LoRALayer(AdaptedLayer):
         # (forward and backward); same function up to float rounding
         return F.linear(F.linear(h, self.lora_A) * self.scale, self.lora_B).to(x.dtype)
 
+    def fused_path(self, x: torch.Tensor) -> bool:
+        """Whether ``_LowRankLinear`` computes this call: no dropout, a plain frozen nn.Linear base
+        (not 4-bit), no autocast, one dtype throughout."""
+        base, weight = self.base, self.base.weight
+        return (not (self.training and self.dropout > 0) and type(base) is nn.Linear
+                and type(weight) in (torch.Tensor, nn.Parameter) and not weight.requires_grad
+                and (base.bias is None or not base.bias.requires_grad)
+                and not torch.is_autocast_enabled(x.device.type)
+                and x.dtype == weight.dtype == self.lora_A.dtype == self.lora_B.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused_path(x):
+            return _LowRankLinear.apply(x, self.base.weight, self.base.bias, self.lora_A, self.lora_B, self.scale)
         return self.base(x) + self.lora_forward(x)
 
     def peft_tensors(self, prefix: str) -> dict[str, torch.Tensor]:

@@ -159,3 +159,27 @@ def test_dropout_branch_matches_the_plain_composition(dtype):
     layer = LoRALayer(nn.Linear(24, 16), rank=4, alpha=8.0, dropout=p, rslora=False, generator=torch.Generator())
     layer.eval()
     assert torch.equal(layer(x.detach().float()), layer(x.detach().float()))   # no dropout in eval mode
+
+
+def test_fused_plain_path_matches_the_composition():
+    """Without dropout an nn.Linear base runs as one function (_LowRankLinear): the output and the
+    gradients of x, A and B equal base(x) + s B A x under autograd (with and without a bias)."""
+    g = torch.Generator().manual_seed(0)
+    for bias in (True, False):
+        layer = LoRALayer(nn.Linear(24, 16, bias=bias), rank=4, alpha=8.0, dropout=0.1, rslora=False, generator=g)
+        layer.eval()                                   # no dropout: the fused path
+        layer.base.requires_grad_(False)
+        with torch.no_grad():
+            layer.lora_B.normal_(generator=g)
+        x = torch.randn(3, 5, 24, generator=g, requires_grad=True)
+        assert layer.fused_path(x)
+        y = layer(x)
+        grad = torch.randn(y.shape, generator=g)
+        y.backward(grad)
+        ours = (y, x.grad, layer.lora_A.grad, layer.lora_B.grad)
+        x_ref = x.detach().clone().requires_grad_(True)
+        a_ref, b_ref = layer.lora_A.detach().clone().requires_grad_(True), layer.lora_B.detach().clone().requires_grad_(True)
+        y_ref = layer.base(x_ref) + F.linear(F.linear(x_ref, a_ref) * layer.scale, b_ref)
+        y_ref.backward(grad)
+        for a, b in zip(ours, (y_ref, x_ref.grad, a_ref.grad, b_ref.grad)):
+            torch.testing.assert_close(a, b.detach())
