@@ -68,6 +68,19 @@ def bounds(batch: dict, prefix: int) -> tuple[float, float]:
     return plain / (prefix + rows * (width - prefix)), plain / (prefix + int((lengths - prefix).sum()))
 
 
+def path_flops(model, batch: dict, prefix: int) -> float:
+    """Model FLOPs of one step (bench/flops.py's count) on the path that computes ``prefix`` once:
+    linear and sparse products scale with the positions computed (P + B (L - P) of B L), attention
+    is the prefix's P x P square plus each suffix's (L - P) x L rectangle, the head is unchanged."""
+    from flops import step_flops
+    parts = step_flops(model, batch)
+    rows, width = batch["input_ids"].shape
+    suffix = width - prefix
+    positions = (prefix + rows * suffix) / (rows * width)
+    attention = (prefix * prefix + rows * suffix * width) / (rows * width * width)
+    return (parts["linear"] + parts["sparse"]) * positions + parts["attention"] * attention + parts["head"]
+
+
 def quantiles(values: list[float]) -> str:
     v = sorted(values)
     pick = lambda q: v[min(int(q * len(v)), len(v) - 1)]
@@ -134,25 +147,35 @@ def time_paths(steppers: dict[str, Stepper], batches: list[dict], prefixes: dict
 
 
 def training(args, steppers, viggo: list[dict]) -> None:
+    from flops import matmul_rate
     from rosa.models.shared_prefix import shared_prefix_length
     batches = viggo[:args.batches]
+    rate = matmul_rate(steppers["lora"].model, batches[0])
+    print(f"\nthe core's fp32 torch.mm rate on the model's shapes (bench/flops.py, {torch.get_num_threads()} thread(s)): "
+          f"{rate / 1e9:.1f} GFLOP/s")
     print(f"\n## 2. training step, ViGGO, first {len(batches)} micro-batches of {MICRO}, {args.rounds} rounds each "
           f"(median), paths and methods interleaved")
     results = time_paths(steppers, batches, {"plain": lambda b: 0, "shared": shared_prefix_length}, args.rounds)
     print(f"{'method':<16} {'batch':>5} {'P':>4} {'L':>4} {'bound':>6} {'plain s':>8} {'shared s':>8} {'speed-up':>8} "
-          f"{'of bound':>8} {'loss plain':>11} {'loss shared':>11} {'RSS plain':>10} {'RSS shared':>10}")
+          f"{'of bound':>8} {'MFU plain':>9} {'MFU shared':>10} {'loss plain':>11} {'loss shared':>11} {'RSS plain':>10} "
+          f"{'RSS shared':>10}")
     for m in steppers:
-        fractions = []
+        fractions, mfu = [], {"plain": [], "shared": []}
         for b, batch in enumerate(batches):
             prefix = shared_prefix_length(batch)
             bound = bounds(batch, prefix)[0]
             plain, shared = results[(m, b, "plain")], results[(m, b, "shared")]
             tp, ts = statistics.median(x[0] for x in plain), statistics.median(x[0] for x in shared)
             fractions.append(tp / ts / bound)
+            model = steppers[m].model
+            mfu["plain"].append(path_flops(model, batch, 0) / tp / rate)
+            mfu["shared"].append(path_flops(model, batch, prefix) / ts / rate)
             print(f"{m:<16} {b:>5} {prefix:>4} {batch['input_ids'].shape[1]:>4} {bound:6.2f} {tp:8.2f} {ts:8.2f} "
-                  f"{tp / ts:7.2f}x {100 * tp / ts / bound:7.0f}% {plain[0][1]:11.6f} {shared[0][1]:11.6f} "
-                  f"{max(x[2] for x in plain):9.0f}M {max(x[2] for x in shared):9.0f}M")
-        print(f"{m}: speed-up / bound, median over batches {100 * statistics.median(fractions):.0f}% (target >= 85%)")
+                  f"{tp / ts:7.2f}x {100 * tp / ts / bound:7.0f}% {100 * mfu['plain'][-1]:8.0f}% {100 * mfu['shared'][-1]:9.0f}% "
+                  f"{plain[0][1]:11.6f} {shared[0][1]:11.6f} {max(x[2] for x in plain):9.0f}M {max(x[2] for x in shared):9.0f}M")
+        print(f"{m}: speed-up / bound, median over batches {100 * statistics.median(fractions):.0f}% (target >= 85%); "
+              f"MFU plain {100 * statistics.median(mfu['plain']):.0f}% -> shared {100 * statistics.median(mfu['shared']):.0f}% "
+              "(each path's own model FLOPs, bench/flops.py)")
 
 
 def generation(args, stepper: Stepper) -> None:

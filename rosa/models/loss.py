@@ -14,6 +14,10 @@ extra positions *in front*. They are no input token's prediction, so the offset 
 shapes (model length - input length) and those leading positions are dropped. (PEFT's prefix
 tuning puts its virtual tokens in the attention's key/value cache: the length is unchanged.)
 
+A micro-batch whose rows open with the same prompt (ViGGO's instruction) can compute that prefix
+once (``prefix_length``, ``train.shared_prefix``): :func:`prefix_cache` runs it as batch 1 and the
+rows' suffixes attend to its cached keys and values (``rosa/models/shared_prefix.py`` has the math).
+
 How a step averages its token losses (``train.loss_norm``):
 
 - ``tokens`` (default): the step's summed target-token loss (:func:`token_loss_sum`) over its number

@@ -104,7 +104,9 @@ def test_which_batches_share_a_prefix():
     assert shared_prefix_length(batch) == PREFIX >= MIN_SHARED_PREFIX
     late = {**batch, "labels": batch["labels"].clone()}
     late["labels"][1, 30] = 7                        # a labelled token at 30: the prefix ends at 29
-    assert shared_prefix_length(late) == 0 and shared_prefix_length(late, minimum=0) == 29
+    assert shared_prefix_length(late) == 29
+    late["labels"][1, 10] = 7                        # at 10: 9 tokens, under the minimum
+    assert shared_prefix_length(late) == 0 and shared_prefix_length(late, minimum=0) == 9
     other = {k: v.clone() for k, v in batch.items()}
     other["input_ids"][2, 0] += 1                    # no common first token: the plain path
     assert shared_prefix_length(other) == 0
