@@ -13,10 +13,10 @@ itself (``addmm_``, beta = 1), and in backward the branch's input gradient into 
 the [tokens, out] add of ``base(x) + branch(x)`` and autograd's [tokens, in] sum of the two input
 gradients (on CPU, fp32, no dropout: a 576 -> 1536 layer's forward + backward over 2616 tokens
 78 -> 66 ms, the base alone 55 ms). With dropout it draws the same mask (``keep_mask``, below) from
-the same generator, makes it a float 0/1 mask once (cheaper than multiplying by a bool tensor, which
-converts it on every use), keeps the dropped input for grad_A instead of recomputing it, and folds
-1 / (1 - p) into the rank-r scale (2000 tokens, one thread, p = 0.05: 576 -> 1536 63 -> 53 ms,
-1536 -> 576 73 -> 57 ms, forward + backward).
+the same generator, applies it by ``torch.where`` (x * bool_mask converts the mask to float first,
+~1.5x the time) and folds 1 / (1 - p) into the rank-r scale (2048 tokens, one thread, p = 0.05,
+forward + backward: 576 -> 1536 64 -> 52 ms, 1536 -> 576 77 -> 62 ms; a SmolLM2-135M step at
+micro-batch 8, lora r=16: 14.0 -> 13.1 s).
 
 Other bases (Conv1D, 4-bit, a trained base, autocast, mixed dtypes) keep the composition
 ``base(x) + branch``; with dropout the branch is ``_DropoutLowRank``, the same function as
@@ -118,48 +118,48 @@ class _LowRankLinear(torch.autograd.Function):
     (``addmm_``), and backward's grad_x = g W + d'((s g B) A) likewise, so neither sum costs a pass
     over [tokens, features] of its own. A bias gradient is returned when the bias requires one.
 
-    With dropout the mask is ``keep_mask`` (the same draw as ``_DropoutLowRank``'s), turned once into
-    a float 0/1 mask; the dropped input x * mask is kept for grad_A (not recomputed) and the mask for
-    grad_x (one ``mul_`` into the rank-r input gradient before g W is added by the GEMM)."""
+    With dropout the mask is ``keep_mask`` (the same draw as ``_DropoutLowRank``'s), applied as
+    ``torch.where(keep, x, 0)`` (no bool -> float copy); backward keeps x (shared by q/k/v and
+    gate/up) and the 1-byte mask and recomputes the dropped input for grad_A, and masks the rank-r
+    input gradient in place before g W is added by the GEMM. Keeping a dropped float copy (and a
+    float mask) per layer instead was slower over a whole step: more memory to fault in."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor,
                 b: torch.Tensor, scale: float, p: float = 0.0) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
-        mask = None
+        keep = None
         if p > 0:
-            mask = keep_mask(x.shape, p, x.device).view(x2.shape).to(x.dtype)
+            keep = keep_mask(x.shape, p, x.device).view(x2.shape)
             scale = scale / (1.0 - p)                                  # dropout's 1/(1-p), at rank r
-            x_low = x2 * mask
-        else:
-            x_low = x2
+        x_low = x2 if keep is None else torch.where(keep, x2, 0.0)
         low = torch.mm(x_low, a.t())                                   # [tokens, r]
         if scale != 1.0:
             low.mul_(scale)
         y = torch.mm(x2, weight.t()) if bias is None else torch.addmm(bias, x2, weight.t())
         y.addmm_(low, b.t())
-        ctx.save_for_backward(x_low, mask, weight, a, b, low)
+        ctx.save_for_backward(x2, keep, weight, a, b, low)
         ctx.scale, ctx.x_shape = scale, x.shape
         return y.view(*x.shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
-        x_low, mask, weight, a, b, low = ctx.saved_tensors
+        x2, keep, weight, a, b, low = ctx.saved_tensors
         g = grad_y.reshape(-1, grad_y.shape[-1])
         grad_low = torch.mm(g, b)                                      # [tokens, r]
         if ctx.scale != 1.0:
             grad_low.mul_(ctx.scale)
         grad_x = grad_bias = grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
-            if mask is None:
+            if keep is None:
                 grad_x = torch.mm(g, weight).addmm_(grad_low, a)
             else:
-                grad_x = torch.mm(grad_low, a).mul_(mask).addmm_(g, weight)
+                grad_x = torch.mm(grad_low, a).masked_fill_(~keep, 0.0).addmm_(g, weight)
             grad_x = grad_x.view(ctx.x_shape)
         if ctx.needs_input_grad[2]:
             grad_bias = g.sum(0)
         if ctx.needs_input_grad[3]:
-            grad_a = grad_low.t().mm(x_low)
+            grad_a = grad_low.t().mm(x2 if keep is None else torch.where(keep, x2, 0.0))
         if ctx.needs_input_grad[4]:
             grad_b = g.t().mm(low)
         return grad_x, None, grad_bias, grad_a, grad_b, None, None
