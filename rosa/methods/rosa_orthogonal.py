@@ -100,6 +100,7 @@ from torch import nn
 from rosa import distributed
 from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, dense_weight, register,
                                is_conv1d, linear_shape, wrap_target_modules)
+from rosa.methods.lora import _LowRankLinear
 from rosa.schema import TARGET_MODULES, check
 
 log = logging.getLogger(__name__)
@@ -270,7 +271,17 @@ class OrthogonalLayer(AdaptedLayer):
     def bias(self) -> torch.Tensor | None:
         return self.base.bias
 
+    def fused_path(self, x: torch.Tensor) -> bool:
+        """Whether ``_LowRankLinear`` (lora.py, scale 1, its factors (B, A)) computes this call: no
+        autocast, W_fixed, A, B, x (and the bias) in one dtype."""
+        bias = self.base.bias
+        return (not torch.is_autocast_enabled(x.device.type) and not self.w_fixed.requires_grad
+                and x.dtype == self.w_fixed.dtype == self.rosa_A.dtype == self.rosa_B.dtype
+                and (bias is None or bias.dtype == x.dtype))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused_path(x):   # W_fixed x + b + A (B x) in one function, A B's sums accumulated by the GEMMs
+            return _LowRankLinear.apply(x, self.w_fixed, self.base.bias, self.rosa_B, self.rosa_A, 1.0)
         y = F.linear(x, _like(self.w_fixed, x), _like(self.base.bias, x))   # a float32 master is cast here
         h = x.to(self.rosa_A.dtype)
         return y + F.linear(F.linear(h, self.rosa_B), self.rosa_A).to(y.dtype)

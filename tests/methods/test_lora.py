@@ -183,3 +183,62 @@ def test_fused_plain_path_matches_the_composition():
         y_ref.backward(grad)
         for a, b in zip(ours, (y_ref, x_ref.grad, a_ref.grad, b_ref.grad)):
             torch.testing.assert_close(a, b.detach())
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_fused_dropout_path_matches_the_old_composition(bias):
+    """With dropout an nn.Linear base also runs as _LowRankLinear: it draws the same masks as the
+    old composition base(x) + _DropoutLowRank (the same keep_mask draw, leaving torch's generator in
+    the same state), and its output and gradients of x, A and B equal the old path's and the plain
+    autograd reference's with that mask."""
+    from rosa.methods.lora import keep_mask
+    g = torch.Generator().manual_seed(0)
+    p = 0.3
+    layer = LoRALayer(nn.Linear(24, 16, bias=bias), rank=4, alpha=8.0, dropout=p, rslora=False, generator=g)
+    layer.base.requires_grad_(False)
+    with torch.no_grad():
+        layer.lora_B.normal_(generator=g)
+    x = torch.randn(3, 50, 24, generator=g)
+    grad = torch.randn(3, 50, 16, generator=g)
+    assert layer.fused_path(x)
+
+    def run(forward):
+        layer.zero_grad()
+        x_in = x.clone().requires_grad_(True)
+        torch.manual_seed(7)
+        y = forward(x_in)
+        state = torch.get_rng_state()
+        y.backward(grad)
+        return (y.detach(), x_in.grad, layer.lora_A.grad.clone(), layer.lora_B.grad.clone()), state
+
+    new, state_new = run(layer)
+    old, state_old = run(lambda h: layer.base(h) + layer.lora_forward(h))
+    torch.manual_seed(7)
+    keep = keep_mask(x.shape, p, x.device)
+    ref, _ = run(lambda h: layer.base(h) + F.linear(F.linear(h * keep / (1 - p), layer.lora_A) * layer.scale,
+                                                     layer.lora_B))
+    assert torch.equal(state_new, state_old)                     # the same number of draws
+    for ours, theirs, plain in zip(new, old, ref):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5 * float(theirs.abs().max()))
+        torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-5 * float(plain.abs().max()))
+    assert not torch.equal(new[0], layer.base(x) + F.linear(F.linear(x, layer.lora_A) * layer.scale, layer.lora_B))
+    layer.eval()
+    assert torch.equal(layer(x), layer(x))                       # no dropout in eval mode
+
+
+def test_low_rank_linear_bias_gradient():
+    """_LowRankLinear returns the bias gradient when the bias requires one (rosa-orthogonal's train_bias)."""
+    from rosa.methods.lora import _LowRankLinear
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 7, 12, generator=g, requires_grad=True)
+    w, bias = torch.randn(10, 12, generator=g), torch.randn(10, generator=g, requires_grad=True)
+    a, b = torch.randn(3, 12, generator=g, requires_grad=True), torch.randn(10, 3, generator=g, requires_grad=True)
+    y = _LowRankLinear.apply(x, w, bias, a, b, 1.5)
+    grad = torch.randn(y.shape, generator=g)
+    y.backward(grad)
+    ours = (y, x.grad, bias.grad, a.grad, b.grad)
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, bias, a, b)]
+    y_ref = F.linear(leaves[0], w, leaves[1]) + F.linear(F.linear(leaves[0], leaves[2]) * 1.5, leaves[3])
+    y_ref.backward(grad)
+    for o, r in zip(ours, (y_ref, *(t.grad for t in leaves))):
+        torch.testing.assert_close(o, r.detach())

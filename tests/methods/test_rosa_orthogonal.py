@@ -449,3 +449,29 @@ def test_bf16_base_drift_is_bounded_by_the_float32_master():
     bound = n * 2.0 ** -23
     assert drift[True] <= bound
     assert drift[False] > 100 * bound
+
+
+@pytest.mark.parametrize("train_bias", [True, False])
+def test_fused_forward_matches_the_composition(train_bias):
+    """The layer runs as lora's _LowRankLinear (scale 1, factors (B, A)): output and gradients of x,
+    A, B and the trained bias equal W_fixed x + b + A (B x) under autograd."""
+    torch.manual_seed(0)
+    layer = OrthogonalLayer(nn.Linear(24, 40), rank=5, layer_index=0, train_bias=train_bias)
+    layer.resample("random-window", "sqrt", torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        layer.rosa_A.add_(torch.randn_like(layer.rosa_A))
+        layer.rosa_B.add_(torch.randn_like(layer.rosa_B))
+    x = torch.randn(3, 7, 24, requires_grad=True)
+    assert layer.fused_path(x)
+    y = layer(x)
+    grad = torch.randn(y.shape)
+    y.backward(grad)
+    ours = [y, x.grad, layer.rosa_A.grad, layer.rosa_B.grad] + ([layer.base.bias.grad] if train_bias else [])
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, layer.rosa_A, layer.rosa_B, layer.base.bias)]
+    y_ref = (torch.nn.functional.linear(leaves[0], layer.w_fixed, leaves[3])
+             + torch.nn.functional.linear(torch.nn.functional.linear(leaves[0], leaves[2]), leaves[1]))
+    y_ref.backward(grad)
+    refs = [y_ref] + [t.grad for t in leaves[:3]] + ([leaves[3].grad] if train_bias else [])
+    for o, r in zip(ours, refs):
+        torch.testing.assert_close(o, r.detach(), rtol=1e-5, atol=1e-5 * float(r.detach().abs().max()))
+    assert train_bias or layer.base.bias.grad is None
