@@ -63,7 +63,8 @@ def one_method(method: str, batch: int, steps: int, threads: int) -> dict:
               "rosa-orthogonal": ["fnmodel.resample_every=never"]}   # steady state: masks / subspace chosen at step 0
     overrides = ["model=smollm2-135m", f"fnmodel={method}", *steady.get(method, []), "dataset=viggo", "dataset.source=local",
                  f"dataset.path={DATA}", f"train.batch_size={batch}", f"train.micro_batch_size={batch}",
-                 f"threads={threads}", "train.max_steps=100"]
+                 f"threads={threads}", "train.max_steps=100",
+                 "train.shared_prefix=off"]   # the heads alone (bench_shared_prefix.py measures the prefix)
     run = validate(compose(overrides))
     trainer = loop.Trainer(run, Path(tempfile.mkdtemp()))
 

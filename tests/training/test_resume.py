@@ -70,8 +70,8 @@ def test_nan_loss_fails_the_run_and_keeps_last_checkpoint(tmp_path, monkeypatch)
     real = loop.token_loss_sum
     calls = {"n": 0}
 
-    def poisoned(model, batch):
-        loss, n = real(model, batch)
+    def poisoned(model, batch, **kwargs):
+        loss, n = real(model, batch, **kwargs)
         calls["n"] += 1
         return (loss * float("nan") if calls["n"] > 6 else loss), n   # steps 1-3 fine (2 micro-batches each)
 
