@@ -12,9 +12,10 @@ on the target only), micro-batches of 8 in the loop's epoch-0 order (``Batches``
    micro-batches, for lora (dropout 0) and rosa-orthogonal; each round runs each path once per
    method, order rotated. Reported per batch: time plain / shared against that batch's bound
    (target >= 85% of it), the two losses, and each path's peak RSS (VmHWM, reset before each step).
-3. **Generation** of ``--prompts`` ViGGO validation prompts (greedy, the dataset's stop strings and
-   length limit): batch 1, batch 32 plain, batch 32 shared (target >= 4x batch 1), outputs compared;
-   its bound is the prefill's (positions prefilled plain / shared).
+3. **Generation** of ``--prompts`` ViGGO validation prompts by the untrained model (greedy, the
+   dataset's stop strings, the length limit evaluation derives from the data), one case after
+   another: batch 1, batch 32 plain, batch 32 shared (target >= 4x batch 1), outputs compared; its
+   bound is the prefill's (positions prefilled plain / shared).
 4. **The other data sets** (E2E, GSM8k from ../shared/data; SQL from the built-in sample, whose prompt
    is the RoSA paper's): their prefix and bound over the epoch, and lora's step with ``auto`` (what
    the loop does: the plain path under MIN_SHARED_PREFIX tokens) and with the prefix forced, against
@@ -179,15 +180,18 @@ def training(args, steppers, viggo: list[dict]) -> None:
 
 
 def generation(args, stepper: Stepper) -> None:
-    from rosa.data import get_spec, load_examples
+    from rosa.data import eval_examples, get_spec, load_examples
     from rosa.data.features import prompt_ids
     from rosa.evaluation.generate import generate
+    from rosa.evaluation.runner import max_new_tokens_from_data
     from rosa.models.shared_prefix import prompts_prefix_length
     spec = get_spec("viggo")
     run = run_config("viggo")
     examples, _ = load_examples(run.dataset, "validation")
-    prompts = [e.prompt for e in examples[:args.prompts]]
+    examples = eval_examples(spec, examples)[:args.prompts]
+    prompts = [e.prompt for e in examples]
     model, tokenizer = stepper.model, stepper.tokenizer
+    max_new = max_new_tokens_from_data(tokenizer, examples, spec.max_new_tokens)   # as evaluation sets it
     ids = prompt_ids(tokenizer, prompts)
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     plain_positions = shared_positions = 0
@@ -196,8 +200,9 @@ def generation(args, stepper: Stepper) -> None:
         width, prefix = max(map(len, rows)), prompts_prefix_length(rows)
         plain_positions += len(rows) * width
         shared_positions += prefix + len(rows) * (max(len(r) - prefix for r in rows))
-    settings = dict(max_new_tokens=spec.max_new_tokens, stop_strings=list(spec.stop_strings))
-    print(f"\n## 3. generation, {len(prompts)} ViGGO validation prompts, greedy, max {spec.max_new_tokens} new tokens; "
+    settings = dict(max_new_tokens=max_new, stop_strings=list(spec.stop_strings))
+    print(f"\n## 3. generation, {len(prompts)} ViGGO validation prompts (the untrained model), greedy, at most "
+          f"{max_new} new tokens (from the data, as evaluation), the dataset's stop strings, one case after another; "
           f"prefill bound at batch 32: {plain_positions / shared_positions:.2f}x ({plain_positions} / {shared_positions} positions)")
     cases = {"batch 1": dict(batch_size=1, shared_prefix=False), "batch 32 plain": dict(batch_size=32, shared_prefix=False),
              "batch 32 shared": dict(batch_size=32, shared_prefix=True)}
