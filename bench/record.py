@@ -21,13 +21,14 @@ import os
 import platform
 import re
 import shlex
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:   # the stamp comes from rosa.provenance
+    sys.path.insert(0, str(ROOT))
 DOC = ROOT / "docs" / "benchmarks.md"
 
 
@@ -54,23 +55,12 @@ def machine() -> str:
     return ", ".join(parts)
 
 
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
-
-
 def commit_stamp(root: Path = ROOT) -> str:
     """``Commit: <short hash> (clean)``, or ``(dirty: <files>)`` when tracked files outside docs/ differ
-    from HEAD (staged or not). docs/ is left out: recording a section edits it. Untracked files are
-    not code the run imported from the repository's history either way, so they are not listed."""
-    try:
-        head = _git(root, "rev-parse", "--short", "HEAD").strip()
-        changed = _git(root, "diff", "--name-only", "HEAD", "--", ".", ":(exclude)docs").split()
-    except (OSError, subprocess.CalledProcessError):
-        return "Commit: unknown (not a git checkout)"
-    if not changed:
-        return f"Commit: {head} (clean)"
-    shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
-    return f"Commit: {head} (dirty: {shown})"
+    from HEAD (staged or not; ``rosa.provenance``). docs/ is left out: recording a section edits it.
+    Untracked files are not code the run imported from the repository's history, so not listed."""
+    from rosa.provenance import code_version, describe
+    return f"Commit: {describe(code_version(root))}"
 
 
 def load() -> float:

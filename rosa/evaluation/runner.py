@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from rosa import atomic
+from rosa.provenance import code_version
 from rosa.data import build_train_features, collate_batch, eval_examples, get_spec, load_examples
 from rosa.data.features import tokenize
 from rosa.evaluation.generate import decoding_for, generate
@@ -101,6 +102,8 @@ def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_s
         atomic.write_text(Path(run_dir) / f"predictions-{split}.jsonl", predictions)
     record["time_s"] = time.time() - started
     record["evaluated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    record["code"] = code_version()                               # the evaluation's code
+    record["trained_with"] = (status or {}).get("trained_with")   # the training's (status.json)
     atomic.write_json(out, record)
     _log_tensorboard(run_dir, split, record["metrics"], (status or {}).get("steps", 0))
     return {"run": str(run_dir), "state": "evaluated", **record}

@@ -39,6 +39,7 @@ from rosa.methods import LoopRequest, StepContext, build_model, cast_trainable
 from rosa.data.features import prompt_ids
 from rosa.models import resolve_device, resolve_precision, set_threads
 from rosa.models import shared_prefix
+from rosa.provenance import code_version
 from rosa.models.loss import example_mean_loss, token_loss_sum
 from rosa.training import checkpoint as ckpt
 from rosa import distributed
@@ -440,6 +441,7 @@ def train(run: RunConfig, config_yaml: str) -> int:
             log.info("run %s: %s on %s (%s), %d trainable parameters, %d steps", run_dir, trainer.method.describe(),
                      run.dataset.name, trainer.precision["name"], trainable, trainer.total_steps)
             update_status(run_dir, state="running", error=None, pid=os.getpid(), method=run.fnmodel.name,
+                          trained_with=_trained_with(status, trainer.step),
                           dataset=run.dataset.name, model=run.model.name, precision=trainer.precision["name"],
                           trainable_params=trainable, weight_memory_gb=trainer.weight_memory_gb,
                           total_steps=trainer.total_steps, threads=trainer.threads,
@@ -490,6 +492,16 @@ def train(run: RunConfig, config_yaml: str) -> int:
     trainer = None  # free the training model; the run is done whatever its evaluation gives
     from rosa.evaluation.runner import evaluate_after_training
     return evaluate_after_training(run, run_dir)
+
+
+def _trained_with(status: dict | None, step: int) -> list[dict]:
+    """The run's ``trained_with`` list (``rosa.provenance``): one entry per code version that trained
+    it, with the step it took over at; a resume under other code (commit or dirty files) adds one."""
+    entries = list((status or {}).get("trained_with") or [])
+    version = code_version()
+    if not entries or {k: entries[-1].get(k) for k in version} != version:
+        entries.append({**version, "from_step": step})
+    return entries
 
 
 def _hold_run_folder(run_dir: Path) -> IO | None:
