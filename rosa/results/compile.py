@@ -45,6 +45,7 @@ class RunRow:
     metrics: dict = field(default_factory=dict)
     budget: str = ""
     budget_key: float = 0.0
+    code: str = "unknown"          # the code that trained it (code_label)
     problem: str | None = None     # why the run is not in the table
 
 
@@ -72,6 +73,7 @@ def read_run(run_dir: Path, split: str) -> RunRow:
     row.trainable, row.peak_mem_gb, row.train_time_s = (status.get("trainable_params"), status.get("peak_mem_gb"),
                                                          status.get("train_time_s"))
     row.step_time_s = status.get("step_time_s")
+    row.code = code_label(status.get("trained_with"))
     if status.get("state") == "done" and status.get("steps") == 0:
         row.method, row.rank, row.density, row.trainable = BASE, None, None, 0
     state = status.get("state", "?")
@@ -90,6 +92,32 @@ def read_run(run_dir: Path, split: str) -> RunRow:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         row.problem = f"corrupt metrics file {path} ({type(err).__name__}: {err})".splitlines()[0]
     return row
+
+
+def code_label(trained_with: list[dict] | None) -> str:
+    """The code that trained a run (status.json's ``trained_with``): ``abc1234``, ``abc1234+dirty``
+    (tracked files differed from the commit), ``abc1234 > def5678`` (resumed under other code), or
+    ``unknown`` (a run from before provenance was recorded, or outside a git checkout)."""
+    labels = []
+    for entry in trained_with or []:
+        if not entry.get("commit"):
+            labels.append("unknown")
+        else:
+            labels.append(entry["commit"][:7] + ("+dirty" if entry.get("dirty") else ""))
+    return " > ".join(labels) or "unknown"
+
+
+def mixed_code_warning(rows: list["RunRow"]) -> str | None:
+    """A warning unless every row was trained by one clean commit (no dirty tree, no resume under
+    other code, none unknown): otherwise their differences may come from the code, not the methods."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.code] = counts.get(r.code, 0) + 1
+    one_clean = len(counts) == 1 and not any(c == "unknown" or "+dirty" in c or ">" in c for c in counts)
+    if not counts or one_clean:
+        return None
+    listed = ", ".join(f"{code} ({n} run{'s' if n > 1 else ''})" for code, n in sorted(counts.items()))
+    return f"warning: these rows were not all trained by one clean commit: {listed}"
 
 
 def adapter_density(run_dir: Path, configured):
@@ -170,6 +198,7 @@ class Table:
     bold: list[set[int]]           # per row: column indices to bold
     groups: list[str]              # per row: its budget group (a rule between groups)
     unlisted: list[str]            # "path: reason" of runs not in the table
+    warning: str | None = None     # the rows were trained by different code (mixed_code_warning)
 
 
 def build_tables(root: Path, split: str = "test") -> tuple[list[Table], list[str]]:
@@ -184,8 +213,9 @@ def build_tables(root: Path, split: str = "test") -> tuple[list[Table], list[str
         metrics = metric_order(dataset, listed)
         best = best_values(listed, metrics)
         header = ["model", "budget", "method", "rank", "density", "precision", "trainable", *metrics,
-                  "step time (s)", "peak mem (GB)", "train time", "run"]
-        table = Table(dataset, header, [], [], [], [], [f"{r.path}: {r.problem}" for r in mine if r.problem])
+                  "step time (s)", "peak mem (GiB)", "train time", "code", "run"]
+        table = Table(dataset, header, [], [], [], [], [f"{r.path}: {r.problem}" for r in mine if r.problem],
+                      mixed_code_warning(listed))
         for r in listed:
             cells = [r.model, r.budget, r.method, _num(r.rank), _num(r.density), r.precision, human(r.trainable)]
             bold = set()
@@ -195,7 +225,8 @@ def build_tables(root: Path, split: str = "test") -> tuple[list[Table], list[str
                 if value is not None and best.get(m) == value:
                     bold.add(7 + i)
             cells += ["" if r.step_time_s is None else f"{r.step_time_s:.2f}",
-                      "" if r.peak_mem_gb is None else f"{r.peak_mem_gb:.2f}", duration(r.train_time_s), _relative(r.path, root)]
+                      "" if r.peak_mem_gb is None else f"{r.peak_mem_gb:.2f}", duration(r.train_time_s), r.code,
+                      _relative(r.path, root)]
             table.rows.append(cells)
             table.bold.append(bold)
             table.groups.append(f"{r.model} {r.budget}")
@@ -203,7 +234,7 @@ def build_tables(root: Path, split: str = "test") -> tuple[list[Table], list[str
                               "budget": r.budget, "method": r.method, "rank": r.rank, "density": r.density,
                               "precision": r.precision, "trainable_params": r.trainable, **r.metrics,
                               "step_time_s": r.step_time_s, "peak_mem_gb": r.peak_mem_gb,
-                              "train_time_s": r.train_time_s})
+                              "train_time_s": r.train_time_s, "code": r.code})
         tables.append(table)
     return tables, orphans
 
@@ -223,6 +254,8 @@ def to_markdown(tables: list[Table], orphans: list[str], split: str) -> str:
     out = []
     for t in tables:
         out.append(f"## {t.dataset} ({split})\n")
+        if t.warning:
+            out.append(f"> {t.warning}\n")
         if t.rows:
             out.append("| " + " | ".join(t.header) + " |")
             out.append("|" + "|".join("---" for _ in t.header) + "|")

@@ -105,7 +105,7 @@ def memory_figure(rows: list[RunRow], colour: dict, out: Path) -> Path | None:
         methods = sorted(peak)
         bars = ax.bar(methods, [peak[m] for m in methods], color=[colour[m] for m in methods])
         ax.bar_label(bars, fmt="%.2f")
-        ax.set(title=f"{dataset}: peak memory", ylabel="GB")
+        ax.set(title=f"{dataset}: peak memory", ylabel="GiB")
     return _save(fig, out / "peak-memory.png")
 
 

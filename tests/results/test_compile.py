@@ -107,3 +107,24 @@ def test_tables_and_figures_take_one_headline_from_the_spec(dataset, tmp_path):
     assert metric_order(dataset, [row]) == [*spec.metrics, "other"]  # the spec's order, the headline first
     assert metric_order(dataset, [row])[0] == headline_metric(dataset) == spec.headline_metric
     assert headline_metric("eli5") == "ppl"
+
+
+def test_rows_from_different_code_are_flagged(tree, tmp_path):
+    """Each row names the code that trained it; a table whose rows do not all come from one clean commit
+    carries a warning (mixed commits, a dirty tree, a resume under other code, or unknown code)."""
+    from rosa.results.compile import build_tables, code_label, to_markdown
+
+    root, runs = tree
+    clean = {"commit": "a" * 40, "dirty": [], "from_step": 0}
+    for name in ("a", "b", "c"):
+        update_status(runs[name], trained_with=[clean])
+    tables, orphans = build_tables(root)
+    assert tables[0].warning is None and "> warning" not in to_markdown(tables, orphans, "test")
+    assert {r["code"] for r in tables[0].raw} == {"aaaaaaa"}
+
+    update_status(runs["b"], trained_with=[clean, {"commit": "b" * 40, "dirty": [], "from_step": 4}])
+    tables, orphans = build_tables(root)
+    assert "aaaaaaa > bbbbbbb (1 run)" in tables[0].warning and "aaaaaaa (2 runs)" in tables[0].warning
+    assert f"> {tables[0].warning}" in to_markdown(tables, orphans, "test")
+    assert code_label([{**clean, "dirty": ["rosa/x.py"]}]) == "aaaaaaa+dirty"
+    assert code_label(None) == "unknown"
