@@ -89,17 +89,8 @@ def quantiles(values: list[float]) -> str:
 
 
 def high_water_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def reset_high_water() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+    from bench_real_step import high_water_gib   # VmHWM since the last reset_high_water
+    return 1024 * high_water_gib()
 
 
 class Stepper:
@@ -120,6 +111,7 @@ class Stepper:
     def step(self, batch: dict, prefix: int) -> tuple[float, float, float]:
         """(seconds, loss, peak RSS MiB) of one training step on ``batch``."""
         from rosa.models.loss import token_loss_sum
+        from bench_real_step import reset_high_water
         self.model.train()
         reset_high_water()
         started = time.perf_counter()
