@@ -3,6 +3,7 @@
     python -m rosa.jobs list
     python -m rosa.jobs submit <grid> [--launcher slurm|local|serial] [--dry-run] [--retry-failed] [--set KEY=VALUE ...]
     python -m rosa.jobs status <grid> [--set KEY=VALUE ...]
+    python -m rosa.jobs collect <grid> [--set KEY=VALUE ...]
 
 Each run of a grid is a list of train.py overrides. Its folder comes from the composed config
 (``rosa.config.compose`` + ``validate`` + ``rosa.runs.run_dir_for``), the same folder
@@ -17,6 +18,13 @@ runs to submit, written as comma-list sweeps, each go to ``train.py -m <sweep> h
 hydra.launcher.<key>=<value> hydra.sweep.dir=<output.path>/.jobs/<grid>`` in a background process (the
 grid's ``slurm:`` map gives the launcher keys). ``submit`` returns once submitit has submitted the
 jobs; the background processes then wait for them, as multirun does.
+
+A grid with a ``results:`` folder keeps its finished cells' small files there, committed to git
+(``rosa.results.committed``): ``submit`` skips a cell whose committed copy was trained and evaluated
+by the checkout's code, trains the others in ``<output.path>/code-<fingerprint>/`` (one folder per
+code version: a run of other code is never resumed) and commits each run as it finishes (serial);
+``collect`` commits the finished runs of the other launchers. It refuses a checkout whose code
+differs from its commit: a committed result names the code that made it.
 
 The record of what was submitted is submitit's own folder below the sweep folder: a job's submission
 pickle holds its overrides (hence its run folder). ``status`` joins submitit's state of each run's
@@ -51,6 +59,7 @@ class Entry:
     overrides: list[str]
     run_dir: Path
     error: str | None = None
+    split: str = "test"    # the split its end-of-training evaluation scores
 
 
 @dataclass
@@ -59,6 +68,7 @@ class Grid:
     description: str
     slurm: dict
     runs: list[list[str]] = field(default_factory=list)
+    results: Path | None = None   # committed results folder (rosa.results.committed), or None
 
 
 def load_grids(path: Path = JOBS_FILE) -> dict:
@@ -76,7 +86,8 @@ def get_grid(name: str, path: Path = JOBS_FILE) -> Grid:
     for line in spec.get("runs", []):
         for combo in expand_sweeps(_expand_globs(common + _split(line)), limit=100_000):
             runs.append(rewrite_overrides(combo))
-    return Grid(name, spec.get("description", ""), dict(spec.get("slurm") or {}), runs)
+    results = Path(path).parent / spec["results"] if spec.get("results") else None
+    return Grid(name, spec.get("description", ""), dict(spec.get("slurm") or {}), runs, results)
 
 
 def _split(item) -> list[str]:
@@ -109,10 +120,55 @@ def resolve(grid: Grid, extra: list[str] = ()) -> list[Entry]:
         overrides = overrides + list(extra)
         try:
             run = validate(compose(overrides))
-            entries.append(Entry(overrides, run_dir_for(run)))
+            entries.append(Entry(overrides, run_dir_for(run), split=run.eval.split))
         except ConfigError as err:
             entries.append(Entry(overrides, Path("?"), error=str(err)))
     return entries
+
+
+# ----------------------------------------------------------------------------- committed results
+@dataclass
+class Committed:
+    """A results grid's view of its cells: the checkout's code, the runs root and each cell's copy."""
+    version: dict
+    root: Path
+    results: Path
+
+    def cell(self, e: Entry) -> Path:
+        from rosa.results.committed import cell_path
+        return cell_path(self.results, self.root, e.run_dir)
+
+    def why_not_current(self, e: Entry) -> str | None:
+        from rosa.results.committed import why_not_current
+        return why_not_current(self.cell(e), self.version, e.split)
+
+    def commit_if_finished(self, e: Entry) -> bool:
+        """Commit a run of this code that finished and was evaluated here; whether it did."""
+        from rosa.results.committed import commit_cell, why_not_current
+        if e.error or why_not_current(e.run_dir, self.version, e.split) is not None:
+            return False
+        commit_cell(e.run_dir, self.cell(e))
+        return True
+
+
+def resolve_committed(grid: Grid, extra: list[str]) -> tuple[list[Entry], Committed | None]:
+    """``resolve``; for a grid with ``results:``, with every run below ``<output.path>/code-<fingerprint>``.
+    ConfigError when the checkout's result code differs from its commit."""
+    from rosa.provenance import changed_result_code, code_version
+
+    entries = resolve(grid, extra)
+    if grid.results is None or any(e.error for e in entries):
+        return entries, None
+    version = code_version()
+    if not version["code"]:
+        raise ConfigError(f"grid {grid.name} commits its results to {grid.results}: run it in a git checkout")
+    changed = changed_result_code(version)
+    if changed:
+        raise ConfigError(f"grid {grid.name} commits its results, but {', '.join(changed)} differ from commit "
+                          f"{version['commit'][:7]}; allowed: a clean checkout (commit or stash them first)")
+    root = runs_root(entries) / f"code-{version['code']}"
+    entries = resolve(grid, [*extra, f"output.path={root}"])
+    return entries, Committed(version, root, grid.results)
 
 
 # ----------------------------------------------------------------------------- submitit's folder
@@ -289,7 +345,7 @@ def submit(grid: Grid, launcher: str, dry_run: bool, retry_failed: bool, extra: 
     from rosa.runs import read_status
 
     out = out or sys.stdout
-    entries = resolve(grid, extra)
+    entries, committed = resolve_committed(grid, extra)
     bad = [e for e in entries if e.error]
     for e in bad:
         print(f"error: {' '.join(e.overrides)}: {e.error}", file=sys.stderr)
@@ -301,6 +357,17 @@ def submit(grid: Grid, launcher: str, dry_run: bool, retry_failed: bool, extra: 
         if str(e.run_dir) in seen:
             continue
         seen.add(str(e.run_dir))
+        if committed is not None:
+            if committed.why_not_current(e) is None:
+                print(f"skip  committed {committed.cell(e)}", file=out)
+                continue
+            if committed.commit_if_finished(e):
+                print(f"skip  committed {committed.cell(e)} (finished here, committed now)", file=out)
+                continue
+            if state == "done":   # finished, not evaluated: the end-of-training evaluation failed
+                print(f"error: {e.run_dir} is done but not evaluated on {e.split}; run: python eval.py {e.run_dir} "
+                      f"--split {e.split}", file=sys.stderr)
+                return 2
         failed = state == "failed" and (read_status(e.run_dir) or {}).get("state") == "failed"
         if state in ("done", "pending", "running") or (failed and not retry_failed):
             print(f"skip  {state:8s} {e.run_dir}", file=out)
@@ -315,7 +382,7 @@ def submit(grid: Grid, launcher: str, dry_run: bool, retry_failed: bool, extra: 
         print("error: --launcher slurm but sbatch/squeue are not on PATH", file=sys.stderr)
         return 2
     if launcher == "serial":
-        return run_serially(todo, out)
+        return run_serially(todo, out, committed)
     error = launch(as_sweeps([e.overrides for e in todo]), launcher_overrides(grid, launcher, folder.resolve()),
                    folder, len(todo))
     if error:
@@ -325,15 +392,24 @@ def submit(grid: Grid, launcher: str, dry_run: bool, retry_failed: bool, extra: 
     for e in todo:
         job = jobs.get(str(e.run_dir))
         print(f"submitted {job.job_id if job else '?'} {e.run_dir}", file=out)
+    if committed is not None:
+        print(f"when they finish: python -m rosa.jobs collect {grid.name} (commits them to {grid.results})", file=out)
     return 0
 
 
-def run_serially(todo: list[Entry], out) -> int:
-    """Each run in a child ``train.py`` process, one at a time; the exit status of the first failure."""
+def run_serially(todo: list[Entry], out, committed: Committed | None = None) -> int:
+    """Each run in a child ``train.py`` process, one at a time (each committed as it finishes, for a
+    results grid); the exit status of the first failure."""
     failures = []
     for i, e in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {e.run_dir}: python train.py {' '.join(e.overrides)}", file=out, flush=True)
         status = subprocess.call([sys.executable, str(TRAIN_PY), *e.overrides])
+        if not status and committed is not None:
+            if committed.commit_if_finished(e):
+                print(f"[{i}/{len(todo)}] committed {committed.cell(e)}", file=out, flush=True)
+            else:
+                status = 1
+                print(f"[{i}/{len(todo)}] not committed: {committed.why_not_current(e)}", file=out, flush=True)
         if status:
             failures.append((e, status))
             print(f"[{i}/{len(todo)}] exit status {status}: {e.run_dir}", file=out, flush=True)
@@ -344,11 +420,13 @@ def run_serially(todo: list[Entry], out) -> int:
 
 def print_status(grid: Grid, extra: list[str], out=None) -> int:
     out = out or sys.stdout
-    entries = resolve(grid, extra)
+    entries, committed = resolve_committed(grid, extra)
     jobs = submitted(entries, sweep_dir(runs_root(entries), grid.name))
     counts: dict[str, int] = {}
     print(f"{'state':13s} {'job':>10s}  run  [detail]  logs", file=out)
     for e, state, detail, job in statuses(entries, jobs):
+        if committed is not None and committed.why_not_current(e) is None:
+            state, detail = "committed", str(committed.cell(e))
         counts[state] = counts.get(state, 0) + 1
         logs = str(job.paths.stdout) if job else ""
         if not logs and (e.run_dir / "train.log").exists():
@@ -360,12 +438,28 @@ def print_status(grid: Grid, extra: list[str], out=None) -> int:
     return 0
 
 
+def collect(grid: Grid, extra: list[str], out=None) -> int:
+    """Commit every run of a results grid that finished and was evaluated here under this code."""
+    out = out or sys.stdout
+    entries, committed = resolve_committed(grid, extra)
+    if committed is None:
+        raise ConfigError(f"grid {grid.name} has no results: folder in jobs.yaml; nothing to collect")
+    done = 0
+    for e in entries:
+        if committed.why_not_current(e) is not None and committed.commit_if_finished(e):
+            print(f"committed {committed.cell(e)}", file=out)
+            done += 1
+    current = sum(committed.why_not_current(e) is None for e in entries)
+    print(f"grid {grid.name}: {done} committed now, {current} of {len(entries)} cells current in {grid.results}", file=out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rosa.jobs", description=__doc__.split("\n")[0])
     parser.add_argument("--file", default=str(JOBS_FILE), help="the grids file (default: jobs.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the grids and their run counts")
-    for name in ("submit", "status"):
+    for name in ("submit", "status", "collect"):
         p = sub.add_parser(name)
         p.add_argument("grid")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -383,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         grid = get_grid(args.grid, Path(args.file))
         if args.command == "submit":
             return submit(grid, args.launcher, args.dry_run, args.retry_failed, args.set)
+        if args.command == "collect":
+            return collect(grid, args.set)
         return print_status(grid, args.set)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from rosa.provenance import code_version, describe
+from rosa.provenance import changed_result_code, code_version, describe, same_code
 from rosa.training.loop import _trained_with
 from tests.conftest import run_train
 
@@ -15,7 +15,7 @@ def git(repo, *args):
 
 
 def test_commit_and_dirty_files(tmp_path):
-    assert code_version(tmp_path) == {"commit": None, "dirty": None}
+    assert code_version(tmp_path) == {"commit": None, "dirty": None, "code": None}
     assert describe(code_version(tmp_path)) == "unknown (not a git checkout)"
     git(tmp_path, "init", "-q")
     (tmp_path / "docs").mkdir()
@@ -24,13 +24,47 @@ def test_commit_and_dirty_files(tmp_path):
     git(tmp_path, "add", ".")
     git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
     head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    assert code_version(tmp_path) == {"commit": head, "dirty": []}
+    code = code_version(tmp_path)["code"]
+    assert code_version(tmp_path) == {"commit": head, "dirty": [], "code": code}
     (tmp_path / "docs" / "page.md").write_text("b\n")      # results pages are not code
     (tmp_path / "notes.txt").write_text("untracked\n")    # nor is an untracked file
-    assert code_version(tmp_path) == {"commit": head, "dirty": []}
+    assert code_version(tmp_path) == {"commit": head, "dirty": [], "code": code}
     (tmp_path / "train.py").write_text("b\n")
-    assert code_version(tmp_path) == {"commit": head, "dirty": ["train.py"]}
+    assert code_version(tmp_path) == {"commit": head, "dirty": ["train.py"], "code": code}
     assert describe(code_version(tmp_path)) == f"{head[:7]} (dirty: train.py)"
+
+
+def commit_all(repo, message):
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", message)
+
+
+def test_the_code_fingerprint_follows_the_files_that_decide_numbers(tmp_path):
+    for name in ("rosa/methods/lora.py", "rosa/results/compile.py", "rosa/jobs.py", "tests/test_x.py",
+                 "docs/results/cell/metrics.json", "bench/b.py", "conf/config.yaml", "train.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("a\n")
+    git(tmp_path, "init", "-q")
+    commit_all(tmp_path, "one")
+    first = code_version(tmp_path)
+    run = [{**first, "from_step": 0}]
+    for name in ("docs/results/cell/metrics.json", "tests/test_x.py", "bench/b.py", "rosa/results/compile.py",
+                 "rosa/jobs.py"):    # a new commit that changes no file a run's numbers depend on
+        (tmp_path / name).write_text("b\n")
+        commit_all(tmp_path, name)
+        now = code_version(tmp_path)
+        assert now["commit"] != first["commit"] and now["code"] == first["code"], name
+        assert same_code(run, now)
+    for name in ("rosa/methods/lora.py", "conf/config.yaml", "train.py"):
+        (tmp_path / name).write_text("c\n")
+        dirty = code_version(tmp_path)
+        assert changed_result_code(dirty) == [name] and not same_code(run, dirty), name   # uncommitted
+        commit_all(tmp_path, name)
+        now = code_version(tmp_path)
+        assert now["code"] != first["code"] and not same_code(run, now), name
+        run = [{**now, "from_step": 0}]
+        assert same_code(run, now)
+        assert not same_code(run + [{**now, "from_step": 5}], now)   # resumed: two entries
 
 
 def test_a_resume_under_other_code_adds_an_entry(monkeypatch):

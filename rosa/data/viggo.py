@@ -86,19 +86,22 @@ def _f1(tp: int, n_pred: int, n_gold: int) -> float:
     return 2 * tp / (n_pred + n_gold) if n_pred + n_gold else 1.0
 
 
-def score(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
-    exact = da_ok = tp = n_pred = n_gold = 0
-    for pred, refs in zip(predictions, references, strict=True):
-        pred = pred.strip()
-        refs = [r.strip() for r in refs]
-        exact += pred in refs
-        p = mr_pairs(pred)
-        best = max((mr_pairs(r) for r in refs), key=lambda g: _f1(len(p & g), len(p), len(g)))
-        tp, n_pred, n_gold = tp + len(p & best), n_pred + len(p), n_gold + len(best)
-        pred_act = parse_mr(pred)
-        gold_acts = {parsed[0] for parsed in map(parse_mr, refs) if parsed}
-        da_ok += pred_act is not None and pred_act[0] in gold_acts
-    n = len(predictions)
+def row_counts(prediction: str, references: Sequence[str]) -> tuple[int, int, int, int, int]:
+    """One example's ``(exact, dialogue act right, slot true positives, predicted slots, gold slots)``;
+    the metrics are functions of their sums over the corpus (:func:`metrics_from_counts`), which is
+    what lets a bootstrap resample examples without parsing them again (``rosa.results.stats``)."""
+    pred = prediction.strip()
+    refs = [r.strip() for r in references]
+    p = mr_pairs(pred)
+    best = max((mr_pairs(r) for r in refs), key=lambda g: _f1(len(p & g), len(p), len(g)))
+    pred_act = parse_mr(pred)
+    gold_acts = {parsed[0] for parsed in map(parse_mr, refs) if parsed}
+    return int(pred in refs), int(pred_act is not None and pred_act[0] in gold_acts), len(p & best), len(p), len(best)
+
+
+def metrics_from_counts(sums: Sequence[int], n: int) -> dict[str, float]:
+    """The metrics of ``n`` examples from the sums of their :func:`row_counts`."""
+    exact, da_ok, tp, n_pred, n_gold = sums
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_gold if n_gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -109,6 +112,11 @@ def score(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> di
         "slot_f1": f1,
         "da_accuracy": da_ok / n,
     }
+
+
+def score(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    counts = [row_counts(pred, refs) for pred, refs in zip(predictions, references, strict=True)]
+    return metrics_from_counts([sum(column) for column in zip(*counts)], len(predictions))
 
 
 def postprocess(text: str) -> str:
