@@ -142,10 +142,15 @@ class Committed:
         from rosa.results.committed import why_not_current
         return why_not_current(self.cell(e), self.version, e.split)
 
+    def finished_here(self, e: Entry) -> bool:
+        """Whether the run folder holds a run of this code, finished and evaluated."""
+        from rosa.results.committed import why_not_current
+        return not e.error and why_not_current(e.run_dir, self.version, e.split) is None
+
     def commit_if_finished(self, e: Entry) -> bool:
         """Commit a run of this code that finished and was evaluated here; whether it did."""
-        from rosa.results.committed import commit_cell, why_not_current
-        if e.error or why_not_current(e.run_dir, self.version, e.split) is not None:
+        from rosa.results.committed import commit_cell
+        if not self.finished_here(e):
             return False
         commit_cell(e.run_dir, self.cell(e))
         return True
@@ -361,7 +366,10 @@ def submit(grid: Grid, launcher: str, dry_run: bool, retry_failed: bool, extra: 
             if committed.why_not_current(e) is None:
                 print(f"skip  committed {committed.cell(e)}", file=out)
                 continue
-            if committed.commit_if_finished(e):
+            if dry_run and committed.finished_here(e):
+                print(f"skip  finished {e.run_dir} (would commit it to {committed.cell(e)})", file=out)
+                continue
+            if not dry_run and committed.commit_if_finished(e):
                 print(f"skip  committed {committed.cell(e)} (finished here, committed now)", file=out)
                 continue
             if state == "done":   # finished, not evaluated: the end-of-training evaluation failed

@@ -1,6 +1,7 @@
 """jobs.yaml grids, `python -m rosa.jobs`, and checkpoint-and-requeue under submitit (local launcher)."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -103,3 +104,69 @@ def test_preemption_checkpoints_requeues_and_resumes(tmp_path, monkeypatch):
     events = EventAccumulator(str(entry.run_dir)).Reload()
     loss_steps = [e.step for e in events.Scalars("train/loss")]
     assert sorted(set(loss_steps)) == list(range(1, steps + 1))
+
+
+# ----------------------------------------------------------------------------- a grid with committed results
+def _results_grid(tmp_path: Path) -> jobs.Grid:
+    return jobs.Grid("t", "", {}, [SMOKE + ["fnmodel=lora"], SMOKE + ["fnmodel=fft"]], results=tmp_path / "results")
+
+
+def test_a_results_grid_reruns_a_cell_when_the_code_or_the_config_changes(tmp_path, monkeypatch, capsys):
+    """A cell committed by this code is skipped; another code fingerprint or another config reruns it
+    (in a run folder of its own); a checkout with uncommitted result code is refused."""
+    from tests.results.test_committed import finished_run
+
+    from rosa.config import ConfigError
+
+    version = {"commit": "a" * 40, "dirty": [], "code": "f1"}
+    monkeypatch.setattr("rosa.provenance.code_version", lambda: version)
+    grid, extra = _results_grid(tmp_path), [f"output.path={tmp_path}/runs"]
+    first, second = jobs.resolve_committed(grid, extra)[0]
+    assert first.run_dir.parts[-4] == "code-f1" and first.split == "test"
+    assert jobs.submit(grid, "serial", dry_run=True, retry_failed=False, extra=extra) == 0
+    assert "2 runs, 2 to submit" in capsys.readouterr().out
+
+    finished_run(first.run_dir, version, split="test")            # finished here: committed, then skipped
+    assert jobs.submit(grid, "serial", dry_run=True, retry_failed=False, extra=extra) == 0
+    assert "would commit it" in capsys.readouterr().out and not (tmp_path / "results").exists()
+    assert jobs.collect(grid, extra) == 0
+    cell = tmp_path / "results" / first.run_dir.relative_to(tmp_path / "runs" / "code-f1")
+    assert f"committed {cell}" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / "runs")                               # a new machine: only the committed cell
+    assert jobs.submit(grid, "serial", dry_run=True, retry_failed=False, extra=extra) == 0
+    out = capsys.readouterr().out
+    assert f"skip  committed {cell}" in out and "2 runs, 1 to submit" in out and f"would submit {second.run_dir}" in out
+    jobs.print_status(grid, extra)
+    assert "committed" in capsys.readouterr().out
+
+    version["commit"] = "b" * 40                                   # a commit of results or docs: still current
+    assert jobs.submit(grid, "serial", dry_run=True, retry_failed=False, extra=extra) == 0
+    assert "2 runs, 1 to submit" in capsys.readouterr().out
+    version["code"] = "f2"                                         # other code: both rerun, in code-f2/
+    assert jobs.submit(grid, "serial", dry_run=True, retry_failed=False, extra=extra) == 0
+    out = capsys.readouterr().out
+    assert "2 runs, 2 to submit" in out and "code-f2" in out
+    version["code"] = "f1"                                         # another config: another cell
+    assert jobs.submit(grid, "serial", dry_run=True, retry_failed=False, extra=[*extra, "train.lr=1e-3"]) == 0
+    assert "2 runs, 2 to submit" in capsys.readouterr().out
+    version["dirty"] = ["rosa/methods/lora.py"]
+    with pytest.raises(ConfigError, match="rosa/methods/lora.py differ from commit bbbbbbb"):
+        jobs.submit(grid, "serial", dry_run=True, retry_failed=False, extra=extra)
+
+
+def test_a_results_grid_commits_each_cell_as_it_finishes(tmp_path, capsys):
+    """The serial launcher trains a cell (a real child train.py), commits it, and skips it next time."""
+    from rosa.provenance import changed_result_code, code_version
+
+    version = code_version()
+    if not version["code"] or changed_result_code(version):
+        pytest.skip(f"needs a checkout whose result code is committed (changed: {changed_result_code(version)})")
+    grid = jobs.Grid("t", "", {}, [SMOKE + ["train.eval_at_end=true", "eval.limit=2", "dataset.sample_rows.test=2",
+                                            "dataset.sample_rows.train=16"]], results=tmp_path / "results")
+    extra = [f"output.path={tmp_path}/runs"]
+    assert jobs.submit(grid, "serial", dry_run=False, retry_failed=False, extra=extra) == 0
+    assert "[1/1] committed" in capsys.readouterr().out
+    cells = [p.parent for p in (tmp_path / "results").rglob("status.json")]
+    assert len(cells) == 1 and (cells[0] / "metrics-test.json").exists()
+    assert jobs.submit(grid, "serial", dry_run=False, retry_failed=False, extra=extra) == 0
+    assert "skip  committed" in capsys.readouterr().out

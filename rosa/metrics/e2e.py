@@ -46,7 +46,7 @@ from collections import Counter
 from typing import Sequence
 
 from .meteor import MeteorUnavailable, meteor_1_5
-from .rouge import rouge_l_corpus
+from .rouge import rouge_l_corpus, rouge_l_segment
 from .tokenizers import ptb_tokenize, tokenize_13a
 
 __all__ = ["METRICS", "FALLBACK_NAMES", "bleu", "nist", "cider", "meteor", "meteor_nltk", "rouge_l", "score"]
@@ -90,19 +90,42 @@ def bleu(predictions: Sequence[str], references: Sequence[Sequence[str]], max_n:
 
 
 def _bleu_tokens(pred_tokens, ref_tokens, max_n: int = 4) -> float:
-    hits = [0] * max_n
-    totals = [0] * max_n
-    ref_len = 0
-    for hyp, toks in zip(pred_tokens, ref_tokens, strict=True):
-        for n in range(1, max_n + 1):
-            ref_max = _max_ref_counts(toks, n)
-            hits[n - 1] += sum(min(c, ref_max[g]) for g, c in _ngram_counts(hyp, n).items())
-            totals[n - 1] += len(hyp) - n + 1  # may be negative for very short outputs (official quirk)
-        ref_len += min((len(t) for t in toks), key=lambda r: (abs(r - len(hyp)), r))
+    rows = [bleu_row_counts(hyp, toks, max_n) for hyp, toks in zip(pred_tokens, ref_tokens, strict=True)]
+    return bleu_from_counts([sum(column) for column in zip(*rows)] if rows else [0] * (2 * max_n + 1), max_n)
+
+
+def bleu_row_counts(hyp: Sequence[str], refs: Sequence[Sequence[str]], max_n: int = 4) -> list[int]:
+    """One segment's BLEU statistics: clipped n-gram hits (n = 1..max_n), n-gram totals, the closest
+    reference length. Corpus BLEU is a function of their sums (:func:`bleu_from_counts`)."""
+    hits = []
+    for n in range(1, max_n + 1):
+        ref_max = _max_ref_counts(refs, n)
+        hits.append(sum(min(c, ref_max[g]) for g, c in _ngram_counts(hyp, n).items()))
+    totals = [len(hyp) - n + 1 for n in range(1, max_n + 1)]  # may be negative for very short outputs (official quirk)
+    ref_len = min((len(t) for t in refs), key=lambda r: (abs(r - len(hyp)), r))
+    return [*hits, *totals, ref_len]
+
+
+def bleu_from_counts(sums: Sequence[float], max_n: int = 4) -> float:
+    hits, totals, ref_len = sums[:max_n], sums[max_n:2 * max_n], sums[2 * max_n]
     log_prec = sum(math.log(max(h, _BLEU_TINY) / max(t, _BLEU_SMALL)) for h, t in zip(hits, totals))
     sys_len = totals[0]
     bp = 1.0 if sys_len > ref_len else math.exp(1.0 - ref_len / (sys_len if sys_len else 1e-5))
     return bp * math.exp(log_prec / max_n)
+
+
+def row_counts(prediction: str, references: Sequence[str]) -> list[float]:
+    """One MR's BLEU statistics and its segment ROUGE-L: BLEU and ROUGE-L of a set of MRs are
+    functions of their sums (:func:`metrics_from_counts`), so a bootstrap resamples MRs without
+    scoring again (``rosa.results.stats``). NIST, METEOR and CIDEr weigh n-grams by the whole
+    corpus and have no such form."""
+    (hyp,), (refs,) = _mteval_tokens([prediction.strip()], [[r.strip() for r in references]])
+    rouge = rouge_l_segment(ptb_tokenize(prediction.strip()), [ptb_tokenize(r.strip()) for r in references])
+    return [*bleu_row_counts(hyp, refs), rouge]
+
+
+def metrics_from_counts(sums: Sequence[float], n: int) -> dict[str, float]:
+    return {"bleu": bleu_from_counts(sums[:9]), "rouge_l": sums[9] / n}
 
 
 def nist(predictions: Sequence[str], references: Sequence[Sequence[str]], max_n: int = 5) -> float:

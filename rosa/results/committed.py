@@ -5,8 +5,12 @@ finished cell there, under the path its run folder has below the runs root::
 
     <results>/<dataset>/<method>/<readable name>-<identity hash>/
         config.yaml  status.json  metrics-<split>.json  predictions-<split>.jsonl  adapter/adapter.json
+        machine.json
 
-(the prompt field of the predictions is dropped: it is the data set's prompt for that id). A cell is
+(the prompt field of the predictions is dropped: it is the data set's prompt for that id;
+``machine.json`` names the CPU, its instruction set as torch dispatches it and the torch version of
+the machine that committed the cell, the training machine under the serial launcher: bit-exact
+reruns depend on them and on the thread count in ``config.yaml``). A cell is
 *current* when its copy exists, holds its evaluation, and was trained from start to end by the
 checkout's code (``rosa.provenance.same_code``: the fingerprint of the files that decide a run's
 numbers, so a commit of results or docs keeps it). The config is in the folder's name: a changed
@@ -50,6 +54,25 @@ def why_not_current(cell: Path, version: dict, split: str) -> str | None:
     return None
 
 
+def machine() -> dict:
+    """What a bit-exact rerun depends on besides the code and the thread count."""
+    import platform
+
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
+               platform.processor() or platform.machine())
+    return {"cpu": cpu, "isa": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
 def commit_cell(run_dir: Path, cell: Path) -> Path:
     """Copy a finished run's small files to ``cell``, replacing what is there in one rename (a kill
     leaves the old cell or the new one, never half of each)."""
@@ -69,6 +92,7 @@ def commit_cell(run_dir: Path, cell: Path) -> Path:
     if (run_dir / "adapter" / "adapter.json").exists():   # the method's state: e.g. RoSA's real density
         (staging / "adapter").mkdir()
         shutil.copyfile(run_dir / "adapter" / "adapter.json", staging / "adapter" / "adapter.json")
+    (staging / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n")
     old = cell.parent / f".{cell.name}.old-{os.getpid()}"
     if cell.exists():
         os.replace(cell, old)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from rosa.provenance import changed_result_code
 from rosa.runs import find_runs, recover_status
 
 LOWER_IS_BETTER = ("ppl", "bits_per_token", "loss")
@@ -46,6 +47,7 @@ class RunRow:
     budget: str = ""
     budget_key: float = 0.0
     code: str = "unknown"          # the code that trained it (code_label)
+    code_key: str | None = None    # its committed code fingerprint, None if unknown, dirty or resumed (code_key)
     problem: str | None = None     # why the run is not in the table
 
 
@@ -73,7 +75,7 @@ def read_run(run_dir: Path, split: str) -> RunRow:
     row.trainable, row.peak_mem_gb, row.train_time_s = (status.get("trainable_params"), status.get("peak_mem_gb"),
                                                          status.get("train_time_s"))
     row.step_time_s = status.get("step_time_s")
-    row.code = code_label(status.get("trained_with"))
+    row.code, row.code_key = code_label(status.get("trained_with")), code_key(status.get("trained_with"))
     if status.get("state") == "done" and status.get("steps") == 0:
         row.method, row.rank, row.density, row.trainable = BASE, None, None, 0
     state = status.get("state", "?")
@@ -96,28 +98,39 @@ def read_run(run_dir: Path, split: str) -> RunRow:
 
 def code_label(trained_with: list[dict] | None) -> str:
     """The code that trained a run (status.json's ``trained_with``): ``abc1234``, ``abc1234+dirty``
-    (tracked files differed from the commit), ``abc1234 > def5678`` (resumed under other code), or
+    (files that decide a run's numbers differed from the commit: ``rosa.provenance.RESULT_CODE``), ``abc1234 > def5678`` (resumed under other code), or
     ``unknown`` (a run from before provenance was recorded, or outside a git checkout)."""
     labels = []
     for entry in trained_with or []:
         if not entry.get("commit"):
             labels.append("unknown")
         else:
-            labels.append(entry["commit"][:7] + ("+dirty" if entry.get("dirty") else ""))
+            labels.append(entry["commit"][:7] + ("+dirty" if changed_result_code(entry) else ""))
     return " > ".join(labels) or "unknown"
 
 
+def code_key(trained_with: list[dict] | None) -> str | None:
+    """The fingerprint of the committed code that trained a run from start to end (``rosa.provenance``:
+    commits that differ only in docs, tests or results share it), or None: unknown, older than the
+    fingerprint (then the commit stands in), resumed under other code, or with changed result code."""
+    entries = trained_with or []
+    if len(entries) != 1 or not entries[0].get("commit") or changed_result_code(entries[0]):
+        return None
+    return entries[0].get("code") or f"commit {entries[0]['commit']}"
+
+
 def mixed_code_warning(rows: list["RunRow"]) -> str | None:
-    """A warning unless every row was trained by one clean commit (no dirty tree, no resume under
-    other code, none unknown): otherwise their differences may come from the code, not the methods."""
+    """A warning unless every row was trained by the same committed code (one fingerprint, no dirty
+    tree, no resume under other code, none unknown): otherwise their differences may come from the
+    code, not the methods. Rows of several commits with one fingerprint are one code."""
+    keys = {r.code_key for r in rows}
+    if not rows or (len(keys) == 1 and None not in keys):
+        return None
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.code] = counts.get(r.code, 0) + 1
-    one_clean = len(counts) == 1 and not any(c == "unknown" or "+dirty" in c or ">" in c for c in counts)
-    if not counts or one_clean:
-        return None
     listed = ", ".join(f"{code} ({n} run{'s' if n > 1 else ''})" for code, n in sorted(counts.items()))
-    return f"warning: these rows were not all trained by one clean commit: {listed}"
+    return f"warning: these rows were not all trained by the same committed code: {listed}"
 
 
 def adapter_density(run_dir: Path, configured):

@@ -263,3 +263,23 @@ def test_e2e_real_references_leave_one_out():
     first, every = [r[0] for r in groups.values()], list(groups.values())
     assert e2e.bleu(first, every) == pytest.approx(1.0)
     assert e2e.rouge_l([ptb_tokenize(p) for p in first], [[ptb_tokenize(r) for r in rr] for rr in every]) == pytest.approx(1.0)
+
+
+def test_bleu_and_rouge_l_are_sums_of_row_counts():
+    """row_counts per MR, summed, give the corpus BLEU and ROUGE-L that score() reports (what the
+    report's bootstrap resamples)."""
+    import numpy as np
+
+    from rosa.metrics import e2e
+
+    refs = [["The Eagle is a cheap coffee shop near Burger King.", "Cheap coffee shop The Eagle is by Burger King."],
+            ["Zizzi is a pub in the city centre.", "In the city centre there is a pub called Zizzi."],
+            ["Green Man serves Italian food.", "Italian food is served at the Green Man."]]
+    preds = ["The Eagle is a cheap coffee shop.", "Zizzi is a pub in the riverside area.", "Italian food at Green Man."]
+    full = e2e.score(preds, refs, with_meteor=False)
+    counts = np.array([e2e.row_counts(p, r) for p, r in zip(preds, refs)])
+    from_counts = e2e.metrics_from_counts(counts.sum(0).tolist(), len(preds))
+    assert from_counts["bleu"] == pytest.approx(full["bleu"], abs=1e-12)
+    assert from_counts["rouge_l"] == pytest.approx(full["rouge_l"], abs=1e-12)
+    twice = e2e.metrics_from_counts(np.concatenate([counts, counts]).sum(0).tolist(), 2 * len(preds))
+    assert twice["bleu"] == pytest.approx(e2e.score(preds * 2, refs * 2, with_meteor=False)["bleu"], abs=1e-12)

@@ -111,7 +111,8 @@ def test_tables_and_figures_take_one_headline_from_the_spec(dataset, tmp_path):
 
 def test_rows_from_different_code_are_flagged(tree, tmp_path):
     """Each row names the code that trained it; a table whose rows do not all come from one clean commit
-    carries a warning (mixed commits, a dirty tree, a resume under other code, or unknown code)."""
+    carries a warning (mixed commits, a dirty tree, a resume under other code, or unknown code);
+    commits that share the result code's fingerprint are one code."""
     from rosa.results.compile import build_tables, code_label, to_markdown
 
     root, runs = tree
@@ -128,3 +129,14 @@ def test_rows_from_different_code_are_flagged(tree, tmp_path):
     assert f"> {tables[0].warning}" in to_markdown(tables, orphans, "test")
     assert code_label([{**clean, "dirty": ["rosa/x.py"]}]) == "aaaaaaa+dirty"
     assert code_label(None) == "unknown"
+
+    # with the code fingerprint: commits that differ only outside the result code are one code
+    for name, commit in (("a", "a"), ("b", "b"), ("c", "c")):
+        update_status(runs[name], trained_with=[{"commit": commit * 40, "dirty": ["docs/x.md"], "code": "f1",
+                                                 "from_step": 0}])
+    tables, orphans = build_tables(root)
+    assert tables[0].warning is None and {r["code"] for r in tables[0].raw} == {"aaaaaaa", "bbbbbbb", "ccccccc"}
+    update_status(runs["c"], trained_with=[{"commit": "c" * 40, "dirty": [], "code": "f2", "from_step": 0}])
+    assert "ccccccc (1 run)" in build_tables(root)[0][0].warning
+    update_status(runs["c"], trained_with=[{"commit": "c" * 40, "dirty": ["rosa/x.py"], "code": "f1", "from_step": 0}])
+    assert "ccccccc+dirty (1 run)" in build_tables(root)[0][0].warning
