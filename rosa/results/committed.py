@@ -25,6 +25,7 @@ import os
 import shutil
 from pathlib import Path
 
+from rosa.atomic import replace_dir
 from rosa.provenance import same_code
 
 SMALL_FILES = ("config.yaml", "status.json")
@@ -74,28 +75,24 @@ def _cpuinfo() -> list[str]:
 
 
 def commit_cell(run_dir: Path, cell: Path) -> Path:
-    """Copy a finished run's small files to ``cell``, replacing what is there in one rename (a kill
-    leaves the old cell or the new one, never half of each)."""
-    run_dir, cell = Path(run_dir), Path(cell)
-    cell.parent.mkdir(parents=True, exist_ok=True)
-    staging = cell.parent / f".{cell.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    for name in SMALL_FILES:
-        shutil.copyfile(run_dir / name, staging / name)
-    for path in sorted(run_dir.glob("metrics-*.json")):
-        shutil.copyfile(path, staging / path.name)
-    for path in sorted(run_dir.glob("predictions-*.jsonl")):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        (staging / path.name).write_text("".join(
-            json.dumps({k: v for k, v in row.items() if k != "prompt"}, ensure_ascii=False) + "\n" for row in rows))
-    if (run_dir / "adapter" / "adapter.json").exists():   # the method's state: e.g. RoSA's real density
-        (staging / "adapter").mkdir()
-        shutil.copyfile(run_dir / "adapter" / "adapter.json", staging / "adapter" / "adapter.json")
-    (staging / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n")
-    old = cell.parent / f".{cell.name}.old-{os.getpid()}"
-    if cell.exists():
-        os.replace(cell, old)
-    os.replace(staging, cell)
-    shutil.rmtree(old, ignore_errors=True)
-    return cell
+    """Copy a finished run's small files to ``cell``, replacing what is there whole
+    (``rosa.atomic.replace_dir``)."""
+    run_dir = Path(run_dir)
+
+    def fill(staging: Path) -> None:
+        staging.mkdir(parents=True)
+        for name in SMALL_FILES:
+            shutil.copyfile(run_dir / name, staging / name)
+        for path in sorted(run_dir.glob("metrics-*.json")):
+            shutil.copyfile(path, staging / path.name)
+        for path in sorted(run_dir.glob("predictions-*.jsonl")):
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            (staging / path.name).write_text("".join(
+                json.dumps({k: v for k, v in row.items() if k != "prompt"}, ensure_ascii=False) + "\n" for row in rows))
+        if (run_dir / "adapter" / "adapter.json").exists():   # the method's state: e.g. RoSA's real density
+            (staging / "adapter").mkdir()
+            shutil.copyfile(run_dir / "adapter" / "adapter.json", staging / "adapter" / "adapter.json")
+        (staging / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n")
+
+    replace_dir(cell, fill)
+    return Path(cell)
