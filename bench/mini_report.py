@@ -247,9 +247,10 @@ def reruns_lines(folder: Path) -> list[str]:
     if not path.exists():
         return ["### Reruns", "", "No cell has been rerun from a clean clone yet."]
     lines = ["### Reruns from a clean clone (bit-exactness)", "",
-             "| cell | rerun at | machine | equal to the committed cell |", "| --- | --- | --- | --- |"]
+             "| cell | rerun at (clean clone) | code fingerprint | machine | equal to the committed cell |",
+             "| --- | --- | --- | --- | --- |"]
     for r in json.loads(path.read_text()):
-        lines.append(f"| {r['cell']} | {r['commit'][:7]} | {r['machine']['cpu']} ({r['machine']['isa']}), torch "
+        lines.append(f"| {r['cell']} | {r['commit'][:7]} | {r.get('code')} | {r['machine']['cpu']} ({r['machine']['isa']}), torch "
                      f"{r['machine']['torch']}, {r['threads']} threads | {'yes, every metric and prediction' if r['equal'] else 'NO: ' + r['detail']} |")
     return lines
 
@@ -422,15 +423,15 @@ def verify(run_dir: Path, folder: Path = RESULTS / "grid") -> tuple[str, bool, s
 
 def record_rerun(cell: str, equal: bool, detail: str, run_dir: Path, folder: Path = RESULTS) -> None:
     from rosa.atomic import write_json
-    from rosa.provenance import code_version
     from rosa.results.committed import machine
 
     path = folder / "reruns.json"
     reruns = json.loads(path.read_text()) if path.exists() else []
     config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
-    reruns = [r for r in reruns if r["cell"] != cell] + [{
-        "cell": cell, "equal": equal, "detail": detail, "commit": code_version()["commit"],
-        "code": code_version()["code"], "machine": machine(), "threads": config.get("threads"),
+    trained = (json.loads((Path(run_dir) / "status.json").read_text()).get("trained_with") or [{}])[-1]
+    reruns = [r for r in reruns if (r["cell"], r["commit"]) != (cell, trained.get("commit"))] + [{
+        "cell": cell, "equal": equal, "detail": detail, "commit": trained.get("commit"), "code": trained.get("code"),
+        "dirty": trained.get("dirty"), "machine": machine(), "threads": config.get("threads"),
         "date": dt.datetime.now().isoformat(timespec="seconds"), "command": command(cell)}]
     write_json(path, reruns)
 

@@ -91,3 +91,14 @@ def test_verify_compares_a_rerun_to_the_last_digit(folder, tmp_path):
     (rerun / "metrics-validation.json").write_text(json.dumps(record))
     cell_name, equal, detail = mini_report.verify(rerun, folder / "grid")
     assert not equal and "slot_f1" in detail
+
+
+def test_a_recorded_rerun_names_the_code_that_made_it(folder, tmp_path, monkeypatch):
+    """reruns.json takes the rerun's commit and code fingerprint from its own status.json (the clean
+    clone that ran it), not from the checkout that compares."""
+    committed = folder / "grid" / "viggo" / "lora" / "smollm2-135m-lora-s1"
+    monkeypatch.setattr(mini_report, "command", lambda cell: f"python train.py <{cell}>")
+    mini_report.record_rerun("viggo/lora/smollm2-135m-lora-s1", True, "", committed, folder)
+    (entry,) = json.loads((folder / "reruns.json").read_text())
+    assert (entry["commit"], entry["code"], entry["equal"]) == ("f1" * 20, "f1", True)
+    assert "| viggo/lora/smollm2-135m-lora-s1 | f1f1f1f | f1 |" in mini_report.render(folder, figures=None)
