@@ -53,7 +53,7 @@ def run_config(dataset: str, method: str = "lora", extra: tuple[str, ...] = ()):
 def epoch_batches(dataset: str, tokenizer) -> list[dict]:
     """Every training micro-batch of epoch 0, in the loop's order."""
     from rosa.data import build_train_features, get_spec, load_examples
-    from rosa.training.loop import Batches
+    from rosa.data.batches import Batches
     run = run_config(dataset)
     examples, _ = load_examples(run.dataset, "train")
     features, _ = build_train_features(examples, tokenizer, get_spec(dataset), run.dataset.max_length, run.train.loss_on)

@@ -94,7 +94,7 @@ def run_task(cfg: DictConfig | None = None, single: tuple[RunConfig, str] | None
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from rosa.training.loop import train
+    from rosa.training.lifecycle import train
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     for noisy in ("httpx", "urllib3", "torchao", "torch._dynamo"):

@@ -312,10 +312,3 @@ def strategy(trains_base_weights: bool) -> Replicated:
     """Sharded for a method that trains the base weights (full fine-tuning) over several ranks; the
     adapter methods stay replicated (small state; parameters may be re-created mid-run)."""
     return Sharded() if trains_base_weights and is_distributed() else Replicated()
-
-
-class NullWriter:
-    """TensorBoard's SummaryWriter for ranks other than 0: accepts everything, writes nothing."""
-
-    def __getattr__(self, _name):
-        return lambda *args, **kwargs: None

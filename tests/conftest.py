@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 NOT_APPLICABLE = "not applicable: "   # the start of a skip reason that CI accepts
+# every Python process the tests start imports tests/hooks/sitecustomize.py (ROSA_TEST_SIGNAL_AT_STEP)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests" / "hooks"), os.environ.get("PYTHONPATH")]))
 
 
 def _fail_a_skip_in_ci(report) -> None:

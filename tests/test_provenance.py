@@ -6,7 +6,7 @@ import json
 import subprocess
 
 from rosa.provenance import changed_result_code, code_version, describe, same_code
-from rosa.training.loop import _trained_with
+from rosa.training.lifecycle import _trained_with
 from tests.conftest import run_train
 
 
@@ -68,13 +68,13 @@ def test_the_code_fingerprint_follows_the_files_that_decide_numbers(tmp_path):
 
 
 def test_a_resume_under_other_code_adds_an_entry(monkeypatch):
-    from rosa.training import loop
+    from rosa.training import lifecycle
     first = {"commit": "a" * 40, "dirty": []}
-    monkeypatch.setattr(loop, "code_version", lambda: first)
+    monkeypatch.setattr(lifecycle, "code_version", lambda: first)
     entries = _trained_with(None, 0)
     assert entries == [{**first, "from_step": 0}]
     assert _trained_with({"trained_with": entries}, 8) == entries            # same code: unchanged
-    monkeypatch.setattr(loop, "code_version", lambda: {"commit": "a" * 40, "dirty": ["rosa/x.py"]})
+    monkeypatch.setattr(lifecycle, "code_version", lambda: {"commit": "a" * 40, "dirty": ["rosa/x.py"]})
     assert _trained_with({"trained_with": entries}, 8)[1] == {"commit": "a" * 40, "dirty": ["rosa/x.py"], "from_step": 8}
 
 

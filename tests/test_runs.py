@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from rosa.training import loop
+from rosa.training import lifecycle
 from tests.training.faults import Killed, config, die_before_step, train
 from rosa.runs import run_dir_for
 
@@ -43,7 +43,7 @@ def test_finished_run_without_a_readable_status_is_not_retrained(tmp_path, monke
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(loop, "Trainer", no_training)
+    monkeypatch.setattr(lifecycle, "Trainer", no_training)
     capsys.readouterr()
     assert train(tmp_path)[0] == 0
     out = capsys.readouterr()

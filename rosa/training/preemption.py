@@ -17,7 +17,6 @@ with status ``interrupted`` (exit 3) and the same command resumes it.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 
 log = logging.getLogger("rosa")
@@ -70,26 +69,6 @@ def install(trainer, original: dict | None = None) -> dict:
     previous = _set_handlers(request_stop)
     trainer.previous_signal_handlers = original if original is not None else previous
     return trainer.previous_signal_handlers
-
-
-TEST_SIGNAL_ENV = "ROSA_TEST_SIGNAL_AT_STEP"
-
-
-def test_signal(point: int | str) -> None:
-    """Test hook: ``ROSA_TEST_SIGNAL_AT_STEP=N:SIGNAME[,M:SIGNAME]`` makes the run send itself SIGNAME
-    when it reaches ``point`` N (a step number: the end of that step, before its checkpoint). Tests
-    stop a run at a chosen step this way, with no timing involved. ``raise_signal`` runs a Python
-    handler before it returns, so the signal has been handled when this returns. ``N:SIGNAME:first``
-    signals only in a SLURM job's first attempt (not after a requeue): e.g. SIGSTOP holds a run
-    "running" until the test requeues it, and the requeued run goes on."""
-    spec = os.environ.get(TEST_SIGNAL_ENV)
-    if not spec:
-        return
-    requeued = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
-    for item in spec.split(","):
-        at, name, *when = (part.strip() for part in item.split(":"))
-        if at == str(point) and not (when == ["first"] and requeued):
-            signal.raise_signal(signal.Signals[name])
 
 
 def restore(previous: dict) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rosa.config import ConfigError, compose, rewrite_overrides, validate
-from rosa.training import loop
+from rosa.training import lifecycle, loop
 
 DORA = ["fnmodel=peft", "fnmodel.peft_type=LORA", "fnmodel.config.use_dora=true", "fnmodel.config.r=4",
         "fnmodel.config.target_modules=all-linear"]
@@ -23,11 +23,11 @@ def run_config(*overrides):
 
 
 def train(*overrides) -> int:
-    """loop.train as train.py calls it, with the composed config saved as the run's config.yaml."""
+    """lifecycle.train as train.py calls it, with the composed config saved as the run's config.yaml."""
     from omegaconf import OmegaConf
 
     cfg = compose(rewrite_overrides(list(overrides)))
-    return loop.train(validate(cfg), OmegaConf.to_yaml(cfg, resolve=True))
+    return lifecycle.train(validate(cfg), OmegaConf.to_yaml(cfg, resolve=True))
 
 
 @pytest.mark.parametrize("override, message", [

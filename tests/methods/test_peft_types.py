@@ -22,7 +22,7 @@ from rosa.methods.peft_baseline import VIRTUAL_TOKEN_TYPES, PeftBaseline, PeftMe
 from rosa.models.loss import token_loss_sum
 from rosa.models.tiny import tiny_model, tiny_tokenizer
 from rosa.runs import read_status, run_dir_for
-from rosa.training import loop
+from rosa.training import lifecycle
 from tests.conftest import REPO
 from tests.models.test_loss import Headless, batch_with_prompts
 
@@ -52,7 +52,7 @@ def test_trains_and_evaluates_merged_where_mergeable(peft_type, overrides, tmp_p
         assert peft_type in peft.PeftType.__members__, f"{peft_type} is not a PeftType in peft {peft.__version__}"
     cfg = compose(rewrite_overrides([*overrides, *TINY, f"output.path={tmp_path}"]))
     run = validate(cfg)
-    assert loop.train(run, OmegaConf.to_yaml(cfg, resolve=True)) == 0
+    assert lifecycle.train(run, OmegaConf.to_yaml(cfg, resolve=True)) == 0
     run_dir = run_dir_for(run)
     assert math.isfinite(read_status(run_dir)["final_val_loss"])
 

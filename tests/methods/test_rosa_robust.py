@@ -507,10 +507,10 @@ DP = ["fnmodel=rosa-robust", "fnmodel.rank=4", "fnmodel.dropout=0.0", "fnmodel.d
 
 
 def _fit(run_dir: Path) -> dict:
-    from rosa import distributed
     from rosa.training.loop import Trainer
+    from rosa.training.tracker import Tracker
     trainer = Trainer(validate(compose(DP)), run_dir)
-    trainer.fit(distributed.NullWriter())
+    trainer.fit(Tracker())
     masks = {n: l.csr.mask() for n, l in RosaRobust.layers(trainer.model).items()}
     return {"losses": [h["loss"] for h in trainer.history], "phase": trainer.method.phase,
             "masks": {n: m.nonzero().tolist() for n, m in masks.items()}}
@@ -579,7 +579,7 @@ def test_real_loop_phases_and_resume_in_each_phase(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     common = ["fnmodel=rosa-robust", "fnmodel.rank=4", "fnmodel.density=0.02", "fnmodel.warmup_steps=3",
               "fnmodel.mask_samples=8", *TINY, "train.max_steps=8"]
-    from rosa.training.loop import train
+    from rosa.training.lifecycle import train
     ref_root = tmp_path / "ref"   # the uninterrupted reference, in this process (train.py's code path)
     assert train(validate(compose([*common, f"output.path={ref_root}"])), "") == 0
     ref_dir = run_dir(ref_root)
@@ -612,7 +612,7 @@ def test_real_loop_phases_and_resume_in_each_phase(tmp_path, caplog):
 def test_real_loop_spa(tmp_path, caplog):
     """spa through the loop's ``train`` (in this process: the same code path as train.py, minus Hydra)."""
     import logging
-    from rosa.training.loop import train
+    from rosa.training.lifecycle import train
     caplog.set_level(logging.INFO)
     run = validate(compose(["fnmodel=spa", "fnmodel.density=0.02", *TINY, "train.max_steps=3",
                             f"output.path={tmp_path}"]))
@@ -708,7 +708,7 @@ def test_corrupt_masks_file_is_named_and_written_again_on_resume(tmp_path, monke
     file and writes it again from the checkpoint's masks."""
     import logging
     from safetensors.torch import load_file
-    from rosa.training.loop import train
+    from rosa.training.lifecycle import train
     from tests.training.faults import Killed, die_before_step
     args = ["fnmodel=spa", "fnmodel.density=0.02", *TINY, "train.max_steps=3", f"output.path={tmp_path}"]
     die_before_step(monkeypatch, 3)   # the mask at step 1, then the restart: step 2's checkpoint is in "sparse"

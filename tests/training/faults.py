@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rosa.config import compose, validate
-from rosa.training import loop
+from rosa.training import lifecycle, loop
 from rosa.runs import run_dir_for
 
 FAST = ["train.max_steps=6", "train.batch_size=4", "train.micro_batch_size=2", "train.checkpoint_every=2",
@@ -28,7 +28,7 @@ def config_yaml(root: Path, *overrides: str) -> str:
 
 def train(root: Path, *overrides: str) -> tuple[int, Path]:
     run = config(root, *overrides)
-    return loop.train(run, config_yaml(root, *overrides)), run_dir_for(run)
+    return lifecycle.train(run, config_yaml(root, *overrides)), run_dir_for(run)
 
 
 def die_before_step(monkeypatch, step: int) -> None:

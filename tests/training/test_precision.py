@@ -1,5 +1,5 @@
 """Precision end to end: bf16, fp16 and nf4 (4-bit base) runs of lora and rosa-robust through the real
-training loop (``rosa.training.loop.train``: train.py's code path, in this process) on the built-in tiny
+training loop (``rosa.training.lifecycle.train``: train.py's code path, in this process) on the built-in tiny
 model and the built-in E2E sample, then ``eval.py`` on them.
 
 Each (precision, method) is trained once, uninterrupted (``straight``), and that run is shared by:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rosa.config import compose, validate
-from rosa.training.loop import train
+from rosa.training.lifecycle import train
 from rosa.runs import run_dir_for
 from tests.conftest import run_train
 

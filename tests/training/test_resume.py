@@ -65,7 +65,7 @@ def test_sigkill_then_rerun_resumes_with_equal_losses(tmp_path, uninterrupted):
 
 def test_nan_loss_fails_the_run_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     from rosa.config import compose, validate
-    from rosa.training import loop
+    from rosa.training import lifecycle, loop
 
     real = loop.token_loss_sum
     calls = {"n": 0}
@@ -78,7 +78,7 @@ def test_nan_loss_fails_the_run_and_keeps_last_checkpoint(tmp_path, monkeypatch)
     monkeypatch.setattr(loop, "token_loss_sum", poisoned)
     run = validate(compose([*SMALL, f"output.path={tmp_path}"]))
     with pytest.raises(loop.TrainingFailed, match="loss is nan at step 4"):
-        loop.train(run, "config: test\n")
+        lifecycle.train(run, "config: test\n")
     run_dir = only_run(tmp_path)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "failed" and "loss is nan at step 4" in status["error"]
