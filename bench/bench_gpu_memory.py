@@ -83,7 +83,7 @@ def meta_masks(layers: dict, density: float) -> dict:
     """CSR structures on 'meta' with each layer's exact nnz and index dtypes, no positions: a mask
     cannot be chosen on 'meta' (top-k and nonzero need values), but its memory is fixed by nnz."""
     from rosa.kernels.csr import INT16_MAX_DIM, CSRMatrix
-    from rosa.methods.sparse_masks import nnz_for
+    from rosa.methods.rosa_robust.masks import nnz_for
 
     def empty(size, dtype):
         return torch.empty(size, dtype=dtype, device="meta")

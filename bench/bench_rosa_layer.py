@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rosa.kernels import CSRMatrix, triton_available  # noqa: E402
 from rosa.methods.lora import LoRALayer  # noqa: E402
 from rosa.methods.rosa_robust import RobustLayer  # noqa: E402
-from rosa.methods.sparse_masks import nnz_for  # noqa: E402
+from rosa.methods.rosa_robust.masks import nnz_for  # noqa: E402
 
 RANK = 16
 

@@ -232,7 +232,7 @@ def print_cases() -> None:
     from bench_kernels import SHAPES
 
     from rosa.kernels import triton_available
-    from rosa.methods.sparse_masks import nnz_for
+    from rosa.methods.rosa_robust.masks import nnz_for
     cases = ", ".join(f"{n}x{m} d={float(d):.1%} nnz={nnz_for(float(d), n, m):,}" for n, m in SHAPES for d in DENSITIES)
     print(f"  {TOKENS} tokens, bf16: {cases}")
     print(f"  triton {'importable' if triton_available() else 'NOT importable'}; its kernels compile and run on "

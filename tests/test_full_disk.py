@@ -132,7 +132,7 @@ def test_a_mask_file_on_a_full_disk_is_one_line_and_no_file(small_disk):
     import torch
 
     from rosa import atomic
-    from rosa.methods.sparse_masks import masks_from_scores, save_masks
+    from rosa.methods.rosa_robust.masks import masks_from_scores, save_masks
 
     disk = small_disk(1)
     masks = masks_from_scores({"layer": torch.rand(512, 512)}, 0.5)

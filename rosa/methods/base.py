@@ -273,6 +273,10 @@ class Method:
                              f"{name} ({out_features}x{in_features}); allowed: rank <= "
                              f"{min(out_features, in_features)} for this model's target layers")
 
+    def check_device(self, device: torch.device) -> None:
+        """Before anything is built: raise ValueError (one line) when the method cannot run on
+        ``device`` (e.g. a kernel choice that needs CUDA). Runs on the machine that trains."""
+
     # -- hooks (the loop calls each once per optimizer step, in this order; see the module docstring)
     def before_step(self, ctx: StepContext) -> LoopRequest | None:
         """Before the step's forward passes (e.g. ROSA resamples its subspace here). May return a

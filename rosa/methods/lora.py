@@ -165,10 +165,11 @@ class _LowRankLinear(torch.autograd.Function):
         return grad_x, None, grad_bias, grad_a, grad_b, None, None
 
 
-class LoRALayer(AdaptedLayer):
-    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float, rslora: bool,
-                 generator: torch.Generator):
-        super().__init__(base)
+class LowRankBranch:
+    """LoRA's branch ``s B A dropout(x)`` on an AdaptedLayer (a mixin: LoRA's layer, and RoSA's when
+    its rank is above 0). ``init_low_rank`` registers ``lora_A`` (r x in) and ``lora_B`` (out x r)."""
+
+    def init_low_rank(self, rank: int, alpha: float, dropout: float, rslora: bool, generator: torch.Generator) -> None:
         self.rank = rank
         self.scale = lora_scale(rank, alpha, rslora)
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features))
@@ -193,6 +194,16 @@ class LoRALayer(AdaptedLayer):
         # (forward and backward); same function up to float rounding
         return F.linear(F.linear(h, self.lora_A) * self.scale, self.lora_B).to(x.dtype)
 
+    def delta_weight(self) -> torch.Tensor:
+        return self.scale * (self.lora_B.float() @ self.lora_A.float())
+
+
+class LoRALayer(LowRankBranch, AdaptedLayer):
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float, rslora: bool,
+                 generator: torch.Generator):
+        super().__init__(base)
+        self.init_low_rank(rank, alpha, dropout, rslora, generator)
+
     def fused_path(self, x: torch.Tensor) -> bool:
         """Whether ``_LowRankLinear`` computes this call (with or without dropout): a plain frozen
         nn.Linear base (not 4-bit), no autocast, one dtype throughout."""
@@ -213,9 +224,6 @@ class LoRALayer(AdaptedLayer):
         """This layer's tensors under HF PEFT's key names (``prefix``: ``base_model.model.<layer>``)."""
         return {f"{prefix}.lora_A.weight": self.lora_A.detach().float().contiguous().cpu(),
                 f"{prefix}.lora_B.weight": self.lora_B.detach().float().contiguous().cpu()}
-
-    def delta_weight(self) -> torch.Tensor:
-        return self.scale * (self.lora_B.float() @ self.lora_A.float())
 
 
 @register("lora", LoRAConfig)

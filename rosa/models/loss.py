@@ -27,7 +27,7 @@ How a step averages its token losses (``train.loss_norm``):
   (:func:`example_mean_loss`), so every example weighs the same. The RoSA paper's composer setup
   does this: HF's loss (a per-example mean at micro-batch 1) scaled by 1/32 over 32 accumulated
   micro-batches. RoSA's Fisher statistic is formed from the gradient of this loss, so it carries the
-  same weighting (``rosa.methods.sparse_masks``).
+  same weighting (``rosa.methods.rosa_robust.masks``).
 
 The validation loss stays a mean over tokens (its perplexity) whatever the choice.
 """

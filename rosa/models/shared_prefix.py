@@ -12,7 +12,7 @@ Each suffix row attends to the same keys and values it would have computed itsel
 suffix state, and the loss, are the plain forward's (up to float rounding: the prefix's matmuls run
 at batch 1). Backward through the expansion sums the B rows' gradients into the single prefix copy:
 the gradient of a weight is the same sum over the micro-batch's positions, so every parameter
-gradient is the plain path's, and so is RoSA's Fisher statistic (``rosa.methods.sparse_masks``
+gradient is the plain path's, and so is RoSA's Fisher statistic (``rosa.methods.rosa_robust.masks``
 squares a micro-batch's summed gradient, whatever number of forward calls made it).
 
 Conditions, checked per micro-batch (:func:`shared_prefix_length`): token ids are compared, never

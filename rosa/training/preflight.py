@@ -9,7 +9,8 @@ with one line and exit status 2 and leaves no run folder behind:
   with ``model.chat_template=true``, its tokenizer has a template;
 - the method fits the model: the model is built on the ``meta`` device (shapes, no weights), so
   ``fnmodel.target_modules`` must match a linear layer and ranks must fit the layers' shapes
-  (``Method.check_layers``; rosa-robust also reads ``fnmodel.mask_path``);
+  (``Method.check_layers``; rosa-robust also reads and checks ``fnmodel.mask_path``), and the
+  method can run on the device (``Method.check_device``: rosa-robust's ``fnmodel.impl``);
 - every split the run reads loads (files present, readable, decodable, with valid rows);
 - an unfinished run in the same folder was started with the same training settings.
 """
@@ -41,12 +42,15 @@ def preflight(run: RunConfig, run_dir: Path) -> None:
         check_data(run)
     except (ModelSourceError, DataError) as err:
         raise PreflightError(str(err)) from None
-    if shapes is not None:
-        from rosa.methods import get_method
-        try:
-            get_method(run.fnmodel, seed=run.seed).check_layers(shapes)
-        except ValueError as err:
-            raise PreflightError(str(err)) from None
+    from rosa.methods import get_method
+    from rosa.models import resolve_device
+    method = get_method(run.fnmodel, seed=run.seed)
+    try:
+        method.check_device(resolve_device(run.device))
+        if shapes is not None:
+            method.check_layers(shapes)
+    except ValueError as err:
+        raise PreflightError(str(err)) from None
     check_same_settings(run, run_dir)
 
 

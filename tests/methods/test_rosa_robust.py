@@ -19,7 +19,7 @@ from rosa.methods import StepContext, get_method
 from rosa.methods.base import adapted_layers
 from rosa.methods.lora import LoRA
 from rosa.methods.rosa_robust import RobustLayer, RosaRobust, SpA, density_for_budget, trainable_count
-from rosa.methods.sparse_masks import GradientCollector, load_masks, masks_from_scores, top_k_mask
+from rosa.methods.rosa_robust.masks import GradientCollector, load_masks, masks_from_scores, top_k_mask
 
 
 def recovery(mask: torch.Tensor, truth: torch.Tensor) -> float:
@@ -259,7 +259,7 @@ def test_top_k_count_and_mask_file(tmp_path):
     assert [masks[k].nnz for k in scores] == [int(0.013 * 1500), int(0.013 * 21)] == [19, 0]
     top = top_k_mask(scores["a"], 19)
     assert torch.equal(masks["a"].mask(), top) and scores["a"][top].min() >= scores["a"][~top].max()
-    from rosa.methods.sparse_masks import save_masks
+    from rosa.methods.rosa_robust.masks import save_masks
     save_masks(tmp_path / "m.safetensors", masks, {"step": 3})
     loaded, meta = load_masks(tmp_path / "m.safetensors")
     assert meta == {"step": 3} and all(torch.equal(loaded[k].mask(), masks[k].mask()) for k in masks)
@@ -367,7 +367,7 @@ def test_schedule_variants(tmp_path):
     assert drive(spa, model, target, steps=3, micro=4) == [(2, "restart")]   # 6 samples need 2 steps
     assert model.proj.nnz == int(0.05 * 4096) and spa.trainable_parameters(model) == 204
     # masks from a file: no warm-up, no restart, the same structure
-    from rosa.methods.sparse_masks import save_masks
+    from rosa.methods.rosa_robust.masks import save_masks
     save_masks(tmp_path / "masks.safetensors", {"proj": model.proj.csr})
     reuse = RosaRobust(cfg(mask_path=str(tmp_path)), seed=0)
     model2 = reuse.prepare(toy_model(w0))
@@ -462,13 +462,26 @@ def test_premise_low_rank_plus_sparse():
     (["fnmodel=spa", "fnmodel.density=0"], "trains nothing"),
     (["fnmodel=rosa-robust", "fnmodel.mask_criterion=fisher"], "did you mean 'grad-fisher'"),
     (["fnmodel=rosa-robust", "fnmodel.impl=cuda"], "choose one of: auto, triton, torch, dense"),
-    (["fnmodel=rosa-robust", "fnmodel.mask_path=/nonexistent"], "fnmodel.mask_path='/nonexistent' does not exist"),
-    (["fnmodel=rosa-robust", "fnmodel.impl=triton", "device=cpu"], "fnmodel.impl='triton' is not usable"),
 ])
 def test_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
         validate(compose(overrides))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["fnmodel=rosa-robust", "fnmodel.mask_path=/nonexistent"], "fnmodel.mask_path='/nonexistent' does not exist"),
+    (["fnmodel=rosa-robust", "fnmodel.impl=triton", "device=cpu"], "fnmodel.impl='triton' is not usable"),
+])
+def test_errors_of_the_machine_that_trains(overrides, message, tmp_path):
+    """The masks file and the kernels' device are checked before the run folder exists, on the
+    machine that trains (preflight), not by validation (which may run on a login node)."""
+    from rosa.training.preflight import PreflightError, preflight
+
+    run = validate(compose([*overrides, "model=tiny", "train.eval_at_end=false"]))   # validation reads no file
+    with pytest.raises(PreflightError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+        preflight(run, tmp_path / "run")
+    assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("name,rank,density,lrs,precision", [
@@ -668,7 +681,7 @@ def test_non_finite_micro_batches_are_reported_and_counted(caplog):
 
 def tiny_mask_file(directory: Path, tokenizer, density: float) -> tuple[Path, float]:
     """A masks file for the tiny model at ``density``, and its real density (nnz over entries)."""
-    from rosa.methods.sparse_masks import save_masks
+    from rosa.methods.rosa_robust.masks import save_masks
     from rosa.models.tiny import tiny_model
     method = RosaRobust(cfg(rank=4, density=density, mask_criterion="random"), seed=0)
     layers = method.layers(method.prepare(tiny_model(tokenizer)))
@@ -678,13 +691,16 @@ def tiny_mask_file(directory: Path, tokenizer, density: float) -> tuple[Path, fl
 
 def test_mask_path_of_another_density_is_refused_or_taken_from_the_file(tmp_path, tiny_tokenizer):
     from rosa.models.tiny import tiny_model
+    from rosa.training.preflight import PreflightError, preflight
     path, real = tiny_mask_file(tmp_path, tiny_tokenizer, 0.02)
-    with pytest.raises(ConfigError) as err:   # the preset's density is 0.006
-        validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}"]))
+    with pytest.raises(PreflightError) as err:   # the preset's density is 0.006
+        preflight(validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}"])), tmp_path / "run")
     message = str(err.value)
     assert "\n" not in message and f"has density {real:.4g}" in message and "fnmodel.density=null" in message
-    validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}", "fnmodel.density=0.02"]))
+    preflight(validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}", "fnmodel.density=0.02"])),
+              tmp_path / "run")
     run = validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}", "fnmodel.density=null"]))
+    preflight(run, tmp_path / "run")
     method = get_method(run.fnmodel, seed=0)
     method.prepare(tiny_model(tiny_tokenizer))
     assert method.density == pytest.approx(real) and method.extra_state()["density"] == method.density
@@ -698,8 +714,10 @@ def test_mask_path_of_another_density_is_refused_or_taken_from_the_file(tmp_path
 def test_unreadable_mask_path_is_one_line(tmp_path, tiny_tokenizer):
     path, _ = tiny_mask_file(tmp_path, tiny_tokenizer, 0.02)
     path.write_bytes(path.read_bytes()[:200])   # truncated
-    with pytest.raises(ConfigError) as err:
-        validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}", "fnmodel.density=0.02"]))
+    from rosa.training.preflight import PreflightError, preflight
+    with pytest.raises(PreflightError) as err:
+        preflight(validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}", "fnmodel.density=0.02"])),
+                  tmp_path / "run")
     assert "\n" not in str(err.value) and f"{path} is unreadable" in str(err.value)
 
 
@@ -727,3 +745,17 @@ def test_corrupt_masks_file_is_named_and_written_again_on_resume(tmp_path, monke
     assert len(masks) == 28
     for name, csr in masks.items():
         assert torch.equal(csr.col_indices.long(), adapter[f"{name}.sparse_col_indices"].long())
+
+
+def test_the_phases_are_one_state_machine():
+    """Only the schedule's transitions are allowed (method.py's TRANSITIONS); the phase is stored by value."""
+    from rosa.methods.rosa_robust import Phase
+    method = RosaRobust(cfg(), seed=0)
+    assert method.phase == Phase.WARMUP == "warmup"
+    method._enter(Phase.COLLECT)
+    method._enter(Phase.SPARSE)
+    with pytest.raises(RuntimeError, match="no transition from phase sparse to collect"):
+        method._enter(Phase.COLLECT)
+    assert method.extra_state()["phase"] == "sparse"
+    method.load_extra_state({**method.extra_state(), "phase": "warmup"})
+    assert method.phase is Phase.WARMUP

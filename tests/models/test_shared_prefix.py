@@ -8,7 +8,7 @@ import torch
 
 from rosa.config import compose, validate
 from rosa.methods import StepContext, build_model
-from rosa.methods.sparse_masks import GradientCollector
+from rosa.methods.rosa_robust.masks import GradientCollector
 from rosa.models import resolve_precision
 from rosa.models.loss import example_mean_loss, token_loss_sum
 from rosa.models.shared_prefix import MIN_SHARED_PREFIX, prompts_prefix_length, shared_prefix_length
@@ -80,7 +80,7 @@ def test_loss_and_gradients_equal_the_plain_path(name, one_thread):
 def test_rosa_mask_statistic_equals_the_plain_path(one_thread):
     """RoSA's Fisher statistic: the mean over micro-batches of the squared micro-batch gradient G^T X,
     whose shared-path gradient arrives in two parts (prefix and suffixes)."""
-    from rosa.methods.sparse_masks import nnz_for, top_k_mask
+    from rosa.methods.rosa_robust.masks import nnz_for, top_k_mask
 
     scores = {}
     for prefix in (0, PREFIX):

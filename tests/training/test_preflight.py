@@ -7,6 +7,7 @@ import torch
 
 from rosa.config import compose, validate
 from rosa.training.lifecycle import train
+from rosa.training.preflight import PreflightError, preflight
 from rosa.runs import run_dir_for
 from tests.conftest import run_train
 
@@ -72,10 +73,10 @@ def test_method_must_fit_the_model(tmp_path, capsys, overrides, expected):
 def test_corrupt_mask_file(tmp_path, capsys):
     masks = tmp_path / "masks.safetensors"
     masks.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header")
-    # refused already by validation (its header is read there, with the density check), one line
-    from rosa.config import ConfigError
-    with pytest.raises(ConfigError) as refusal:
-        validate(compose([*SMALL, "fnmodel=rosa-robust", f"fnmodel.mask_path={masks}", f"output.path={tmp_path / 'runs'}"]))
+    # refused before the run folder exists (read and checked once, with the density), one line
+    run = validate(compose([*SMALL, "fnmodel=rosa-robust", f"fnmodel.mask_path={masks}", f"output.path={tmp_path / 'runs'}"]))
+    with pytest.raises(PreflightError) as refusal:
+        preflight(run, tmp_path / "runs" / "run")
     message = str(refusal.value)
     assert f"fnmodel.mask_path='{masks}': {masks} is unreadable" in message and "\n" not in message
     assert not (tmp_path / "runs").exists()
@@ -122,14 +123,14 @@ def test_preflight_error_in_a_subprocess(tmp_path):
 
 def test_mask_file_must_fit_the_target_layers(tmp_path):
     """Masks saved for the same layers pass; masks for other layers are refused by name."""
-    from rosa.methods.sparse_masks import random_masks, save_masks
+    from rosa.methods.rosa_robust.masks import random_masks, save_masks
     from rosa.training.preflight import PreflightError, meta_model, preflight, target_layer_shapes
 
     run = validate(compose([*SMALL, "fnmodel=rosa-robust", f"output.path={tmp_path / 'runs'}"]))
     shapes = target_layer_shapes(run)
     layers = {n: torch.nn.Linear(i, o, bias=False) for n, (o, i) in shapes.items()}
     save_masks(tmp_path / "masks.safetensors", random_masks(layers, 0.01, seed=0))
-    run.fnmodel.mask_path = str(tmp_path / "masks.safetensors")
+    run.fnmodel.mask_path, run.fnmodel.density = str(tmp_path / "masks.safetensors"), None   # the file's density
     preflight(run, tmp_path / "runs" / "x")
     run.fnmodel.target_modules = ["q_proj"]
     with pytest.raises(PreflightError, match="does not fit the target layers: missing \\[\\], unexpected"):

@@ -299,29 +299,36 @@ def load_masks(path: str | Path) -> tuple[dict[str, CSRMatrix], dict]:
     return masks, metadata
 
 
-def mask_file_layers(path: str | Path) -> dict[str, tuple[int, int, int]]:
-    """``{layer: (nnz, n, m)}`` of a masks file (or a run folder holding one), from its header and
-    tensor shapes only. Raises ValueError (one line, naming the file) when it is unreadable."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MASKS_FILE
+def read_mask_file(path: str | Path, shapes: dict[str, tuple[int, int]],
+                   density: float | None) -> tuple[dict[str, CSRMatrix], dict]:
+    """The masks and metadata of ``fnmodel.mask_path`` (a masks file or a run folder holding one),
+    checked: readable, one mask per target layer of its (out, in) in ``shapes``, and ``density``'s
+    nonzero count per layer unless ``density`` is None. ValueError: one line naming the key."""
+    key = f"fnmodel.mask_path={str(path)!r}"
+    file = Path(path) / MASKS_FILE if Path(path).is_dir() else Path(path)
+    if not Path(path).exists():
+        raise ValueError(f"{key} does not exist; allowed: a {MASKS_FILE} file or a run folder holding one")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            shapes = json.loads((f.metadata() or {})["shapes"])
-            return {name: (f.get_slice(f"{name}.col_indices").get_shape()[0], int(n), int(m))
-                    for name, (n, m) in shapes.items()}
-    except Exception as err:  # safetensors, JSON and missing-key errors alike
-        raise ValueError(f"{path} is unreadable ({type(err).__name__}: {err})".splitlines()[0]) from err
-
-
-def file_density(layers: dict[str, tuple[int, int, int]]) -> float:
-    """All nonzeros over all entries of :func:`mask_file_layers`' layers."""
-    return sum(nnz for nnz, _, _ in layers.values()) / max(1, sum(n * m for _, n, m in layers.values()))
+        masks, metadata = load_masks(file)
+    except Exception as err:  # noqa: BLE001 - safetensors, JSON and missing-key errors alike: one line
+        raise ValueError(f"{key}: {file} is unreadable ({type(err).__name__}: {err}".splitlines()[0]
+                         + f"); allowed: a {MASKS_FILE} written by a rosa-robust or spa run (or its run folder)") from None
+    wrong = sorted(n for n in masks if n in shapes and tuple(masks[n].shape) != tuple(shapes[n]))
+    if set(masks) != set(shapes) or wrong:
+        missing, extra = sorted(set(shapes) - set(masks)), sorted(set(masks) - set(shapes))
+        raise ValueError(f"{key} does not fit the target layers: missing {missing[:3]}, unexpected {extra[:3]}, "
+                         f"other shape {wrong[:3]}; allowed: masks saved for this model and fnmodel.target_modules")
+    if density is not None and any(c.nnz != nnz_for(density, *c.shape) for c in masks.values()):
+        nnz, size = sum(c.nnz for c in masks.values()), sum(c.shape[0] * c.shape[1] for c in masks.values())
+        raise ValueError(f"{key} has density {nnz / size:.4g} ({nnz} nonzeros), not fnmodel.density={density!r}; "
+                         "allowed: a masks file of that density, or fnmodel.density=null to take the density "
+                         "from the file")
+    return masks, metadata
 
 
 def gib(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:.2f} GiB" if n_bytes >= 2**27 else f"{n_bytes / 2**20:.1f} MiB"
 
 
-__all__ = ["GRADIENT_CRITERIA", "MASKS_FILE", "GradientCollector", "file_density", "gib",
-           "load_masks", "mask_file_layers", "masks_from_scores", "nnz_for", "random_masks", "save_masks", "top_k_mask", "weight_masks"]
+__all__ = ["GRADIENT_CRITERIA", "MASKS_FILE", "GradientCollector", "gib", "load_masks", "masks_from_scores", "nnz_for",
+           "random_masks", "read_mask_file", "save_masks", "top_k_mask", "weight_masks"]
