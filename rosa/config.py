@@ -12,8 +12,8 @@ field -> the code that reads it (``run.train.lr`` in the loop, ``cfg.rank`` in t
 
 Two spellings select a group: ``fnmodel=lora`` (Hydra's) and ``fnmodel.name=lora`` (the ROSA code
 base's); :func:`rewrite_overrides` turns the second into the first before Hydra sees the command
-line. Aliases: ``rosa`` -> ``rosa-orthogonal`` (the ROSA paper's name), ``none`` -> ``fft``,
-``e2e_nlg`` -> ``e2e``.
+line. Aliases: a method's (its ``@register(..., aliases=)``: e.g. the ROSA paper's name for
+rosa-orthogonal), and ``e2e_nlg`` -> ``e2e``.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal, Optional, Union, get_args, get_origin
 
 from rosa.data.features import MIN_MAX_LENGTH
 from rosa.methods import METHODS
+from rosa.methods.base import method_aliases
 from rosa.schema import (ConfigError, at_least_1, check, did_you_mean, int_range, neutral, non_negative, positive,
                          validator)
 
@@ -36,8 +37,9 @@ log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUP_KEYS = ("fnmodel", "dataset", "precision")   # `<group>.name=X` selects group X
-FREE_MAPPINGS = ("fnmodel.config.",)               # keys Hydra may add (fnmodel=peft: PEFT's config)
-ALIASES = {"fnmodel": {"rosa": "rosa-orthogonal", "none": "fft"}, "dataset": {"e2e_nlg": "e2e"}}
+FREE_MAPPINGS = tuple(f"fnmodel.{key}." for method in METHODS.values()   # keys Hydra may add below a method's
+                      for key in getattr(method.config_class, "FREE_MAPPINGS", ()))   # free mapping (PEFT's)
+ALIASES = {"fnmodel": method_aliases(), "dataset": {"e2e_nlg": "e2e"}}
 SPLIT_NAMES = ("train", "validation", "test")      # rosa.data.schema.CANONICAL_SPLITS
 MAX_STEPS, MAX_EPOCHS = 10**9, 10**6               # ~30 years at a step per second: anything above is a typo
 MAX_SWEEP = 100_000                                # combinations one command may launch
@@ -425,8 +427,8 @@ def _check_cross_field(run: RunConfig) -> None:
     if run.dataset.source == "local" and not run.dataset.path:
         raise ConfigError("dataset.path=None is not allowed with dataset.source=local; "
                           "set dataset.path to the folder holding the original release files")
-    if run.precision.name == "nf4" and run.fnmodel.name == "fft":
-        raise ConfigError("precision=nf4 with fnmodel=fft is not allowed: 4-bit base weights cannot be "
-                          "fully fine-tuned; choose lora, spa, rosa-robust or rosa-orthogonal")
-    if hasattr(run.fnmodel, "validate"):
-        run.fnmodel.validate(run)
+    if run.precision.name == "nf4" and not METHODS[run.fnmodel.name].quantized_base:
+        able = sorted(name for name, method in METHODS.items() if method.quantized_base)
+        raise ConfigError(f"precision=nf4 with fnmodel={run.fnmodel.name} is not allowed: 4-bit base weights cannot "
+                          f"be trained by it; choose one of: {', '.join(able)}")
+    run.fnmodel.validate(run)

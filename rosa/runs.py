@@ -96,21 +96,11 @@ def unclassified_keys(schemas) -> list[str]:
 
 
 def readable_name(run) -> str:
+    """``output.name``, or the model's name and the method's parts (its config's ``run_name_parts``:
+    e.g. ``smollm2-135m-r8-lr0.0007``), plus the precision when it is not fp32."""
     if run.output.name:
         return run.output.name
-    model = Path(run.model.name.rstrip("/")).name
-    parts = [model]
-    method = asdict(run.fnmodel)
-    if "peft_type" in method:  # fnmodel=peft: the PEFT method and its rank, e.g. lora-r8
-        parts.append(str(method["peft_type"]).lower() + (f"-r{method['config']['r']}" if "r" in method["config"] else ""))
-    for key, short in (("rank", "r"), ("density", "d"), ("budget", "b")):
-        if method.get(key) not in (None, 0, 0.0) or (key == "rank" and method.get(key) == 0):
-            parts.append(f"{short}{method[key]}")
-    if "lora_lr" in method:  # null: train.lr (conf/fnmodel/rosa-robust.yaml)
-        lora_lr, sparse_lr = (run.train.lr if method[k] is None else method[k] for k in ("lora_lr", "sparse_lr"))
-        parts.append(f"lr{lora_lr:g}-{sparse_lr:g}" if method.get("rank") else f"lr{sparse_lr:g}")
-    else:
-        parts.append(f"lr{run.train.lr:g}")
+    parts = [Path(run.model.name.rstrip("/")).name, *run.fnmodel.run_name_parts(run.train.lr)]
     if run.precision.name not in ("auto", "fp32"):
         parts.append(run.precision.name)
     return re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join(parts))

@@ -91,15 +91,39 @@ class LoopRequest:
 METHODS: dict[str, type["Method"]] = {}   # fnmodel.name -> Method subclass (its ``config_class`` is the schema)
 
 
-def register(name: str, config_class: type):
-    """Class decorator: the Method subclass is ``fnmodel=<name>``, configured by ``config_class``."""
+def register(name: str, config_class: type, aliases: tuple[str, ...] = ()):
+    """Class decorator: the Method subclass is ``fnmodel=<name>`` (or one of its ``aliases``, e.g. the
+    paper's own name), configured by ``config_class``."""
     def decorate(method_class: type["Method"]) -> type["Method"]:
         if name in METHODS:
             raise ValueError(f"method {name!r} is registered twice ({METHODS[name].__module__}, {method_class.__module__})")
-        method_class.name, method_class.config_class = name, config_class
+        method_class.name, method_class.config_class, method_class.aliases = name, config_class, tuple(aliases)
         METHODS[name] = method_class
         return method_class
     return decorate
+
+
+def method_aliases() -> dict[str, str]:
+    """alias -> method name, for every registered method."""
+    return {alias: name for name, method in METHODS.items() for alias in method.aliases}
+
+
+class MethodConfig:
+    """Base of every method's config dataclass: what the rest of the package may ask a config without
+    knowing its keys (the run folder's readable name, a validation hook)."""
+
+    def run_name_parts(self, lr: float) -> list[str]:
+        """The method's part of a run folder's readable name (``rosa.runs.readable_name``): rank ``r``,
+        density ``d`` and budget ``b`` where the method has them, then the learning rate."""
+        parts = []
+        for key, short in (("rank", "r"), ("density", "d"), ("budget", "b")):
+            value = getattr(self, key, None)
+            if value not in (None, 0, 0.0) or (key == "rank" and value == 0):
+                parts.append(f"{short}{value}")
+        return parts + [f"lr{lr:g}"]
+
+    def validate(self, run) -> None:
+        """Checks across this section and the rest of the run (ConfigError, one line); values only."""
 
 
 # --------------------------------------------------------------------------- base layers
@@ -241,6 +265,15 @@ class Method:
     mergeable: bool = True        # whether merge() folds the method into plain base weights (evaluation
                                   # runs an unmergeable method's model as it is, e.g. PEFT prompt tuning)
     trains_base_weights: bool = False  # full fine-tuning: over several ranks the loop shards it (FSDP)
+    quantized_base: bool = True   # whether it trains on a 4-bit (NF4) base (full fine-tuning cannot)
+    budget_unit: bool = False     # whether its trainable count per rank is the unit of tables' budgets (LoRA)
+    aliases: tuple[str, ...] = ()  # set by @register
+
+    @classmethod
+    def table_row(cls, cfg: dict) -> dict:
+        """How results tables show a run of this method, from its config section (a dict, as in a run's
+        config.yaml): ``{"method": label, "rank": ..., "density": ...}`` (None where it has none)."""
+        return {"method": cls.name, "rank": cfg.get("rank"), "density": cfg.get("density")}
 
     def __init__(self, cfg: Any, seed: int = 0):
         self.cfg = cfg

@@ -91,3 +91,4 @@ class DoRA(LoRA):
     """LoRA with DoRA's layer; its PEFT export adds the magnitudes and ``use_dora``."""
     layer_class = DoRALayer
     peft_config_extra = {"use_dora": True}
+    budget_unit = False      # LoRA's runs alone set the tables' budget unit

@@ -48,12 +48,12 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from rosa.methods.base import AdaptedLayer, Method, adapted_layers, is_conv1d, register, wrap_target_modules
+from rosa.methods.base import AdaptedLayer, Method, MethodConfig, adapted_layers, is_conv1d, register, wrap_target_modules
 from rosa.schema import TARGET_MODULES, at_least_1, positive, probability
 
 
 @dataclass(kw_only=True)
-class LoRAConfig:
+class LoRAConfig(MethodConfig):
     """Keys of ``conf/fnmodel/lora.yaml`` (their defaults and meaning are there)."""
     name: str
     rank: int = field(metadata=at_least_1)
@@ -228,6 +228,7 @@ class LoRALayer(LowRankBranch, AdaptedLayer):
 
 @register("lora", LoRAConfig)
 class LoRA(Method):
+    budget_unit = True   # tables count other methods' budgets in LoRA ranks
     layer_class: type[LoRALayer] = LoRALayer   # a variant (DoRA) changes the layer and keeps the rest
     peft_config_extra: dict = {}               # fields it adds to PEFT's LoraConfig (DoRA: use_dora)
 

@@ -63,17 +63,23 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from rosa.methods.base import Method, StepContext, check_state_keys, register
+from rosa.methods.base import Method, MethodConfig, StepContext, check_state_keys, register
 from rosa.schema import ConfigError, did_you_mean
 
 
 @dataclass(kw_only=True)
-class PeftMethodConfig:
+class PeftMethodConfig(MethodConfig):
     """Keys of ``conf/fnmodel/peft.yaml``: ``config`` is a free mapping, checked against PEFT's class."""
     name: str
     peft_type: str                                # a peft.PeftType name: LORA, ADALORA, VERA, IA3, LOHA, ...
     config: dict                                  # keyword arguments of PEFT's config class for peft_type
     IDENTITY_V1: ClassVar = {"name", "peft_type", "config"}
+    FREE_MAPPINGS: ClassVar = ("config",)        # any key below it is PEFT's: Hydra may add it (``++``)
+
+    def run_name_parts(self, lr: float) -> list[str]:
+        """The PEFT method and its rank (e.g. ``lora-r8``), then the learning rate."""
+        rank = f"-r{self.config['r']}" if "r" in self.config else ""
+        return [f"{self.peft_type.lower()}{rank}", f"lr{lr:g}"]
 
     def validate(self, run) -> None:
         build_peft_config(self)
@@ -118,6 +124,13 @@ def build_peft_config(cfg: PeftMethodConfig):
 
 @register("peft", PeftMethodConfig)
 class PeftBaseline(Method):
+
+    @classmethod
+    def table_row(cls, cfg: dict) -> dict:
+        """``peft:<type>`` and its options (e.g. ``peft:lora use_dora=True``), PEFT's ``r`` as the rank."""
+        options = " ".join(f"{k}={v}" for k, v in sorted((cfg.get("config") or {}).items()) if k != "r")
+        label = f"peft:{str(cfg.get('peft_type')).lower()}" + (f" {options}" if options else "")
+        return {"method": label, "rank": (cfg.get("config") or {}).get("r"), "density": None}
 
     def prepare(self, model: nn.Module) -> nn.Module:
         from peft import get_peft_model

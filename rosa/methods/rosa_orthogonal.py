@@ -98,7 +98,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rosa import distributed
-from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, dense_weight, register,
+from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, MethodConfig, StepContext, adapted_layers, dense_weight, register,
                                is_conv1d, linear_shape, wrap_target_modules)
 from rosa.methods.lora import _LowRankLinear
 from rosa.schema import TARGET_MODULES, check
@@ -124,7 +124,7 @@ def _period_ok(value: Any) -> bool:
 
 
 @dataclass(kw_only=True)
-class RosaOrthogonalConfig:
+class RosaOrthogonalConfig(MethodConfig):
     """Keys of ``conf/fnmodel/rosa-orthogonal.yaml`` (their defaults and meaning are there)."""
     name: str
     rank: Any = field(metadata=check(_rank_ok, "an integer >= 1, or a ratio in (0, 1) of min(out, in)"))
@@ -319,7 +319,7 @@ class OrthogonalLayer(AdaptedLayer):
 
 
 # --------------------------------------------------------------------------- the method
-@register("rosa-orthogonal", RosaOrthogonalConfig)
+@register("rosa-orthogonal", RosaOrthogonalConfig, aliases=("rosa",))   # the ROSA paper's name
 class RosaOrthogonal(Method):
 
     def __init__(self, cfg: Any, seed: int = 0):

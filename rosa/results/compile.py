@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from rosa.methods import METHODS
 from rosa.provenance import changed_result_code
 from rosa.runs import find_runs, recover_status
 
@@ -46,6 +47,7 @@ class RunRow:
     metrics: dict = field(default_factory=dict)
     budget: str = ""
     budget_key: float = 0.0
+    kind: type | None = None       # its method's class (rosa.methods.METHODS): capabilities, table label
     code: str = "unknown"          # the code that trained it (code_label)
     code_key: str | None = None    # its committed code fingerprint, None if unknown, dirty or resumed (code_key)
     problem: str | None = None     # why the run is not in the table
@@ -61,11 +63,10 @@ def read_run(run_dir: Path, split: str) -> RunRow:
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         fn = cfg.get("fnmodel") or {}
         row.dataset, row.model, row.method = cfg["dataset"]["name"], str(cfg["model"]["name"]), fn.get("name", "?")
-        row.rank, row.density = fn.get("rank"), fn.get("density")
-        if "peft_type" in fn:  # fnmodel=peft: name the PEFT method and its options, e.g. "peft:lora use_dora=True"
-            options = " ".join(f"{k}={v}" for k, v in sorted((fn.get("config") or {}).items()) if k != "r")
-            row.method = f"peft:{str(fn['peft_type']).lower()}" + (f" {options}" if options else "")
-            row.rank = (fn.get("config") or {}).get("r")
+        if row.method in METHODS:   # the method says how its runs are shown (label, rank, density)
+            shown = METHODS[row.method].table_row(fn)
+            row.method, row.rank, row.density = shown["method"], shown["rank"], shown["density"]
+            row.kind = METHODS[fn["name"]]
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as err:
         row.problem = f"unreadable config.yaml ({type(err).__name__})"
         return row
@@ -147,14 +148,15 @@ def assign_budgets(rows: list[RunRow]) -> None:
     """Budget group of every row, in LoRA-rank units where a LoRA run of the same model gives one."""
     units: dict[tuple, list[float]] = {}
     for r in rows:
-        if r.method == "lora" and r.trainable and isinstance(r.rank, (int, float)) and r.rank >= 1:
+        if (r.kind is not None and r.kind.budget_unit and r.method != BASE and r.trainable
+                and isinstance(r.rank, (int, float)) and r.rank >= 1):
             units.setdefault((r.dataset, r.model), []).append(r.trainable / r.rank)
     for r in rows:
         unit = units.get((r.dataset, r.model))
-        if r.method == "fft":
-            r.budget, r.budget_key = "full", math.inf
-        elif r.method == BASE:
+        if r.method == BASE:
             r.budget, r.budget_key = "none", -math.inf
+        elif r.kind is not None and r.kind.trains_base_weights:
+            r.budget, r.budget_key = "full", math.inf
         elif not r.trainable:
             r.budget, r.budget_key = "?", -1.0
         elif unit:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Optional
 
+from rosa.methods.base import MethodConfig
 from rosa.methods.rosa_robust.masks import nnz_for
 from rosa.schema import TARGET_MODULES, ConfigError, at_least_1, check, positive, probability, unit_interval
 
@@ -15,7 +16,7 @@ non_negative_int = check(lambda v: v >= 0, "an integer >= 0")
 
 
 @dataclass(kw_only=True)
-class RosaRobustConfig:
+class RosaRobustConfig(MethodConfig):
     """Keys of ``conf/fnmodel/rosa-robust.yaml`` (their defaults and meaning are there)."""
     name: str
     rank: int = field(metadata=non_negative_int)         # 0: SpA (sparse only)
@@ -37,6 +38,11 @@ class RosaRobustConfig:
     IDENTITY_V1: ClassVar = {"name", "rank", "alpha", "dropout", "rslora", "density", "budget", "target_modules",
                              "lora_lr", "sparse_lr", "mask_criterion", "mask_samples", "mask_accumulator_device",
                              "warmup_steps", "restart", "mask_path", "impl"}
+
+    def run_name_parts(self, lr: float) -> list[str]:
+        """Rank, density, budget, then both learning rates (null: ``train.lr``), or the sparse one at rank 0."""
+        lora_lr, sparse_lr = (lr if value is None else value for value in (self.lora_lr, self.sparse_lr))
+        return super().run_name_parts(lr)[:-1] + [f"lr{lora_lr:g}-{sparse_lr:g}" if self.rank else f"lr{sparse_lr:g}"]
 
     def validate(self, run) -> None:
         if self.budget is not None and self.density is not None:
