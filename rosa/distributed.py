@@ -118,7 +118,7 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 def all_reduce_scalar(value: float) -> float:
     if not is_distributed():
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=_comm_device())
+    t = torch.tensor([value], dtype=torch.float64, device=comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item())
 
@@ -231,7 +231,8 @@ def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Opt
     set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
 
 
-def _comm_device() -> torch.device:
+def comm_device() -> torch.device:
+    """Where a tensor must be for a collective: the rank's GPU under NCCL, else the CPU (gloo)."""
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
@@ -241,7 +242,7 @@ def agree_stop(stop_signal: int | None) -> int | None:
     """A stop signal seen by any rank stops every rank at the same step (the largest signal number)."""
     if not is_distributed():
         return stop_signal
-    t = torch.tensor([stop_signal or 0], dtype=torch.int64, device=_comm_device())
+    t = torch.tensor([stop_signal or 0], dtype=torch.int64, device=comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item()) or None
 

@@ -67,6 +67,17 @@ def run_identity(run) -> dict:
     return out
 
 
+def flat_keys(data: dict, prefix: str = "") -> dict:
+    """A nested mapping as one level of ``section.key`` names (an empty mapping stays a value)."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
 def run_hash(run) -> str:
     blob = json.dumps(run_identity(run), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]

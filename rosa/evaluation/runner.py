@@ -19,7 +19,6 @@ import logging
 import math
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -181,19 +180,12 @@ def _evaluate_generation(loaded: LoadedRun, spec, examples, batch: int, override
 @torch.no_grad()
 def _evaluate_lm(loaded: LoadedRun, spec, examples, batch: int, bar) -> dict:
     from rosa.metrics.perplexity import lm_metrics
-    from rosa.models.loss import token_loss_sum
+    from rosa.models.loss import batches_token_loss
 
     run, tokenizer, model = loaded.run, loaded.tokenizer, loaded.model
     features, _stats = build_train_features(examples, tokenizer, spec, run.dataset.max_length, "all")
-    loss_sum, count = 0.0, 0
-    autocast = loaded.precision["autocast"]
-    for start in range(0, len(features), batch):
-        tensors = collate_batch(features[start:start + batch], tokenizer.pad_token_id)
-        tensors = {k: v.to(loaded.device) for k, v in tensors.items()}
-        context = torch.autocast(loaded.device.type, dtype=autocast) if autocast is not None else nullcontext()
-        with context:
-            loss, n = token_loss_sum(model, tensors)
-        loss_sum, count = loss_sum + float(loss), count + n
+    batches = (collate_batch(features[start:start + batch], tokenizer.pad_token_id) for start in range(0, len(features), batch))
+    loss_sum, count = batches_token_loss(model, batches, loaded.device, loaded.precision["autocast"])
     bar.update(len(examples))
     nll = loss_sum / max(count, 1)
     return {"metrics": lm_metrics(nll),

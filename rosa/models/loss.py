@@ -33,6 +33,9 @@ The validation loss stays a mean over tokens (its perplexity) whatever the choic
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 
@@ -118,3 +121,19 @@ def example_mean_loss(model, batch: dict[str, torch.Tensor], n_examples: int, pr
     per_row = (labels != IGNORE_INDEX).sum(dim=1).clamp(min=1) * n_examples
     weights = (1.0 / per_row.float()).unsqueeze(1).expand_as(labels)
     return token_loss_sum(model, batch, weights, prefix_length)[0]
+
+
+@torch.no_grad()
+def batches_token_loss(model, batches: Iterable[dict[str, torch.Tensor]], device: torch.device,
+                       autocast: torch.dtype | None = None,
+                       prefix_length: Callable[[dict], int] = lambda batch: 0) -> tuple[float, int]:
+    """The summed target-token loss and the target-token count over ``batches`` (the validation loss
+    of training and the language-modelling evaluation alike), under ``autocast`` when it is a dtype."""
+    loss_sum, count = 0.0, 0
+    for batch in batches:
+        with torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext():
+            loss, n = token_loss_sum(model, {k: v.to(device) for k, v in batch.items()},
+                                     prefix_length=prefix_length(batch))
+        loss_sum, count = loss_sum + float(loss), count + n
+    return loss_sum, count
+

@@ -70,29 +70,23 @@ def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], 
     existing checkpoint that holds the same tag (not written again) when there is one."""
     root = Path(run_dir) / CHECKPOINTS
     final = root / f"step-{step:07d}"
-    tmp = root / f"step-{step:07d}.tmp"
     tag, once_names = write_once or (None, set())
-    shutil.rmtree(tmp, ignore_errors=True)
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items() if n not in once_names},
+                  str(tmp / "adapter.safetensors"))
+        if tag is not None:
+            _write_once(root, tmp / f"{ONCE_PREFIX}{tag}.safetensors", {n: tensors[n] for n in once_names})
+        atomic.torch_save(trainer, tmp / "trainer.pt")
+        atomic.write_json(tmp / "state.json", state)
+        for f in tmp.iterdir():
+            with open(f, "rb") as handle:
+                os.fsync(handle.fileno())
+        verify_checkpoint(tmp)
+
     # the error names the checkpoint and the space it needs, measured after its .tmp folder is gone
-    with atomic.writing(final, needed_bytes=atomic.tensor_bytes((tensors, trainer))):
-        try:
-            tmp.mkdir(parents=True)
-            save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items() if n not in once_names},
-                      str(tmp / "adapter.safetensors"))
-            if tag is not None:
-                _write_once(root, tmp / f"{ONCE_PREFIX}{tag}.safetensors", {n: tensors[n] for n in once_names})
-            atomic.torch_save(trainer, tmp / "trainer.pt")
-            atomic.write_json(tmp / "state.json", state)
-            for f in tmp.iterdir():
-                with open(f, "rb") as handle:
-                    os.fsync(handle.fileno())
-            verify_checkpoint(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    atomic.replace_dir(final, write, needed_bytes=atomic.tensor_bytes((tensors, trainer)))
     atomic.write_json(root / "latest.json", {"step": step, "path": final.name})
     for old in root.glob("step-*"):
         if old != final and (keep is None or old != Path(keep)):

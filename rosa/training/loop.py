@@ -35,7 +35,7 @@ from rosa.data.batches import Batches
 from rosa.data.features import collate_batch, prompt_ids
 from rosa.methods import LoopRequest, StepContext, build_model, cast_trainable
 from rosa.models import resolve_device, resolve_precision, set_threads, shared_prefix
-from rosa.models.loss import example_mean_loss, token_loss_sum
+from rosa.models.loss import batches_token_loss, example_mean_loss, token_loss_sum
 from rosa.runs import update_status
 from rosa.training import checkpoint as ckpt
 from rosa.training import preemption
@@ -257,20 +257,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": total, "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"], "tokens": n_tokens}
 
-    @torch.no_grad()
-    def validate(self) -> dict:
+    def validation_loss(self) -> dict:
+        """The mean token loss (and perplexity) of the first ``train.eval_batches`` validation batches."""
         self.model.eval()
-        loss_sum, count = 0.0, 0
-        limit = self.run.train.eval_batches
-        micro = self.run.train.micro_batch_size
-        for i, start in enumerate(range(0, len(self.val_features), micro)):
-            if limit and i >= limit:
-                break
-            batch = collate_batch(self.val_features[start:start + micro], self.tokenizer.pad_token_id)
-            with self.autocast():
-                loss, n = token_loss_sum(self.model, {k: v.to(self.device) for k, v in batch.items()},
-                                         prefix_length=self.prefix_length(batch))
-            loss_sum, count = loss_sum + float(loss), count + n
+        micro, limit = self.run.train.micro_batch_size, self.run.train.eval_batches
+        starts = list(range(0, len(self.val_features), micro))[:limit or None]
+        batches = (collate_batch(self.val_features[s:s + micro], self.tokenizer.pad_token_id) for s in starts)
+        loss_sum, count = batches_token_loss(self.model, batches, self.device, self.precision["autocast"],
+                                             self.prefix_length)
         val_loss = loss_sum / max(count, 1)
         return {"loss": val_loss, "ppl": math.exp(min(val_loss, 50.0))}
 
@@ -328,7 +322,7 @@ class Trainer:
         return final
 
     def log_validation(self, tracker: Tracker) -> dict:
-        metrics = self.validate()
+        metrics = self.validation_loss()
         tracker.scalars(self.step, {"val/loss": metrics["loss"], "val/ppl": metrics["ppl"]})
         self.val_history.append({"step": self.step, **metrics})
         if self.run.train.sample_at_eval:

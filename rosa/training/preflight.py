@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from rosa.config import ConfigError, RunConfig, validate
-from rosa.runs import run_identity
+from rosa.runs import flat_keys, run_identity
 
 log = logging.getLogger("rosa")
 
@@ -131,20 +131,10 @@ def check_same_settings(run: RunConfig, run_dir: Path) -> None:
     except (ConfigError, yaml.YAMLError, UnicodeDecodeError, TypeError, AttributeError) as err:
         log.warning("%s: cannot compare with the stored settings (%s)", stored_path, err)
         return
-    before, now = _flat(run_identity(stored)), _flat(run_identity(run))
+    before, now = flat_keys(run_identity(stored)), flat_keys(run_identity(run))
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
         diff = ", ".join(f"{k}={before.get(k)!r} there, {now.get(k)!r} now" for k in changed[:4])
         raise PreflightError(f"run folder {run_dir} holds an unfinished run with other training settings ({diff}"
                              f"{', ...' if len(changed) > 4 else ''}); allowed: the same settings to resume it, "
                              "or another output.name or output.path for a new run")
-
-
-def _flat(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out

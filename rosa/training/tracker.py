@@ -12,6 +12,8 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+from rosa.runs import flat_keys
+
 log = logging.getLogger("rosa")
 
 
@@ -61,14 +63,7 @@ def open_tracker(run_dir: Path, resumed_at: int | None, main: bool) -> Tracker:
 
 def flat_hparams(run) -> dict:
     """The run config as one level of ``section.key`` names (TensorBoard's hparams take scalars)."""
-    def flatten(prefix, value, out):
-        if isinstance(value, dict):
-            for k, v in value.items():
-                flatten(f"{prefix}{k}.", v, out)
-        else:
-            out[prefix[:-1]] = value if isinstance(value, (int, float, str, bool)) else str(value)
-        return out
-    return flatten("", asdict(run), {})
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat_keys(asdict(run)).items()}
 
 
 def clean_tensorboard(run_dir: Path) -> None:

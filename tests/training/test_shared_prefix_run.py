@@ -41,7 +41,7 @@ def test_auto_matches_off_step_for_step(tmp_path, loss_norm, one_thread):
             trainer.step += 1
             trainer.phase_step += 1
             steps += [stats["loss"], stats["grad_norm"]]
-        results[mode] = steps, trainer.validate()["loss"], prefixes
+        results[mode] = steps, trainer.validation_loss()["loss"], prefixes
     (plain, plain_val, off_prefixes), (shared, shared_val, prefixes) = results["off"], results["auto"]
     assert set(off_prefixes) == {0} and min(prefixes) > 500   # the byte-level tokenizer: ~600 shared tokens
     assert shared == pytest.approx(plain, rel=1e-5)

@@ -192,7 +192,7 @@ class GradientCollector:
             total = self.sums.get(name)
             if total is None:
                 total = torch.zeros(layer.out_features, layer.in_features, device=self.device or layer.base.weight.device)
-            comm = total.to(_comm_device(layer))
+            comm = total.to(distributed.comm_device())
             distributed.all_reduce_sum(comm)
             count = torch.tensor([float(self.counts[name])], device=comm.device)
             distributed.all_reduce_sum(count)
@@ -236,11 +236,6 @@ class GradientCollector:
             mean = total / self.counts[name]
             out[name] = mean.abs_() if self.criterion == "grad-mean" else mean
         return out
-
-
-def _comm_device(layer: nn.Module) -> torch.device:
-    import torch.distributed as dist
-    return layer.base.weight.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def _input_requires_grad(module, args):
