@@ -31,7 +31,7 @@ def main(argv=None) -> int:
 
     from pathlib import Path
 
-    from rosa.evaluation.cli import evaluate_tree, export_merged
+    from rosa.evaluation.tree import evaluate_tree, export_merged
 
     if args.export_merged:
         return export_merged(Path(args.path), Path(args.export_merged), device=args.device)

@@ -9,7 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from rosa.cli import check_command_line, run_task
+from rosa.command_line import check_command_line, run_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -40,7 +40,7 @@ GROUP_KEYS = ("fnmodel", "dataset", "precision")   # `<group>.name=X` selects gr
 FREE_MAPPINGS = tuple(f"fnmodel.{key}." for method in METHODS.values()   # keys Hydra may add below a method's
                       for key in getattr(method.config_class, "FREE_MAPPINGS", ()))   # free mapping (PEFT's)
 ALIASES = {"fnmodel": method_aliases(), "dataset": {"e2e_nlg": "e2e"}}
-SPLIT_NAMES = ("train", "validation", "test")      # rosa.data.schema.CANONICAL_SPLITS
+SPLIT_NAMES = ("train", "validation", "test")      # rosa.data.spec.CANONICAL_SPLITS
 MAX_STEPS, MAX_EPOCHS = 10**9, 10**6               # ~30 years at a step per second: anything above is a typo
 MAX_SWEEP = 100_000                                # combinations one command may launch
 
@@ -431,4 +431,4 @@ def _check_cross_field(run: RunConfig) -> None:
         able = sorted(name for name, method in METHODS.items() if method.quantized_base)
         raise ConfigError(f"precision=nf4 with fnmodel={run.fnmodel.name} is not allowed: 4-bit base weights cannot "
                           f"be trained by it; choose one of: {', '.join(able)}")
-    run.fnmodel.validate(run)
+    run.fnmodel.check_run(run)

@@ -3,7 +3,7 @@ allowed, exit status 2, before anything is loaded and without creating a run dir
 import pytest
 
 from tests.conftest import run_train
-from rosa.cli import check_command_line
+from rosa.command_line import check_command_line
 from rosa.config import compose, rewrite_overrides, validate
 
 
@@ -136,7 +136,7 @@ def test_edge_values_still_allowed(args):
 
 def test_split_names_match_the_data_layer():
     from rosa.config import SPLIT_NAMES
-    from rosa.data.schema import CANONICAL_SPLITS
+    from rosa.data.spec import CANONICAL_SPLITS
     assert SPLIT_NAMES == CANONICAL_SPLITS
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from rosa.data.schema import DataError, DatasetSpec, Example, FeatureStats
+from rosa.data.spec import DataError, DatasetSpec, Example, FeatureStats
 
 IGNORE_INDEX = -100
 #: The smallest ``dataset.max_length`` (generation datasets): the one limit, which the configuration check uses too.

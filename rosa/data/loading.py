@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from rosa.data.registry import get_spec
-from rosa.data.schema import CANONICAL_SPLITS, DataError, DatasetSpec, Example, LoadReport, MatchedSplit, RawRow
+from rosa.data.spec import CANONICAL_SPLITS, DataError, DatasetSpec, Example, LoadReport, MatchedSplit, RawRow
 
 SOURCES = ("sample", "local", "hub")
 DEFAULT_SAMPLE_ROWS = {"train": 500, "validation": 50, "test": 50}

@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from rosa.data.schema import DataError, RawRow
+from rosa.data.spec import DataError, RawRow
 
 
 class FlaggedRow(dict):

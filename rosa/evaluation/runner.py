@@ -6,7 +6,7 @@ Per run and split (all written atomically):
 and the metrics go to the run's TensorBoard as ``eval/<split>/<metric>`` at the run's last step.
 
 Generation datasets: one output per unique prompt (``eval_examples``: E2E groups its rows by MR),
-scored by :func:`rosa.evaluation.metrics.compute_metrics` with the dataset's own metrics (its spec).
+scored by :func:`rosa.evaluation.scoring.compute_metrics` with the dataset's own metrics (its spec).
 Language modelling (ELI5): the mean token NLL over the split's 128-token blocks gives ``ppl`` and
 ``bits_per_token`` (``loss`` in nats, :func:`rosa.metrics.perplexity.lm_metrics`); ROUGE-L of generated
 answers is added only with ``generate_lm=True`` (prompt: the question title). Every name reported is
@@ -152,7 +152,7 @@ def max_new_tokens_from_data(tokenizer, examples, cap: int) -> int:
 
 
 def _evaluate_generation(loaded: LoadedRun, spec, examples, batch: int, overrides: dict, bar) -> dict:
-    from rosa.evaluation.metrics import compute_metrics, postprocess
+    from rosa.evaluation.scoring import compute_metrics, postprocess
 
     run = loaded.run
     settings = {"num_beams": run.eval.num_beams, "max_new_tokens": run.eval.max_new_tokens}

@@ -110,7 +110,7 @@ def method_aliases() -> dict[str, str]:
 
 class MethodConfig:
     """Base of every method's config dataclass: what the rest of the package may ask a config without
-    knowing its keys (the run folder's readable name, a validation hook)."""
+    knowing its keys (the run folder's readable name, cross-key checks)."""
 
     def run_name_parts(self, lr: float) -> list[str]:
         """The method's part of a run folder's readable name (``rosa.runs.readable_name``): rank ``r``,
@@ -122,7 +122,7 @@ class MethodConfig:
                 parts.append(f"{short}{value}")
         return parts + [f"lr{lr:g}"]
 
-    def validate(self, run) -> None:
+    def check_run(self, run) -> None:
         """Checks across this section and the rest of the run (ConfigError, one line); values only."""
 
 

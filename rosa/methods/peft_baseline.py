@@ -81,7 +81,7 @@ class PeftMethodConfig(MethodConfig):
         rank = f"-r{self.config['r']}" if "r" in self.config else ""
         return [f"{self.peft_type.lower()}{rank}", f"lr{lr:g}"]
 
-    def validate(self, run) -> None:
+    def check_run(self, run) -> None:
         build_peft_config(self)
 
 

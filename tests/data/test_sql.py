@@ -10,7 +10,7 @@ import pytest
 
 from rosa.data import eval_examples, get_spec, load_examples
 from rosa.data import loading, sql
-from rosa.data.schema import MatchedSplit
+from rosa.data.spec import MatchedSplit
 from tests.data.conftest import dataset_cfg
 
 ROSA_SPLITS = {"train": "train", "validation": "carve:train", "test": "rosa-valid"}  # the RoSA presets'

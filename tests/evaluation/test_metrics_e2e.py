@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rosa.evaluation.metrics import compute_metrics
+from rosa.evaluation.scoring import compute_metrics
 from rosa.metrics import e2e
 from rosa.metrics.rouge import lcs_length, rouge_l_segment
 from rosa.metrics.tokenizers import ptb_tokenize, tokenize_13a
@@ -216,7 +216,7 @@ def test_compute_metrics_e2e_keys_and_identity():
 
 
 def test_postprocess_e2e():
-    from rosa.evaluation.metrics import postprocess
+    from rosa.evaluation.scoring import postprocess
 
     assert postprocess("e2e", "  \n The Vaults is a pub. \nInput: x") == "The Vaults is a pub."
 

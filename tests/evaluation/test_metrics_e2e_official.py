@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rosa.evaluation.metrics import compute_metrics
+from rosa.evaluation.scoring import compute_metrics
 from rosa.metrics import e2e
 from rosa.metrics import meteor as meteor_module
 from rosa.metrics.meteor import MeteorUnavailable, meteor_command

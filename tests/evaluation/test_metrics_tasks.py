@@ -1,4 +1,4 @@
-"""GSM8k, ViGGO, SQL and ELI5 metrics (in their dataset modules), and the public API of rosa.evaluation.metrics."""
+"""GSM8k, ViGGO, SQL and ELI5 metrics (in their dataset modules), and the public API of rosa.evaluation.scoring."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import rosa.data.registry as registry
 from rosa.data import DATASETS, get_spec
 from rosa.data import gsm8k, sql, viggo
 from rosa.evaluation.generate import cut_at_stop
-from rosa.evaluation.metrics import compute_metrics, lm_metrics, postprocess
+from rosa.evaluation.scoring import compute_metrics, lm_metrics, postprocess
 
 # ----------------------------------------------------------------------------------- GSM8k
 GOLD = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"

@@ -200,7 +200,7 @@ def test_save_merged_loads_in_transformers(tmp_path):
 
 
 def test_fft_with_nf4_is_a_one_line_error(capsys):
-    from rosa.cli import check_command_line
+    from rosa.command_line import check_command_line
     with pytest.raises(SystemExit) as exit_info:
         check_command_line(["train.py", "fnmodel=fft", "precision=nf4"])
     assert exit_info.value.code == 2

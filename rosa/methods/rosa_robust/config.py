@@ -44,7 +44,7 @@ class RosaRobustConfig(MethodConfig):
         lora_lr, sparse_lr = (lr if value is None else value for value in (self.lora_lr, self.sparse_lr))
         return super().run_name_parts(lr)[:-1] + [f"lr{lora_lr:g}-{sparse_lr:g}" if self.rank else f"lr{sparse_lr:g}"]
 
-    def validate(self, run) -> None:
+    def check_run(self, run) -> None:
         if self.budget is not None and self.density is not None:
             raise ConfigError(f"fnmodel.density={self.density!r} conflicts with fnmodel.budget={self.budget!r}; "
                               "allowed: density=null when budget is set (it is derived from budget and rank)")
@@ -69,11 +69,11 @@ class SpAConfig(RosaRobustConfig):
     lora_lr: Optional[float] = 7e-4
     warmup_steps: int = 64
 
-    def validate(self, run) -> None:
+    def check_run(self, run) -> None:
         if self.rank != 0:
             raise ConfigError(f"fnmodel.rank={self.rank} is not allowed for spa; allowed: 0 "
                               "(spa is sparse only; use fnmodel=rosa-robust for LoRA + sparse)")
-        super().validate(run)
+        super().check_run(run)
 
 
 # ----------------------------------------------------------------------------- budget
