@@ -9,21 +9,18 @@ The loop keeps its single-process arithmetic and only shares the work of each op
 * after the backward passes, :func:`all_reduce_grads` sums the gradients over ranks, so each rank
   holds exactly the gradient of the global batch (the same sum the single process accumulates) and the
   optimizer steps stay identical everywhere; :func:`all_reduce_sum` gives the logged loss;
-* only rank 0 writes (run folder, status.json, TensorBoard, checkpoints): :func:`is_main`.
+* only rank 0 writes (run folder, status.json, the tracker, checkpoints): :func:`is_main`.
 
-Methods whose state is computed from data or randomness must agree across ranks:
-
-* rosa-robust / spa mask selection: the accumulated gradient statistics are per-rank partial sums;
-  call ``all_reduce_sum`` on the accumulators before choosing the masks,
-  or choose on rank 0 and ``broadcast_tensors`` the masks / indices;
-* rosa-orthogonal resampling: ``broadcast_tensors`` the new factors and fixed weights (or the sampled
-  indices) from rank 0 after each resample.
+A method whose state is computed from data or randomness keeps every rank in agreement itself, with
+these collectives: RoSA's mask statistics are summed over ranks before the masks are chosen
+(``rosa.methods.rosa_robust.masks.GradientCollector``), and ROSA's resampled subspaces are broadcast
+from rank 0 (``broadcast_tensors``). :func:`comm_device` says where a tensor must be for a collective.
 
 Gradients are reduced by hand rather than through ``DistributedDataParallel``: the model keeps its
 parameter names (checkpoints load in one process), methods that add or re-create parameters mid-run
 need no re-wrapping, and the global-token normalisation stays exact with uneven shares.
 
-Full fine-tuning (``fnmodel=fft``) is sharded instead, with FSDP2 (:func:`fsdp_wrap`): parameters,
+A method that trains the base weights (full fine-tuning) is sharded instead, with FSDP2 (:func:`fsdp_wrap`): parameters,
 gradients and optimizer state are split over the ranks and FSDP reduce-scatters the gradients itself
 (summed, not averaged, so the global-token normalisation above still holds). Its all-gathers and
 reduce-scatters are collectives, so every rank runs the same number of forward / backward passes

@@ -4,9 +4,14 @@ A *method* turns a pretrained causal LM into a model whose trainable parameters 
 own (adapters, or every weight for full fine-tuning), and talks to the training loop through a few
 hooks. The loop (``rosa/training/loop.py``) never needs to know which method it runs.
 
-A method module registers itself: ``@register("name", NameConfig)`` on its Method subclass, where
-``NameConfig`` is the dataclass of its ``conf/fnmodel/<name>.yaml`` (checked by ``rosa.config``).
-``rosa.methods`` imports every module of the package, so a new method is one module plus one YAML.
+A method module registers itself: ``@register("name", NameConfig, aliases=())`` on its Method
+subclass, where ``NameConfig`` is the dataclass (a :class:`MethodConfig`) of its
+``conf/fnmodel/<name>.yaml`` (checked by ``rosa.config``). ``rosa.methods`` imports every module of
+the package, so a new method is one module plus one YAML. The rest of the package asks a method, never
+names it: its run folder's readable name (``MethodConfig.run_name_parts``), its cross-key checks
+(``check_run``), its label in tables (``Method.table_row``), its capabilities (``mergeable``,
+``trains_base_weights``, ``quantized_base``, ``budget_unit``), and before the run folder exists whether
+it fits the model and the device (``check_layers``, ``check_device``; tests/methods/test_method_knowledge.py).
 
 Lifecycle, as the loop drives it::
 
