@@ -34,8 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rosa.kernels import (CSRMatrix, dense_plus_sparse_linear, sparse_linear,  # noqa: E402
-                          triton_available)
+from rosa.kernels import CSRMatrix, dense_plus_sparse_linear, sparse_linear, triton_available  # noqa: E402
 
 SHAPES = [(4096, 4096), (4096, 11008)]
 DENSITIES = [0.0015, 0.006, 0.018]
@@ -196,7 +195,7 @@ def main(argv=None):
                 crow = csr.row_offsets.long()
                 colx = csr.col_indices.long()
 
-                def step(kind):
+                def step(kind, v=v, csr=csr):   # bound now: the loop deletes them at its end
                     x.grad = v.grad = None
                     if kind in ("torch", "triton", "dense-S"):
                         y = sparse_linear(x, v, csr, impl="dense" if kind == "dense-S" else kind)

@@ -44,7 +44,7 @@ MICRO = 8
 
 def run_config(dataset: str, method: str = "lora", extra: tuple[str, ...] = ()):
     from rosa.config import compose, validate
-    source = [f"dataset.source=local", f"dataset.path={LOCAL[dataset]}"] if LOCAL[dataset] else []
+    source = ["dataset.source=local", f"dataset.path={LOCAL[dataset]}"] if LOCAL[dataset] else []
     method_keys = {"lora": ["fnmodel.dropout=0"], "rosa-orthogonal": ["fnmodel.resample_every=never"]}[method]
     return validate(compose(["model=smollm2-135m", f"dataset={dataset}", *source, f"fnmodel={method}", *method_keys,
                              "device=cpu", "precision=fp32", *extra]))
@@ -89,7 +89,7 @@ def quantiles(values: list[float]) -> str:
 
 
 def high_water_mib() -> float:
-    from bench_real_step import high_water_gib   # VmHWM since the last reset_high_water
+    from bench_real_step import high_water_gib  # VmHWM since the last reset_high_water
     return 1024 * high_water_gib()
 
 
@@ -110,8 +110,9 @@ class Stepper:
 
     def step(self, batch: dict, prefix: int) -> tuple[float, float, float]:
         """(seconds, loss, peak RSS MiB) of one training step on ``batch``."""
-        from rosa.models.loss import token_loss_sum
         from bench_real_step import reset_high_water
+
+        from rosa.models.loss import token_loss_sum
         self.model.train()
         reset_high_water()
         started = time.perf_counter()
@@ -141,6 +142,7 @@ def time_paths(steppers: dict[str, Stepper], batches: list[dict], prefixes: dict
 
 def training(args, steppers, viggo: list[dict]) -> None:
     from flops import matmul_rate
+
     from rosa.models.shared_prefix import shared_prefix_length
     batches = viggo[:args.batches]
     rate = matmul_rate(steppers["lora"].model, batches[0])

@@ -28,7 +28,6 @@ unmerged; prints the plan and exits 0 without writing anything. Without CUDA and
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
@@ -92,9 +91,8 @@ def run_command(argv: list[str], timeout: float) -> dict:
 
 def run_memory(deadline: float) -> dict:
     """bench_gpu_memory's methods, each in its own subprocess with its own timeout."""
-    import torch
-
     import bench_gpu_memory as memory
+    import torch
     started = time.perf_counter()
     rows = []
     for name in METHODS:
@@ -171,7 +169,6 @@ def dry_run(parts: list[str], budget: float, layers: int) -> int:
     """Every part's setup on 'meta' (nothing allocated, no CUDA), and the plan. ``layers``: decoder
     layers of the models built (Llama-2-7B has 32; fewer only make the dry run quicker)."""
     import torch
-
     from bench_gpu_memory import LLAMA2_7B
     arch = dict(LLAMA2_7B, num_hidden_layers=layers)
     print(f"gpu_suite --dry-run: setup on the 'meta' device (no memory, no CUDA); nothing is written. "

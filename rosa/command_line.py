@@ -76,7 +76,8 @@ def check_launcher_overrides(overrides: list[str]) -> None:
 
 
 def _launcher_keys(launcher: str) -> list[str]:
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()

@@ -30,8 +30,17 @@ from typing import Any, ClassVar, Literal, Optional, Union, get_args, get_origin
 from rosa.data.features import MIN_MAX_LENGTH
 from rosa.methods import METHODS
 from rosa.methods.base import method_aliases
-from rosa.schema import (ConfigError, at_least_1, check, did_you_mean, int_range, neutral, non_negative, positive,
-                         validator)
+from rosa.schema import (
+    ConfigError,
+    at_least_1,
+    check,
+    did_you_mean,
+    int_range,
+    neutral,
+    non_negative,
+    positive,
+    validator,
+)
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +243,8 @@ def compose(overrides: list[str]):
     Plain keys go in as ``++key=value`` (add or override), so a typo'd key reaches :func:`validate`,
     which names it with a did-you-mean against the schema of the chosen method; a group choice that
     does not exist (``model=gpt9``, ``+experiment=nope``) is named here, before Hydra composes."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

@@ -32,7 +32,7 @@ import re
 import socket
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import IO, get_type_hints
 

@@ -2,9 +2,9 @@
 allowed, exit status 2, before anything is loaded and without creating a run directory."""
 import pytest
 
-from tests.conftest import run_train
 from rosa.command_line import check_command_line
 from rosa.config import compose, rewrite_overrides, validate
+from tests.conftest import run_train
 
 
 def rejected(capsys, *args) -> str:
@@ -215,6 +215,7 @@ def test_nan_and_inf_are_refused_for_every_float_key():
     from typing import Optional, get_type_hints
 
     from omegaconf import OmegaConf
+
     from rosa.config import ConfigError, RunConfig
     from rosa.methods import METHODS
 

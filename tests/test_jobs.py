@@ -114,9 +114,8 @@ def _results_grid(tmp_path: Path) -> jobs.Grid:
 def test_a_results_grid_reruns_a_cell_when_the_code_or_the_config_changes(tmp_path, monkeypatch, capsys):
     """A cell committed by this code is skipped; another code fingerprint or another config reruns it
     (in a run folder of its own); a checkout with uncommitted result code is refused."""
-    from tests.results.test_committed import finished_run
-
     from rosa.config import ConfigError
+    from tests.results.test_committed import finished_run
 
     version = {"commit": "a" * 40, "dirty": [], "code": "f1"}
     monkeypatch.setattr("rosa.provenance.code_version", lambda: version)

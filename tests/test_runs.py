@@ -9,9 +9,9 @@ import logging
 
 import pytest
 
+from rosa.runs import run_dir_for
 from rosa.training import lifecycle
 from tests.training.faults import Killed, config, die_before_step, train
-from rosa.runs import run_dir_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
 from rosa.data.features import prompt_ids
 from rosa.models.loss import prefix_cache
 from rosa.models.shared_prefix import prompts_prefix_length, unsupported_reason

@@ -25,11 +25,11 @@ import torch
 from tqdm import tqdm
 
 from rosa import atomic
-from rosa.provenance import code_version
 from rosa.data import build_train_features, collate_batch, eval_examples, get_spec, load_examples
 from rosa.data.features import tokenize
 from rosa.evaluation.generate import decoding_for, generate
 from rosa.evaluation.load import EvalError, LoadedRun, load_run
+from rosa.provenance import code_version
 from rosa.runs import recover_status
 
 SPLITS = ("validation", "test")

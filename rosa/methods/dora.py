@@ -38,6 +38,7 @@ from torch import nn
 from rosa.methods.base import dense_weight, register
 from rosa.methods.lora import LoRA, LoRAConfig, LoRALayer, keep_mask
 
+
 @dataclass(kw_only=True)
 class DoRAConfig(LoRAConfig):
     """Keys of ``conf/fnmodel/dora.yaml`` (their defaults and meaning are there): LoRA's keys."""

@@ -48,7 +48,15 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from rosa.methods.base import AdaptedLayer, Method, MethodConfig, adapted_layers, is_conv1d, register, wrap_target_modules
+from rosa.methods.base import (
+    AdaptedLayer,
+    Method,
+    MethodConfig,
+    adapted_layers,
+    is_conv1d,
+    register,
+    wrap_target_modules,
+)
 from rosa.schema import TARGET_MODULES, at_least_1, positive, probability
 
 

@@ -98,8 +98,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from rosa import distributed
-from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, MethodConfig, StepContext, adapted_layers, dense_weight, register,
-                               is_conv1d, linear_shape, wrap_target_modules)
+from rosa.methods.base import (
+    AdaptedLayer,
+    LoopRequest,
+    Method,
+    MethodConfig,
+    StepContext,
+    adapted_layers,
+    dense_weight,
+    is_conv1d,
+    linear_shape,
+    register,
+    wrap_target_modules,
+)
 from rosa.methods.lora import _LowRankLinear
 from rosa.schema import TARGET_MODULES, check
 

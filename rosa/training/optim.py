@@ -15,7 +15,6 @@ import math
 
 import torch
 
-
 OPTIMIZERS = ("adamw", "sgd")
 
 

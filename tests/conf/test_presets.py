@@ -10,7 +10,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
 from omegaconf import OmegaConf
 
 from rosa.config import compose, group_choices

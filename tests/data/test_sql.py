@@ -8,8 +8,7 @@ import json
 import datasets
 import pytest
 
-from rosa.data import eval_examples, get_spec, load_examples
-from rosa.data import loading, sql
+from rosa.data import eval_examples, get_spec, load_examples, loading, sql
 from rosa.data.spec import MatchedSplit
 from tests.data.conftest import dataset_cfg
 

@@ -6,7 +6,6 @@ import torch
 
 from rosa.config import compose, validate
 from rosa.data import eval_examples, get_spec, load_examples
-from rosa.data.features import prompt_ids
 from rosa.evaluation.generate import cut_at_stop, decoding_for, generate, left_pad
 from rosa.models.tiny import tiny_model, tiny_tokenizer
 

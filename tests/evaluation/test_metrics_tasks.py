@@ -8,8 +8,7 @@ from dataclasses import replace
 import pytest
 
 import rosa.data.registry as registry
-from rosa.data import DATASETS, get_spec
-from rosa.data import gsm8k, sql, viggo
+from rosa.data import DATASETS, get_spec, gsm8k, sql, viggo
 from rosa.evaluation.generate import cut_at_stop
 from rosa.evaluation.scoring import compute_metrics, lm_metrics, postprocess
 

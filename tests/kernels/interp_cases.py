@@ -10,9 +10,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("needs TRITON_INTERPRET=1 set before triton is imported", allow_module_level=True)
 triton = pytest.importorskip("triton")
 
-from rosa.kernels import (dense_plus_sparse_linear, sddmm, sparse_linear, spmm,  # noqa: E402
-                          spmm_t, triton_ops)
-
+from rosa.kernels import dense_plus_sparse_linear, sddmm, sparse_linear, spmm, spmm_t, triton_ops  # noqa: E402
 from tests.kernels._cases import CASE_IDS, CASES, SDDMM_TOL, TOL, close, refs, setup  # noqa: E402
 
 

@@ -1,9 +1,7 @@
 import pytest
 import torch
 
-from rosa.kernels import (dense_plus_sparse_linear, resolve_impl, sddmm,
-                          sparse_linear, spmm, spmm_t)
-from rosa.kernels import torch_ops
+from rosa.kernels import dense_plus_sparse_linear, resolve_impl, sddmm, sparse_linear, spmm, spmm_t, torch_ops
 
 from ._cases import CASE_IDS, CASES, SDDMM_TOL, TOL, close, refs, setup
 

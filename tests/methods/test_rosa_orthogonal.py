@@ -17,9 +17,17 @@ from torch import nn
 
 from rosa.methods.base import StepContext, adapted_layers
 from rosa.methods.lora import LoRA
-from rosa.methods.rosa_orthogonal import (RosaOrthogonal, OrthogonalLayer, gram_factors, resolve_rank,
-                                          select_indices, split_factors, subspace_factors, subspace_generator,
-                                          thin_svd)
+from rosa.methods.rosa_orthogonal import (
+    OrthogonalLayer,
+    RosaOrthogonal,
+    gram_factors,
+    resolve_rank,
+    select_indices,
+    split_factors,
+    subspace_factors,
+    subspace_generator,
+    thin_svd,
+)
 from rosa.training.optim import build_optimizer, rebuild_optimizer
 from tests.conftest import REPO, run_train
 
@@ -291,8 +299,10 @@ def test_paper_trainable_parameter_counts_on_meta(name):
 
 def test_paper_presets_compose_with_equal_settings():
     from dataclasses import asdict
-    from rosa.config import compose, validate
+
     from transformers import GPT2Config, GPT2LMHeadModel
+
+    from rosa.config import compose, validate
     runs = {kind: validate(compose([f"+experiment=rosa-paper/e2e-gpt2-{kind}"])) for kind in ("rosa-0.1", "lora-0.1", "fft")}
     assert len({json.dumps(asdict(r.train)) for r in runs.values()}) == 1       # same settings for all three
     train = runs["fft"].train
@@ -339,6 +349,7 @@ def test_resampling_beats_the_rank_r_bound_that_lora_stalls_at():
         tc = train_cfg(1e-2)
         optimizer = build_optimizer(method.param_groups(model, tc), tc)
         moved, start = torch.zeros(d, d), None    # sum over subspaces of (A'B' - AB)
+        end_delta = None
         for step in range(steps):
             if method.before_step(ctx(model, step, steps_per_epoch=steps, total=steps)):
                 if start is not None:

@@ -4,7 +4,6 @@ end (phases, masks file, resume after a SIGKILL in each phase)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,13 +19,13 @@ from rosa.methods.base import adapted_layers
 from rosa.methods.lora import LoRA
 from rosa.methods.rosa_robust import RobustLayer, RosaRobust, SpA, density_for_budget, trainable_count
 from rosa.methods.rosa_robust.masks import GradientCollector, load_masks, masks_from_scores, top_k_mask
+from rosa.training.optim import build_optimizer
+from tests.conftest import join_as_client, rendezvous_port, run_train
 
 
 def recovery(mask: torch.Tensor, truth: torch.Tensor) -> float:
     """Fraction of the true support ``truth`` that ``mask`` contains."""
     return float((mask & truth).sum()) / max(1, int(truth.sum()))
-from rosa.training.optim import build_optimizer
-from tests.conftest import join_as_client, rendezvous_port, run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
@@ -227,8 +226,8 @@ def test_collection_on_tiny_model_with_gradient_checkpointing(tiny_tokenizer):
 def test_fisher_statistic_carries_the_example_weighting_of_the_loss(tiny_tokenizer):
     """train.loss_norm=examples at micro-batch 1 (the RoSA presets): the statistic is RoSA's, the mean
     over the step's examples of (G^T X)^2 for each example's HF loss over the step's examples."""
-    from rosa.models.tiny import tiny_model
     from rosa.models.loss import example_mean_loss
+    from rosa.models.tiny import tiny_model
     from tests.training.test_loss_norm import make_batch
     step = [make_batch([(3, 2)], 0), make_batch([(2, 9)], 1), make_batch([(4, 5)], 2)]
 
@@ -625,6 +624,7 @@ def test_real_loop_phases_and_resume_in_each_phase(tmp_path, caplog):
 def test_real_loop_spa(tmp_path, caplog):
     """spa through the loop's ``train`` (in this process: the same code path as train.py, minus Hydra)."""
     import logging
+
     from rosa.training.lifecycle import train
     caplog.set_level(logging.INFO)
     run = validate(compose(["fnmodel=spa", "fnmodel.density=0.02", *TINY, "train.max_steps=3",
@@ -725,7 +725,9 @@ def test_corrupt_masks_file_is_named_and_written_again_on_resume(tmp_path, monke
     """A run killed after its mask phase whose masks.safetensors was truncated: the resume names the
     file and writes it again from the checkpoint's masks."""
     import logging
+
     from safetensors.torch import load_file
+
     from rosa.training.lifecycle import train
     from tests.training.faults import Killed, die_before_step
     args = ["fnmodel=spa", "fnmodel.density=0.02", *TINY, "train.max_steps=3", f"output.path={tmp_path}"]

@@ -100,6 +100,7 @@ def method_cfg(name: str, **kw):
 def train_steps(method, model, steps, batch, lr=5e-3, param_dtype=torch.bfloat16):
     """A minimal loop honouring the hook contract, under bf16 autocast as the real loop on nf4."""
     from types import SimpleNamespace
+
     from rosa.methods.base import StepContext
     from rosa.training.optim import build_optimizer
     train_cfg = SimpleNamespace(lr=lr, optimizer=SimpleNamespace(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0))
@@ -153,7 +154,8 @@ METHODS = {"lora": "rosa.methods.lora", "spa": "rosa.methods.rosa_robust",
 def test_method_trains_on_4bit_base_and_merges(name):
     if importlib.util.find_spec(METHODS[name]) is None:
         pytest.skip(f"{METHODS[name]} does not exist yet")
-    from rosa.methods import METHODS as registry, get_method
+    from rosa.methods import METHODS as registry
+    from rosa.methods import get_method
     if name not in registry:
         pytest.skip(f"{name} is not registered")
     from rosa.methods.base import adapted_layers
@@ -185,6 +187,7 @@ def test_method_trains_on_4bit_base_and_merges(name):
 
 def test_save_merged_loads_in_transformers(tmp_path):
     from transformers import AutoModelForCausalLM
+
     from rosa.evaluation.load import save_merged
     from rosa.methods import get_method
     model, _ = tiny()

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rosa.config import compose, validate
-from rosa.training import lifecycle, loop
 from rosa.runs import run_dir_for
+from rosa.training import lifecycle, loop
 
 FAST = ["train.max_steps=6", "train.batch_size=4", "train.micro_batch_size=2", "train.checkpoint_every=2",
         "dataset.sample_rows.train=16", "dataset.sample_rows.validation=4",

@@ -6,8 +6,8 @@ import json
 
 from rosa import jobs
 from rosa.config import compose, validate
-from rosa.runs import run_hash
 from rosa.results.compile import BASE, build_tables
+from rosa.runs import run_hash
 from tests.conftest import run_train
 from tests.evaluation.tiny_run import only_run
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from rosa.runs import run_dir_for
 from tests.training.faults import config, train
 from tests.training.test_resume import tensorboard_steps
-from rosa.runs import run_dir_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

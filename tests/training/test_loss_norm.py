@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from rosa.config import ConfigError, compose, validate
-from rosa.models.loss import token_loss_sum
+from rosa.models.loss import example_mean_loss, token_loss_sum
 from rosa.models.tiny import tiny_model
-from rosa.models.loss import example_mean_loss
 
 
 def make_batch(rows: list[tuple[int, int]], seed: int) -> dict[str, torch.Tensor]:

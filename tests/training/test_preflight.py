@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from rosa.config import compose, validate
+from rosa.runs import run_dir_for
 from rosa.training.lifecycle import train
 from rosa.training.preflight import PreflightError, preflight
-from rosa.runs import run_dir_for
 from tests.conftest import run_train
 
 SMALL = ["dataset.sample_rows.train=8", "dataset.sample_rows.validation=4", "dataset.sample_rows.test=4"]

@@ -7,7 +7,6 @@ import json
 import signal
 
 import pytest
-import torch
 
 from tests.conftest import run_train
 

@@ -35,10 +35,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from rosa import distributed
 from rosa.atomic import atomic_write, tensor_bytes
 from rosa.kernels import CSRMatrix
 from rosa.methods.base import dense_weight
-from rosa import distributed
 
 log = logging.getLogger(__name__)
 

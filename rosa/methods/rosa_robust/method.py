@@ -28,8 +28,18 @@ from rosa.kernels import CSRMatrix, resolve_impl
 from rosa.methods.base import LoopRequest, Method, StepContext, adapted_layers, register, wrap_target_modules
 from rosa.methods.rosa_robust.config import RosaRobustConfig, SpAConfig, density_for_budget, trainable_count
 from rosa.methods.rosa_robust.layer import CSR_FIELDS, RobustLayer
-from rosa.methods.rosa_robust.masks import (GRADIENT_CRITERIA, MASKS_FILE, GradientCollector, gib, load_masks,
-                                            masks_from_scores, random_masks, read_mask_file, save_masks, weight_masks)
+from rosa.methods.rosa_robust.masks import (
+    GRADIENT_CRITERIA,
+    MASKS_FILE,
+    GradientCollector,
+    gib,
+    load_masks,
+    masks_from_scores,
+    random_masks,
+    read_mask_file,
+    save_masks,
+    weight_masks,
+)
 
 log = logging.getLogger(__name__)
 
