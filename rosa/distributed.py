@@ -28,6 +28,7 @@ reduce-scatters are collectives, so every rank runs the same number of forward /
 on rank 0 (:func:`full_model_state`, :func:`full_optimizer_state`): checkpoints keep their format
 and load in one process.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -103,7 +104,7 @@ def shutdown() -> None:
 
 def shard(items: Sequence) -> list:
     """This rank's share of a step's micro-batches (round robin)."""
-    return list(items[rank()::world_size()])
+    return list(items[rank() :: world_size()])
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -158,7 +159,7 @@ def _reduce_bucket(grads: list[torch.Tensor]) -> None:
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         offset = 0
         for g in group:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
 
@@ -214,8 +215,10 @@ def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
     if not is_main():
         return {}
     index = {n: i for i, n in enumerate(_param_names(model, optimizer))}
-    return {"state": {index[n]: v for n, v in full["state"].items()},
-            "param_groups": [dict(g, params=[index[n] for n in g["params"]]) for g in full["param_groups"]]}
+    return {
+        "state": {index[n]: v for n, v in full["state"].items()},
+        "param_groups": [dict(g, params=[index[n] for n in g["params"]]) for g in full["param_groups"]],
+    }
 
 
 def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
@@ -223,8 +226,10 @@ def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Opt
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     names = _param_names(model, optimizer)
-    by_name = {"state": {names[i]: v for i, v in state["state"].items()},
-               "param_groups": [dict(g, params=[names[i] for i in g["params"]]) for g in state["param_groups"]]}
+    by_name = {
+        "state": {names[i]: v for i, v in state["state"].items()},
+        "param_groups": [dict(g, params=[names[i] for i in g["params"]]) for g in state["param_groups"]],
+    }
     set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
 
 
@@ -250,7 +255,7 @@ class Replicated:
     (:func:`all_reduce_grads`). In one process every call is the plain single-process operation.
     The loop calls these on every rank, the same way, whatever the strategy."""
 
-    sharded = False   # True: FSDP owns the parameters (cast them before wrap, never after)
+    sharded = False  # True: FSDP owns the parameters (cast them before wrap, never after)
 
     def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return model
@@ -260,7 +265,7 @@ class Replicated:
         return [(batch, 1.0) for batch in shard(micro_batches)]
 
     def reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
-        all_reduce_grads(params)   # the sum of the ranks' shares = the global batch's gradient
+        all_reduce_grads(params)  # the sum of the ranks' shares = the global batch's gradient
 
     def model_state(self, model: torch.nn.Module, tensors: dict) -> dict:
         return tensors
@@ -300,7 +305,7 @@ class Sharded(Replicated):
         return full_optimizer_state(model, optimizer)
 
     def load_model_state(self, model: torch.nn.Module, tensors: dict, method) -> None:
-        load_full_model_state(model, tensors)   # each rank keeps its shard
+        load_full_model_state(model, tensors)  # each rank keeps its shard
 
     def load_optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
         load_full_optimizer_state(model, optimizer, state)

@@ -21,6 +21,7 @@ The identity rule (kept by tests/test_config.py::test_every_schema_key_is_classi
 3. A neutral value never changes and a key never moves between classes; training also refuses to
    resume a folder whose stored config trains differently (``rosa/training/preflight.py``).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -40,7 +41,7 @@ from rosa import atomic
 
 STATUS_FILE = "status.json"
 LOCK_FILE = ".lock"
-FINAL_RECORD = Path("adapter") / "run-record.json"   # the finished run's status, saved with its adapter
+FINAL_RECORD = Path("adapter") / "run-record.json"  # the finished run's status, saved with its adapter
 log = logging.getLogger("rosa")
 
 
@@ -62,8 +63,11 @@ def run_identity(run) -> dict:
             continue
         if "neutral" in f.metadata and value == f.metadata["neutral"]:
             continue
-        out[f.name] = run_identity(value) if hasattr(value, "__dataclass_fields__") else json.loads(
-            json.dumps(value, default=str))
+        out[f.name] = (
+            run_identity(value)
+            if hasattr(value, "__dataclass_fields__")
+            else json.loads(json.dumps(value, default=str))
+        )
     return out
 
 
@@ -94,8 +98,11 @@ def unclassified_keys(schemas) -> list[str]:
         seen.add(schema)
         hints = get_type_hints(schema)
         for f in fields(schema):
-            classes = [_classified(schema, "NOT_IDENTITY", f.name), _classified(schema, "IDENTITY_V1", f.name),
-                       "neutral" in f.metadata]
+            classes = [
+                _classified(schema, "NOT_IDENTITY", f.name),
+                _classified(schema, "IDENTITY_V1", f.name),
+                "neutral" in f.metadata,
+            ]
             if sum(classes) != 1:
                 problems.append(f"{schema.__name__}.{f.name}")
             if not classes[0] and hasattr(hints[f.name], "__dataclass_fields__"):
@@ -150,12 +157,18 @@ def recover_status(run_dir: Path) -> dict | None:
             done = "restored from"
         except OSError as err:  # a read-only tree (eval.py, compile_results.py): the record is still used
             done = f"not restored ({err.strerror or err}); using"
-        print(f"warning: {path} was {'missing' if status is None else 'unreadable'}; {done} {record_path} "
-              "(the run is finished)", file=sys.stderr)
+        print(
+            f"warning: {path} was {'missing' if status is None else 'unreadable'}; {done} {record_path} "
+            "(the run is finished)",
+            file=sys.stderr,
+        )
         return record
     if status is not None:
-        log.warning("warning: %s is unreadable and there is no %s: the run is not finished (training writes "
-                    "status.json anew)", path, record_path)
+        log.warning(
+            "warning: %s is unreadable and there is no %s: the run is not finished (training writes status.json anew)",
+            path,
+            record_path,
+        )
     return status
 
 
@@ -170,8 +183,10 @@ def lock_run(run_dir: Path) -> IO:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise RunLocked(f"run {run_dir} is in use by {holder} (lock {path}); allowed: one process per run: "
-                        "wait for it to end, or stop it") from None
+        raise RunLocked(
+            f"run {run_dir} is in use by {holder} (lock {path}); allowed: one process per run: "
+            "wait for it to end, or stop it"
+        ) from None
     handle.truncate(0)
     handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
     handle.flush()
@@ -191,5 +206,9 @@ def update_status(run_dir: Path, **fields) -> dict:
 def find_runs(root: Path) -> list[Path]:
     """Every run folder below ``root`` (a folder holding config.yaml), ``root`` itself included."""
     root = Path(root)
-    found = [p.parent for p in root.rglob("config.yaml") if not any(part.startswith(".") for part in p.parent.relative_to(root).parts)]
+    found = [
+        p.parent
+        for p in root.rglob("config.yaml")
+        if not any(part.startswith(".") for part in p.parent.relative_to(root).parts)
+    ]
     return sorted(set(found))

@@ -1,6 +1,7 @@
 """Run folders: one process per run (a lock naming its holder), a missing or garbage status.json of a
 finished run is restored from its final artefacts (not retrained), a garbage one of an unfinished run
 is reported in one line and the run resumes."""
+
 from __future__ import annotations
 
 import fcntl
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_second_process_on_the_same_run_exits_2_naming_the_holder(tmp_path, capsys):
     run_dir = run_dir_for(config(tmp_path))
     run_dir.mkdir(parents=True)
-    with open(run_dir / ".lock", "w") as holder:   # another process's lock (a second open file: flock conflicts)
+    with open(run_dir / ".lock", "w") as holder:  # another process's lock (a second open file: flock conflicts)
         fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
         holder.write("pid 4242 on somehost\n")
         holder.flush()

@@ -54,6 +54,7 @@ def target(row: Mapping[str, Any]) -> str:
 
 METRICS = (*LM_METRICS, "rouge_l")
 
+
 def score(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
     pred_tok = [ptb_tokenize(p.strip()) for p in predictions]
     ref_tok = [[ptb_tokenize(r.strip()) for r in refs] for refs in references]

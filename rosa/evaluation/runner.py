@@ -12,6 +12,7 @@ Language modelling (ELI5): the mean token NLL over the split's 128-token blocks 
 answers is added only with ``generate_lm=True`` (prompt: the question title). Every name reported is
 one of ``spec.metrics``.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,15 +48,24 @@ def summary_line(name: str, record: dict) -> str:
     return f"{name}: {record['split']} {scores} (n={record['n_examples']}, {merged}, {record['time_s']:.1f}s)"
 
 
-def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_size: int | None = None,
-                 force: bool = False, device: str | None = None, merge: bool | None = None,
-                 generate_lm: bool = False, progress: bool = True, **decoding) -> dict:
+def evaluate_run(
+    run_dir,
+    split: str = "test",
+    limit: int | None = None,
+    batch_size: int | None = None,
+    force: bool = False,
+    device: str | None = None,
+    merge: bool | None = None,
+    generate_lm: bool = False,
+    progress: bool = True,
+    **decoding,
+) -> dict:
     """Evaluate ``run_dir`` on ``split``. Returns ``{"state": "evaluated" | "skipped", ...}``; a
     run that cannot be evaluated raises (EvalError or the underlying error)."""
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise EvalError(f"split {split!r}; allowed: {', '.join(SPLITS)}")
-    status = recover_status(run_dir)   # a finished run's lost status.json comes back from its adapter folder
+    status = recover_status(run_dir)  # a finished run's lost status.json comes back from its adapter folder
     state = (status or {}).get("state", "not started")
     if state != "done":
         error = (status or {}).get("error")
@@ -64,8 +74,11 @@ def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_s
     if out.exists() and not force:
         problem = metrics_problem(out, split)
         if problem is None:
-            return {"run": str(run_dir), "state": "skipped",
-                    "reason": f"already evaluated: {out.name} exists; --force redoes it"}
+            return {
+                "run": str(run_dir),
+                "state": "skipped",
+                "reason": f"already evaluated: {out.name} exists; --force redoes it",
+            }
         print(f"warning: {out} is not a metrics record ({problem}); evaluating the run again", file=sys.stderr)
 
     started = time.time()
@@ -80,10 +93,21 @@ def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_s
         examples = examples[: limit or run.eval.limit]
     log.info("%s: evaluating %d %s examples (eval.limit caps them)", run_dir.name, len(examples), split)
     batch = batch_size or run.eval.batch_size
-    bar = ProgressLog(tqdm(total=len(examples), desc=run_dir.name, dynamic_ncols=True,
-                           disable=None if progress else True, leave=False), run_dir.name)
-    record = {"split": split, "dataset": spec.name, "method": run.fnmodel.name, "merged": loaded.merged,
-              "merge_note": loaded.merge_note, "batch_size": batch, "limit": limit or run.eval.limit}
+    bar = ProgressLog(
+        tqdm(
+            total=len(examples), desc=run_dir.name, dynamic_ncols=True, disable=None if progress else True, leave=False
+        ),
+        run_dir.name,
+    )
+    record = {
+        "split": split,
+        "dataset": spec.name,
+        "method": run.fnmodel.name,
+        "merged": loaded.merged,
+        "merge_note": loaded.merge_note,
+        "batch_size": batch,
+        "limit": limit or run.eval.limit,
+    }
     try:
         if spec.eval_kind == "lm":
             record.update(_evaluate_lm(loaded, spec, examples, batch, bar))
@@ -101,8 +125,8 @@ def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_s
         atomic.write_text(Path(run_dir) / f"predictions-{split}.jsonl", predictions)
     record["time_s"] = time.time() - started
     record["evaluated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    record["code"] = code_version()                               # the evaluation's code
-    record["trained_with"] = (status or {}).get("trained_with")   # the training's (status.json)
+    record["code"] = code_version()  # the evaluation's code
+    record["trained_with"] = (status or {}).get("trained_with")  # the training's (status.json)
     atomic.write_json(out, record)
     _log_tensorboard(run_dir, split, record["metrics"], (status or {}).get("steps", 0))
     return {"run": str(run_dir), "state": "evaluated", **record}
@@ -165,16 +189,33 @@ def _evaluate_generation(loaded: LoadedRun, spec, examples, batch: int, override
             raise EvalError(f"{spec.name}: --generate needs the question title of every example")
     else:
         prompts = [e.prompt for e in examples]
-    result = generate(loaded.model, loaded.tokenizer, prompts, batch_size=batch, autocast=loaded.precision["autocast"],
-                      shared_prefix=loaded.run.train.shared_prefix == "auto", progress=bar.update, **decoding)
+    result = generate(
+        loaded.model,
+        loaded.tokenizer,
+        prompts,
+        batch_size=batch,
+        autocast=loaded.precision["autocast"],
+        shared_prefix=loaded.run.train.shared_prefix == "auto",
+        progress=bar.update,
+        **decoding,
+    )
     predictions = [postprocess(spec.name, text) for text in result.texts]
     references = [e.references for e in examples]
     metrics = compute_metrics(spec.name, predictions, references)
-    lines = [json.dumps({"id": e.id, "prompt": p, "generated": g, "prediction": s, "references": e.references},
-                        ensure_ascii=False) for e, p, g, s in zip(examples, prompts, result.texts, predictions)]
-    return {"metrics": metrics, "n_examples": len(examples), "decoding": decoding,
-            "generated_tokens": result.new_tokens, "tokens_per_s": result.tokens_per_s,
-            "predictions": "\n".join(lines) + "\n"}
+    lines = [
+        json.dumps(
+            {"id": e.id, "prompt": p, "generated": g, "prediction": s, "references": e.references}, ensure_ascii=False
+        )
+        for e, p, g, s in zip(examples, prompts, result.texts, predictions)
+    ]
+    return {
+        "metrics": metrics,
+        "n_examples": len(examples),
+        "decoding": decoding,
+        "generated_tokens": result.new_tokens,
+        "tokens_per_s": result.tokens_per_s,
+        "predictions": "\n".join(lines) + "\n",
+    }
 
 
 @torch.no_grad()
@@ -184,13 +225,20 @@ def _evaluate_lm(loaded: LoadedRun, spec, examples, batch: int, bar) -> dict:
 
     run, tokenizer, model = loaded.run, loaded.tokenizer, loaded.model
     features, _stats = build_train_features(examples, tokenizer, spec, run.dataset.max_length, "all")
-    batches = (collate_batch(features[start:start + batch], tokenizer.pad_token_id) for start in range(0, len(features), batch))
+    batches = (
+        collate_batch(features[start : start + batch], tokenizer.pad_token_id)
+        for start in range(0, len(features), batch)
+    )
     loss_sum, count = batches_token_loss(model, batches, loaded.device, loaded.precision["autocast"])
     bar.update(len(examples))
     nll = loss_sum / max(count, 1)
-    return {"metrics": lm_metrics(nll),
-            "n_examples": len(examples), "n_blocks": len(features), "n_tokens": count,
-            "block_size": spec.block_size}
+    return {
+        "metrics": lm_metrics(nll),
+        "n_examples": len(examples),
+        "n_blocks": len(features),
+        "n_tokens": count,
+        "block_size": spec.block_size,
+    }
 
 
 def _log_tensorboard(run_dir: Path, split: str, metrics: dict, step: int) -> None:
@@ -215,8 +263,10 @@ def evaluate_after_training(run, run_dir: Path) -> int:
         result = evaluate_run(run_dir, split=run.eval.split, force=True)
     except Exception as err:
         message = f"{type(err).__name__}: {err}".splitlines()[0]
-        print(f"run {run_dir}: trained, but evaluation failed: {message} (retry with: python eval.py {run_dir})",
-              file=sys.stderr)
+        print(
+            f"run {run_dir}: trained, but evaluation failed: {message} (retry with: python eval.py {run_dir})",
+            file=sys.stderr,
+        )
         return EVAL_FAILED
     print(summary_line(f"run {run_dir}", result))
     return 0

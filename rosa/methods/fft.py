@@ -3,6 +3,7 @@
 There is nothing to merge; the "adapter" is the whole state dict, so checkpoints are as large as
 the model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,13 +17,13 @@ from rosa.methods.base import Method, MethodConfig, register
 @dataclass(kw_only=True)
 class FFTConfig(MethodConfig):
     name: str
-    IDENTITY_V1: ClassVar = {"name"}   # keys always in the run identity (rosa.runs.run_identity)
+    IDENTITY_V1: ClassVar = {"name"}  # keys always in the run identity (rosa.runs.run_identity)
 
 
-@register("fft", FFTConfig, aliases=("none",))   # none: the ROSA code base's name for no adapter
+@register("fft", FFTConfig, aliases=("none",))  # none: the ROSA code base's name for no adapter
 class FullFineTuning(Method):
     trains_base_weights = True
-    quantized_base = False   # 4-bit weights cannot be trained
+    quantized_base = False  # 4-bit weights cannot be trained
 
     def prepare(self, model: nn.Module) -> nn.Module:
         for p in model.parameters():

@@ -13,6 +13,7 @@ final adapter, and the mapping of outcomes to exit statuses:
 Every rank of a distributed job runs this; only rank 0 writes (folder, lock, logs, status, checkpoints,
 adapter) and evaluates.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,7 +46,9 @@ def train(run: RunConfig, config_yaml: str) -> int:
     status = recover_status(run_dir) if distributed.is_main() else read_status(run_dir)
     if status and status.get("state") == "done":
         if distributed.is_main():
-            print(f"run {run_dir} is already done ({status.get('steps')} steps, finished {status.get('ended')}); nothing to do")
+            print(
+                f"run {run_dir} is already done ({status.get('steps')} steps, finished {status.get('ended')}); nothing to do"
+            )
         return 0
     try:  # device, model, method-vs-model, data and stored settings: before the run folder exists
         preflight(run, run_dir)
@@ -65,6 +68,7 @@ def train(run: RunConfig, config_yaml: str) -> int:
         return held.exit_status
     trainer = held.trainer = None  # free the training model; the run is done whatever its evaluation gives
     from rosa.evaluation.runner import evaluate_after_training
+
     return evaluate_after_training(run, run_dir)
 
 
@@ -102,14 +106,31 @@ class HeldRun:
         trainable = trainer.method.trainable_parameters(trainer.model)
         if self.main:
             run = trainer.run
-            log.info("run %s: %s on %s (%s), %d trainable parameters, %d steps", self.run_dir, trainer.method.describe(),
-                     run.dataset.name, trainer.precision["name"], trainable, trainer.total_steps)
-            update_status(self.run_dir, state="running", error=None, pid=os.getpid(), method=run.fnmodel.name,
-                          trained_with=_trained_with(self.status, trainer.step),
-                          dataset=run.dataset.name, model=run.model.name, precision=trainer.precision["name"],
-                          trainable_params=trainable, weight_memory_gb=trainer.weight_memory_gb,
-                          total_steps=trainer.total_steps, threads=trainer.threads,
-                          **({} if resumed else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+            log.info(
+                "run %s: %s on %s (%s), %d trainable parameters, %d steps",
+                self.run_dir,
+                trainer.method.describe(),
+                run.dataset.name,
+                trainer.precision["name"],
+                trainable,
+                trainer.total_steps,
+            )
+            update_status(
+                self.run_dir,
+                state="running",
+                error=None,
+                pid=os.getpid(),
+                method=run.fnmodel.name,
+                trained_with=_trained_with(self.status, trainer.step),
+                dataset=run.dataset.name,
+                model=run.model.name,
+                precision=trainer.precision["name"],
+                trainable_params=trainable,
+                weight_memory_gb=trainer.weight_memory_gb,
+                total_steps=trainer.total_steps,
+                threads=trainer.threads,
+                **({} if resumed else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}),
+            )
         preemption.install(trainer, self.startup_handlers)
         self.tracker = open_tracker(self.run_dir, trainer.step if resumed else None, self.main)
         return self.tracker
@@ -118,18 +139,28 @@ class HeldRun:
         """The loop ended: the adapter with its final record, the hyperparameters, status "done"."""
         train_time = (self.status or {}).get("train_time_s", 0) + time.time() - self.started
         seconds = [h["seconds"] for h in trainer.history if "seconds" in h]
-        summary = dict(state="done", ended=time.strftime("%Y-%m-%dT%H:%M:%S"), steps=trainer.step,
-                       trainable_params=trainer.method.trainable_parameters(trainer.model),
-                       final_val_loss=final["loss"], final_val_ppl=final["ppl"], train_time_s=train_time,
-                       step_time_s=sum(seconds) / len(seconds) if seconds else None,
-                       peak_mem_gb=peak_memory_gb(trainer.device))
+        summary = dict(
+            state="done",
+            ended=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            steps=trainer.step,
+            trainable_params=trainer.method.trainable_parameters(trainer.model),
+            final_val_loss=final["loss"],
+            final_val_ppl=final["ppl"],
+            train_time_s=train_time,
+            step_time_s=sum(seconds) / len(seconds) if seconds else None,
+            peak_mem_gb=peak_memory_gb(trainer.device),
+        )
         _save_adapter(trainer, summary)
-        self.tracker.hparams(flat_hparams(trainer.run), {"hparam/val_loss": final["loss"], "hparam/val_ppl": final["ppl"]})
+        self.tracker.hparams(
+            flat_hparams(trainer.run), {"hparam/val_loss": final["loss"], "hparam/val_ppl": final["ppl"]}
+        )
         self.tracker.close()
         if self.main:
             update_status(self.run_dir, **summary)
-            print(f"run {self.run_dir}: done in {trainer.step} steps, val loss {final['loss']:.4f}, "
-                  f"val ppl {final['ppl']:.2f}")
+            print(
+                f"run {self.run_dir}: done in {trainer.step} steps, val loss {final['loss']:.4f}, "
+                f"val ppl {final['ppl']:.2f}"
+            )
 
     def __enter__(self) -> HeldRun:
         return self
@@ -150,8 +181,11 @@ class HeldRun:
                 return True
             if isinstance(err, (OSError, ckpt.CheckpointError, DataError)):  # one line: a full disk, a checkpoint, data
                 self.exit_status = 1
-                message = (_record_failure(self.run_dir, self.trainer, err) if self.main
-                           else f"{type(err).__name__}: {err}".splitlines()[0])
+                message = (
+                    _record_failure(self.run_dir, self.trainer, err)
+                    if self.main
+                    else f"{type(err).__name__}: {err}".splitlines()[0]
+                )
                 print(f"error: run {self.run_dir} failed: {message}", file=sys.stderr)
                 return True
             if isinstance(err, Exception) and self.main:  # marked failed with its error, then raised
@@ -204,8 +238,11 @@ def _hold_run_folder(run_dir: Path) -> IO | None:
     except OSError as err:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
-        print(f"error: cannot write the run folder {run_dir}: {err.strerror or err} ({err.filename or run_dir}); "
-              "allowed: an output.path this process can write", file=sys.stderr)
+        print(
+            f"error: cannot write the run folder {run_dir}: {err.strerror or err} ({err.filename or run_dir}); "
+            "allowed: an output.path this process can write",
+            file=sys.stderr,
+        )
     return None
 
 
@@ -221,6 +258,7 @@ def _save_adapter(trainer: Trainer, summary: dict) -> None:
     def write(folder: Path) -> None:
         trainer.method.save_adapter(trainer.model, folder, {"base_model": trainer.run.model.name}, tensors=tensors)
         atomic.write_json(folder / FINAL_RECORD.name, record)
+
     atomic.replace_dir(trainer.run_dir / "adapter", write, needed_bytes=atomic.tensor_bytes(tensors))
 
 
@@ -239,5 +277,10 @@ def _record_failure(run_dir: Path, trainer: Trainer | None, err: BaseException) 
     be written). The steps done are kept: a run that could not resume (step 0) does not overwrite the
     count of its earlier attempt."""
     message = str(err) if isinstance(err, atomic.WriteError) else f"{type(err).__name__}: {err}".splitlines()[0]
-    return message + _record_status(run_dir, state="failed", error=message, ended=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                    **({"steps": trainer.step} if trainer and trainer.step else {}))
+    return message + _record_status(
+        run_dir,
+        state="failed",
+        error=message,
+        ended=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **({"steps": trainer.step} if trainer and trainer.step else {}),
+    )

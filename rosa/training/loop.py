@@ -15,6 +15,7 @@ for full fine-tuning) supplies the few operations that differ, and only rank 0 w
 The run folder around the loop (lock, logs, status, exit statuses) is ``rosa/training/lifecycle.py``;
 the numbers go to a tracker (``rosa/training/tracker.py``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,6 +65,7 @@ def peak_memory_gb(device: torch.device) -> float:
 
 def weight_memory_gb(model: torch.nn.Module) -> float:
     from rosa.models.quantize import weight_bytes  # counts NF4 tensors at their real (4-bit) size
+
     return weight_bytes(model) / 2**30
 
 
@@ -88,7 +90,9 @@ class Trainer:
 
         self.shared_prefix = self.choose_shared_prefix()
         self.features, self.val_features = self.load_data()
-        self.batches = Batches(self.features, t.micro_batch_size, self.accumulation, run.seed, self.tokenizer.pad_token_id)
+        self.batches = Batches(
+            self.features, t.micro_batch_size, self.accumulation, run.seed, self.tokenizer.pad_token_id
+        )
         if self.shared_prefix == "auto":
             log.info("shared prefix (train.shared_prefix=auto): %s", self.describe_shared_prefix())
         self.total_steps = t.max_steps if t.max_steps is not None else t.epochs * self.batches.steps_per_epoch
@@ -97,7 +101,7 @@ class Trainer:
         scaler_on = self.precision["autocast"] == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
         self.step = self.phase_step = 0
-        self.history: list[dict] = []      # per-step train losses (kept in checkpoints for tests/figures)
+        self.history: list[dict] = []  # per-step train losses (kept in checkpoints for tests/figures)
         self.val_history: list[dict] = []
         self.stop_signal: int | None = None
         self.last_good: Path | None = None  # the newest checkpoint known good (kept when the next is written)
@@ -114,9 +118,16 @@ class Trainer:
         report_lines.append(report.summary())
         val_examples, val_report = load_examples(run.dataset, "validation")
         report_lines.append(val_report.summary())
-        features, stats = build_train_features(train_examples, self.tokenizer, self.spec, run.dataset.max_length, run.train.loss_on)
-        val_features, val_stats = build_train_features(val_examples, self.tokenizer, self.spec, run.dataset.max_length, run.train.loss_on)
-        for line in report_lines + [f"train features: {stats.summary()}", f"validation features: {val_stats.summary()}"]:
+        features, stats = build_train_features(
+            train_examples, self.tokenizer, self.spec, run.dataset.max_length, run.train.loss_on
+        )
+        val_features, val_stats = build_train_features(
+            val_examples, self.tokenizer, self.spec, run.dataset.max_length, run.train.loss_on
+        )
+        for line in report_lines + [
+            f"train features: {stats.summary()}",
+            f"validation features: {val_stats.summary()}",
+        ]:
             log.info(line)
         if not features:
             raise TrainingFailed(f"dataset {run.dataset.name}: no training example survived tokenisation")
@@ -151,15 +162,23 @@ class Trainer:
         shared = sorted(n for n in lengths if n)
         if not shared:
             return f"no micro-batch has a common prefix of {shared_prefix.MIN_SHARED_PREFIX}+ tokens: plain path"
-        return (f"{len(shared)} of {len(lengths)} training micro-batches share a prefix of {shared[len(shared) // 2]} "
-                f"tokens (median; {shared[0]}-{shared[-1]}), which leaves {100 * saved / computed:.0f}% of the "
-                "positions (padding included) out of the computation")
+        return (
+            f"{len(shared)} of {len(lengths)} training micro-batches share a prefix of {shared[len(shared) // 2]} "
+            f"tokens (median; {shared[0]}-{shared[-1]}), which leaves {100 * saved / computed:.0f}% of the "
+            "positions (padding included) out of the computation"
+        )
 
     def context(self) -> StepContext:
-        return StepContext(model=self.model, step=self.step, phase_step=self.phase_step,
-                           epoch=self.phase_step // self.batches.steps_per_epoch,
-                           steps_per_epoch=self.batches.steps_per_epoch, total_steps=self.total_steps,
-                           micro_batches_per_step=self.accumulation, run_dir=self.run_dir)
+        return StepContext(
+            model=self.model,
+            step=self.step,
+            phase_step=self.phase_step,
+            epoch=self.phase_step // self.batches.steps_per_epoch,
+            steps_per_epoch=self.batches.steps_per_epoch,
+            total_steps=self.total_steps,
+            micro_batches_per_step=self.accumulation,
+            run_dir=self.run_dir,
+        )
 
     def autocast(self):
         dtype = self.precision["autocast"]
@@ -171,7 +190,9 @@ class Trainer:
             return
         groups = self.method.param_groups(self.model, self.run.train)
         if request.restart:
-            log.info("restart at step %d: fresh optimizer, schedule and data order (%s)", self.step, self.method.describe())
+            log.info(
+                "restart at step %d: fresh optimizer, schedule and data order (%s)", self.step, self.method.describe()
+            )
             seed_everything(self.run.seed)
             self.cast_trainable()
             self.optimizer = build_optimizer(groups, self.run.train)
@@ -190,10 +211,22 @@ class Trainer:
         if not distributed.is_main():  # rank 0 writes; every rank holds the same state
             return
         trainer_state = {"optimizer": optimizer, "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state()}
-        state = {"step": self.step, "phase_step": self.phase_step, "method": self.method.extra_state(),
-                 "history": self.history, "val_history": self.val_history}
-        self.last_good = ckpt.save_checkpoint(self.run_dir, self.step, tensors, trainer_state, state, keep=self.last_good,
-                                              write_once=self.method.write_once_keys(tensors))
+        state = {
+            "step": self.step,
+            "phase_step": self.phase_step,
+            "method": self.method.extra_state(),
+            "history": self.history,
+            "val_history": self.val_history,
+        }
+        self.last_good = ckpt.save_checkpoint(
+            self.run_dir,
+            self.step,
+            tensors,
+            trainer_state,
+            state,
+            keep=self.last_good,
+            write_once=self.method.write_once_keys(tensors),
+        )
 
     def resume(self) -> bool:
         """Continue from the newest checkpoint that loads (an unreadable newer one is named in a
@@ -261,10 +294,11 @@ class Trainer:
         """The mean token loss (and perplexity) of the first ``train.eval_batches`` validation batches."""
         self.model.eval()
         micro, limit = self.run.train.micro_batch_size, self.run.train.eval_batches
-        starts = list(range(0, len(self.val_features), micro))[:limit or None]
-        batches = (collate_batch(self.val_features[s:s + micro], self.tokenizer.pad_token_id) for s in starts)
-        loss_sum, count = batches_token_loss(self.model, batches, self.device, self.precision["autocast"],
-                                             self.prefix_length)
+        starts = list(range(0, len(self.val_features), micro))[: limit or None]
+        batches = (collate_batch(self.val_features[s : s + micro], self.tokenizer.pad_token_id) for s in starts)
+        loss_sum, count = batches_token_loss(
+            self.model, batches, self.device, self.precision["autocast"], self.prefix_length
+        )
         val_loss = loss_sum / max(count, 1)
         return {"loss": val_loss, "ppl": math.exp(min(val_loss, 50.0))}
 
@@ -276,9 +310,14 @@ class Trainer:
         ids = torch.tensor(prompt_ids(self.tokenizer, [prompt]), device=self.device)  # BOS as in training
         self.model.eval()
         with self.autocast():
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=48,
-                                      do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
-        return prompt + " ->" + self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=48,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        return prompt + " ->" + self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
     # -- the loop
     def fit(self, tracker: Tracker) -> dict:
@@ -295,16 +334,32 @@ class Trainer:
             tokens_per_s = stats["tokens"] / elapsed
             self.history.append({"step": self.step, "loss": stats["loss"], "seconds": elapsed})
             if self.step % t.log_every == 0:
-                tracker.scalars(self.step, {"train/loss": stats["loss"], "train/lr": stats["lr"],
-                                            "train/grad_norm": stats["grad_norm"], "train/tokens_per_s": tokens_per_s,
-                                            "train/step_time_s": elapsed, "train/peak_mem_gb": peak_memory_gb(self.device)})
+                tracker.scalars(
+                    self.step,
+                    {
+                        "train/loss": stats["loss"],
+                        "train/lr": stats["lr"],
+                        "train/grad_norm": stats["grad_norm"],
+                        "train/tokens_per_s": tokens_per_s,
+                        "train/step_time_s": elapsed,
+                        "train/peak_mem_gb": peak_memory_gb(self.device),
+                    },
+                )
             # a progress line (console and train.log) at least every PROGRESS_EVERY_S: a run whose
             # output is redirected must not look dead at minutes per step
             if time.monotonic() - last_line >= PROGRESS_EVERY_S or self.phase_step in (1, self.total_steps):
                 last_line = time.monotonic()
-                log.info("step %d (%d/%d of this phase): loss %.4f, lr %.2e, grad norm %.3g, %.2f s/step, %.0f tokens/s",
-                         self.step, self.phase_step, self.total_steps, stats["loss"], stats["lr"],
-                         stats["grad_norm"], elapsed, tokens_per_s)
+                log.info(
+                    "step %d (%d/%d of this phase): loss %.4f, lr %.2e, grad norm %.3g, %.2f s/step, %.0f tokens/s",
+                    self.step,
+                    self.phase_step,
+                    self.total_steps,
+                    stats["loss"],
+                    stats["lr"],
+                    stats["grad_norm"],
+                    elapsed,
+                    tokens_per_s,
+                )
             if t.eval_every and self.step % t.eval_every == 0 and self.phase_step < self.total_steps:
                 self.log_validation(tracker)
             self.stop_signal = distributed.agree_stop(self.stop_signal)
@@ -314,8 +369,9 @@ class Trainer:
                 if distributed.is_main():
                     update_status(self.run_dir, steps=self.step, total_steps=self.total_steps)
             if self.stop_signal is not None:
-                raise InterruptedError(f"stopped by signal {preemption.describe(self.stop_signal)} at step {self.step}; "
-                                       "checkpoint saved")
+                raise InterruptedError(
+                    f"stopped by signal {preemption.describe(self.stop_signal)} at step {self.step}; checkpoint saved"
+                )
         final = self.log_validation(tracker)
         if last_saved != self.step:
             self.save()

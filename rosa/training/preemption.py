@@ -14,6 +14,7 @@ calls it *after* our checkpoint is on disk, so the requeued job finds the run fo
 checkpoint and TensorBoard purges the steps after it. Outside submitit nothing is chained: the run ends
 with status ``interrupted`` (exit 3) and the same command resumes it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,7 +22,7 @@ import signal
 
 log = logging.getLogger("rosa")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)   # SIGINT: Ctrl-C, treated as SIGTERM
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)  # SIGINT: Ctrl-C, treated as SIGTERM
 
 
 class StopRequested(BaseException):
@@ -54,15 +55,17 @@ def install_startup() -> dict:
     raised = []
 
     def stop_now(signum, _frame):
-        if not raised:   # a second signal while the first one's clean-up runs is ignored
+        if not raised:  # a second signal while the first one's clean-up runs is ignored
             raised.append(signum)
             raise StopRequested(signum)
+
     return _set_handlers(stop_now)
 
 
 def install(trainer, original: dict | None = None) -> dict:
     """Make the stop signals set ``trainer.stop_signal``; ``trainer.previous_signal_handlers`` holds
     the ``original`` handlers (those :func:`install_startup` replaced) or else the replaced ones."""
+
     def request_stop(signum, _frame):
         trainer.stop_signal = signum
 
@@ -91,7 +94,6 @@ def hand_over(signum: int | None, handlers: dict, step: int) -> None:
     previous = handlers.get(signum)
     if signum is None or signum == signal.SIGTERM or not is_submitit_handler(previous):
         return
-    log.info("checkpoint saved at step %d; handing signal %s to submitit (requeue)", step,
-             signal.Signals(signum).name)
+    log.info("checkpoint saved at step %d; handing signal %s to submitit (requeue)", step, signal.Signals(signum).name)
     restore(handlers)
     previous(signum, None)  # submitit: checkpoint() -> requeue -> sys.exit

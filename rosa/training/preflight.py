@@ -14,6 +14,7 @@ with one line and exit status 2 and leaves no run folder behind:
 - every split the run reads loads (files present, readable, decodable, with valid rows);
 - an unfinished run in the same folder was started with the same training settings.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,6 +45,7 @@ def preflight(run: RunConfig, run_dir: Path) -> None:
         raise PreflightError(str(err)) from None
     from rosa.methods import get_method
     from rosa.models import resolve_device
+
     method = get_method(run.fnmodel, seed=run.seed)
     try:
         method.check_device(resolve_device(run.device))
@@ -61,8 +63,10 @@ def check_device(device: str) -> None:
     index = int(device.partition(":")[2] or 0)
     if index >= count:
         have = f"{count} CUDA device(s)" if count else "no CUDA (torch.cuda.is_available() is false)"
-        raise PreflightError(f"device={device!r} is not available on this machine ({have}); allowed: auto, cpu"
-                             + (f" or cuda:0..cuda:{count - 1}" if count else ""))
+        raise PreflightError(
+            f"device={device!r} is not available on this machine ({have}); allowed: auto, cpu"
+            + (f" or cuda:0..cuda:{count - 1}" if count else "")
+        )
 
 
 def target_layer_shapes(run: RunConfig) -> dict[str, tuple[int, int]] | None:
@@ -78,8 +82,10 @@ def target_layer_shapes(run: RunConfig) -> dict[str, tuple[int, int]] | None:
         model = meta_model(run.model)
     except (OSError, ValueError, KeyError) as err:  # a config.json transformers cannot read
         reason = (str(err).strip().splitlines() or [""])[0]
-        raise ModelSourceError(f"model.name={run.model.name}: its config cannot be read ({type(err).__name__}: "
-                               f"{reason}); allowed: a causal LM that transformers knows") from None
+        raise ModelSourceError(
+            f"model.name={run.model.name}: its config cannot be read ({type(err).__name__}: "
+            f"{reason}); allowed: a causal LM that transformers knows"
+        ) from None
     target_modules = getattr(run.fnmodel, "target_modules", None)
     if target_modules is None:
         return None
@@ -100,8 +106,12 @@ def meta_model(model_cfg) -> torch.nn.Module:
             return tiny_model(tiny_tokenizer())
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        config = AutoConfig.from_pretrained(model_source(model_cfg), revision=model_cfg.revision,
-                                            cache_dir=model_cfg.cache, trust_remote_code=model_cfg.trust_remote_code)
+        config = AutoConfig.from_pretrained(
+            model_source(model_cfg),
+            revision=model_cfg.revision,
+            cache_dir=model_cfg.cache,
+            trust_remote_code=model_cfg.trust_remote_code,
+        )
         return AutoModelForCausalLM.from_config(config, trust_remote_code=model_cfg.trust_remote_code)
 
 
@@ -135,6 +145,8 @@ def check_same_settings(run: RunConfig, run_dir: Path) -> None:
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
         diff = ", ".join(f"{k}={before.get(k)!r} there, {now.get(k)!r} now" for k in changed[:4])
-        raise PreflightError(f"run folder {run_dir} holds an unfinished run with other training settings ({diff}"
-                             f"{', ...' if len(changed) > 4 else ''}); allowed: the same settings to resume it, "
-                             "or another output.name or output.path for a new run")
+        raise PreflightError(
+            f"run folder {run_dir} holds an unfinished run with other training settings ({diff}"
+            f"{', ...' if len(changed) > 4 else ''}); allowed: the same settings to resume it, "
+            "or another output.name or output.path for a new run"
+        )

@@ -6,6 +6,7 @@ hyperparameters with its final metrics. :func:`open_tracker` gives the run's: Te
 in the run folder on rank 0 (a fresh run drops an earlier attempt's files; a resumed one purges the
 steps after its checkpoint, so no step shows twice), nothing on the other ranks.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,9 @@ class TensorBoardTracker(Tracker):
 
         if resumed_at is None:
             clean_tensorboard(run_dir)
-        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=None if resumed_at is None else resumed_at + 1,
-                                    flush_secs=15)
+        self.writer = SummaryWriter(
+            log_dir=str(run_dir), purge_step=None if resumed_at is None else resumed_at + 1, flush_secs=15
+        )
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         for tag, value in values.items():

@@ -4,6 +4,7 @@ are written, not what they train.
 
     python -m tests.conf.test_presets --record   # rewrite presets_composed.json (only for an intended change)
 """
+
 from __future__ import annotations
 
 import json
@@ -24,13 +25,16 @@ def composed(name: str) -> dict:
 
 
 def presets() -> list[str]:
-    return [name for name in group_choices("experiment") if not name.split("/")[-1].startswith("_")
-            and "/base/" not in f"/{name}"]
+    return [
+        name
+        for name in group_choices("experiment")
+        if not name.split("/")[-1].startswith("_") and "/base/" not in f"/{name}"
+    ]
 
 
 def test_every_preset_composes_as_recorded():
     recorded = json.loads(RECORDED.read_text())
-    assert sorted(presets()) == sorted(recorded)          # none lost, none added unrecorded
+    assert sorted(presets()) == sorted(recorded)  # none lost, none added unrecorded
     for name in presets():
         assert composed(name) == recorded[name], name
 

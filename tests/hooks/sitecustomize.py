@@ -10,6 +10,7 @@ tests/conftest.py puts this folder on PYTHONPATH, so every Python process the te
 a Hydra or submitit job) imports this file at start-up; it patches ``rosa.training.loop.Trainer`` when
 that module is imported, and only when the variable is set.
 """
+
 import importlib.abc
 import importlib.util
 import os
@@ -58,6 +59,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
         def exec_module(module):
             load(module)
             _patch(module)
+
         spec.loader.exec_module = exec_module
         return spec
 

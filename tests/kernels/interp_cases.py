@@ -57,7 +57,7 @@ def test_sddmm_work_list():
     offs = csr.row_offsets.long()
     for r, s in zip(blk_row.tolist(), blk_start.tolist()):
         assert offs[r] <= s < offs[r + 1]
-        covered[s:min(s + 32, int(offs[r + 1]))] += 1
+        covered[s : min(s + 32, int(offs[r + 1]))] += 1
     assert torch.equal(covered, torch.ones_like(covered))
     # heaviest rows first
     assert counts[blk_row[0].long()] == counts.max()

@@ -2,6 +2,7 @@
 method or one of its config keys. The rest asks a method through its interface (``rosa.methods.base``:
 ``MethodConfig.run_name_parts``, ``Method.table_row``, ``quantized_base``, ``budget_unit``,
 ``trains_base_weights``, ``mergeable``, ``check_layers``, ``check_device``, the registry's aliases)."""
+
 from __future__ import annotations
 
 import ast
@@ -22,7 +23,7 @@ GENERIC_WORDS = {"config", "split", "alpha", "warmup_steps", "rank", "density", 
 
 
 def method_words() -> tuple[set[str], set[str]]:
-    names = set(METHODS)   # the aliases ("rosa", "none") are also the package's name and YAML's null
+    names = set(METHODS)  # the aliases ("rosa", "none") are also the package's name and YAML's null
     keys = {f.name for method in METHODS.values() for f in fields(method.config_class)} - SHARED_KEYS
     return names, keys
 
@@ -54,15 +55,21 @@ def leaks(path: Path, names: set[str], keys: set[str], root: Path = PACKAGE.pare
 def test_no_method_name_or_key_outside_the_methods():
     names, keys = method_words()
     assert {"lora", "rosa-robust", "fft"} <= names and {"rank", "density", "lora_lr", "peft_type"} <= keys
-    found = [leak for path in sorted(PACKAGE.rglob("*.py")) if "methods" not in path.relative_to(PACKAGE).parts[:1]
-             for leak in leaks(path, names, keys)]
+    found = [
+        leak
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "methods" not in path.relative_to(PACKAGE).parts[:1]
+        for leak in leaks(path, names, keys)
+    ]
     assert not found, "method knowledge outside rosa/methods/:\n" + "\n".join(found)
 
 
 def test_the_checker_sees_a_leak(tmp_path):
     names, keys = method_words()
     sample = tmp_path / "sample.py"
-    sample.write_text('"""docstring naming lora is fine"""\nx = "lora"\ny = run.fnmodel.rank\nz = f"fnmodel.density={d}"\n'
-                      'w = "lora_lr"\nv = "rank"\n')
+    sample.write_text(
+        '"""docstring naming lora is fine"""\nx = "lora"\ny = run.fnmodel.rank\nz = f"fnmodel.density={d}"\n'
+        'w = "lora_lr"\nv = "rank"\n'
+    )
     found = sorted(line.split(": ", 1)[1] for line in leaks(sample, names, keys, root=tmp_path))
     assert found == sorted(["'lora'", "run.fnmodel.rank", "'fnmodel.density='", "'lora_lr'"])

@@ -1,5 +1,6 @@
 """train.loss_norm: ``tokens`` (the step's summed token loss over its target tokens) or ``examples``
 (the mean over the step's examples of each one's mean token loss: RoSA's composer + HF setup)."""
+
 import pytest
 import torch
 
@@ -63,9 +64,20 @@ def test_loss_norm_key():
 @pytest.mark.parametrize("loss_norm", ["tokens", "examples"])
 def test_the_loop_step_loss(loss_norm, tmp_path, one_thread):
     from rosa.training.loop import Trainer
-    run = validate(compose([f"train.loss_norm={loss_norm}", "train.batch_size=4", "train.micro_batch_size=2",
-                            "fnmodel.dropout=0.0", "dataset.sample_rows.train=8", "dataset.sample_rows.validation=2",
-                            "device=cpu"]))
+
+    run = validate(
+        compose(
+            [
+                f"train.loss_norm={loss_norm}",
+                "train.batch_size=4",
+                "train.micro_batch_size=2",
+                "fnmodel.dropout=0.0",
+                "dataset.sample_rows.train=8",
+                "dataset.sample_rows.validation=2",
+                "device=cpu",
+            ]
+        )
+    )
     trainer = Trainer(run, tmp_path)
     with torch.no_grad():
         per_example = hf_losses(trainer.model, trainer.batches.step(0))

@@ -8,6 +8,7 @@ number, a run's identity or a default fails here.
 One thread, fp32: the losses are compared to 1e-6 (the same code on another CPU's kernels rounds
 differently in the last bits), everything else exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,23 @@ import pytest
 from tests.conftest import run_train
 
 RECORDED = Path(__file__).with_name("recorded_runs.json")
-COMMON = ["model=tiny", "dataset=viggo", "threads=1", "train.max_steps=6", "train.batch_size=4",
-          "train.micro_batch_size=2", "train.eval_every=3", "train.eval_batches=2", "train.checkpoint_every=3",
-          "train.sample_at_eval=false", "dataset.sample_rows.train=32", "dataset.sample_rows.validation=8",
-          "dataset.sample_rows.test=4", "eval.limit=4", "eval.max_new_tokens=12"]
+COMMON = [
+    "model=tiny",
+    "dataset=viggo",
+    "threads=1",
+    "train.max_steps=6",
+    "train.batch_size=4",
+    "train.micro_batch_size=2",
+    "train.eval_every=3",
+    "train.eval_batches=2",
+    "train.checkpoint_every=3",
+    "train.sample_at_eval=false",
+    "dataset.sample_rows.train=32",
+    "dataset.sample_rows.validation=8",
+    "dataset.sample_rows.test=4",
+    "eval.limit=4",
+    "eval.max_new_tokens=12",
+]
 METHODS = {
     "lora": ["fnmodel=lora"],
     "dora": ["fnmodel=dora"],
@@ -44,18 +58,22 @@ def observe(root: Path, overrides: list[str]) -> dict:
     status = json.loads((run_dir / "status.json").read_text())
     metrics = json.loads((run_dir / "metrics-test.json").read_text())
     predictions = [json.loads(line) for line in (run_dir / "predictions-test.jsonl").read_text().splitlines()]
-    return {"run_dir": run_dir.relative_to(root).as_posix(),
-            "losses": [h["loss"] for h in state["history"]],
-            "val_losses": [h["loss"] for h in state["val_history"]],
-            "trainable_params": status["trainable_params"], "final_val_loss": status["final_val_loss"],
-            "metrics": metrics["metrics"], "generated": [p["generated"] for p in predictions]}
+    return {
+        "run_dir": run_dir.relative_to(root).as_posix(),
+        "losses": [h["loss"] for h in state["history"]],
+        "val_losses": [h["loss"] for h in state["val_history"]],
+        "trainable_params": status["trainable_params"],
+        "final_val_loss": status["final_val_loss"],
+        "metrics": metrics["metrics"],
+        "generated": [p["generated"] for p in predictions],
+    }
 
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_a_tiny_run_gives_the_recorded_numbers(method, tmp_path):
     recorded = json.loads(RECORDED.read_text())[method]
     seen = observe(tmp_path, METHODS[method])
-    assert seen["run_dir"] == recorded["run_dir"]                       # the same folder: identity and name
+    assert seen["run_dir"] == recorded["run_dir"]  # the same folder: identity and name
     assert seen["trainable_params"] == recorded["trainable_params"]
     assert seen["losses"] == pytest.approx(recorded["losses"], abs=1e-6)
     assert seen["val_losses"] == pytest.approx(recorded["val_losses"], abs=1e-6)

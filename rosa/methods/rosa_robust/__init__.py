@@ -66,11 +66,20 @@ Files: ``config.py`` (the keys, the budget arithmetic), ``layer.py`` (``RobustLa
 (gradient statistics, top-k, the masks file, read and checked once), ``method.py`` (the schedule as
 a state machine, state and resume).
 """
+
 from __future__ import annotations
 
 from rosa.methods.rosa_robust.config import RosaRobustConfig, SpAConfig, density_for_budget, trainable_count
 from rosa.methods.rosa_robust.layer import RobustLayer
 from rosa.methods.rosa_robust.method import Phase, RosaRobust, SpA
 
-__all__ = ["Phase", "RobustLayer", "RosaRobust", "RosaRobustConfig", "SpA", "SpAConfig", "density_for_budget",
-           "trainable_count"]
+__all__ = [
+    "Phase",
+    "RobustLayer",
+    "RosaRobust",
+    "RosaRobustConfig",
+    "SpA",
+    "SpAConfig",
+    "density_for_budget",
+    "trainable_count",
+]

@@ -1,6 +1,7 @@
 """RoSA's layer: W0 x + s B A dropout(x) + S x, S sparse with a fixed mask (the package docstring has
 the math). With rank 0 there is no LoRA branch (SpA).
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,15 +24,28 @@ def layer_impl(impl: str, device) -> str:
 
 
 def empty_csr(n: int, m: int) -> CSRMatrix:
-    return CSRMatrix.from_buffers({"row_offsets": torch.zeros(n + 1, dtype=torch.int32, device="cpu"),
-                                   "col_indices": torch.zeros(0, dtype=torch.int32, device="cpu")}, (n, m))
+    return CSRMatrix.from_buffers(
+        {
+            "row_offsets": torch.zeros(n + 1, dtype=torch.int32, device="cpu"),
+            "col_indices": torch.zeros(0, dtype=torch.int32, device="cpu"),
+        },
+        (n, m),
+    )
 
 
 class RobustLayer(LowRankBranch, AdaptedLayer):
     """W0 x + s B A dropout(x) + S x. With rank 0 there is no LoRA branch (SpA)."""
 
-    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float, rslora: bool,
-                 generator: torch.Generator, impl: str = "auto"):
+    def __init__(
+        self,
+        base: nn.Module,
+        rank: int,
+        alpha: float,
+        dropout: float,
+        rslora: bool,
+        generator: torch.Generator,
+        impl: str = "auto",
+    ):
         super().__init__(base)
         self.rank, self.scale = 0, 0.0
         if rank > 0:
@@ -63,8 +77,9 @@ class RobustLayer(LowRankBranch, AdaptedLayer):
     def csr(self) -> CSRMatrix:
         """The structure over the current buffers (rebuilt when ``.to()`` replaced them)."""
         if self._csr is None or self._csr.row_offsets is not self.sparse_row_offsets:
-            self._csr = CSRMatrix((self.out_features, self.in_features),
-                                  **{name: getattr(self, f"sparse_{name}") for name in CSR_FIELDS})
+            self._csr = CSRMatrix(
+                (self.out_features, self.in_features), **{name: getattr(self, f"sparse_{name}") for name in CSR_FIELDS}
+            )
         return self._csr
 
     @property

@@ -13,6 +13,7 @@ Phases (``Phase``; the value is what checkpoints and ``describe()`` hold):
 
 ``_enter`` is the only place the phase changes, and it refuses any other transition.
 """
+
 from __future__ import annotations
 
 import enum
@@ -43,7 +44,7 @@ from rosa.methods.rosa_robust.masks import (
 
 log = logging.getLogger(__name__)
 
-ACCUMULATOR = "mask_accumulator"   # state_dict prefix of the collection's running sums
+ACCUMULATOR = "mask_accumulator"  # state_dict prefix of the collection's running sums
 
 
 class Phase(str, enum.Enum):
@@ -59,16 +60,15 @@ TRANSITIONS = {Phase.WARMUP: {Phase.COLLECT}, Phase.COLLECT: {Phase.SPARSE}, Pha
 # ----------------------------------------------------------------------------- the method
 @register("rosa-robust", RosaRobustConfig)
 class RosaRobust(Method):
-
     def __init__(self, cfg: Any, seed: int = 0):
         super().__init__(cfg, seed)
         self.phase = Phase.WARMUP
         self.density = cfg.density
         self.collector: GradientCollector | None = None
-        self.collect_start: int | None = None   # step at which the current collection began
-        self.masks: dict = {}              # where the masks came from (for the log and adapter.json)
+        self.collect_start: int | None = None  # step at which the current collection began
+        self.masks: dict = {}  # where the masks came from (for the log and adapter.json)
         self.masks_saved = False
-        self.masks_checked = False         # the masks file checked against the masks (after a resume)
+        self.masks_checked = False  # the masks file checked against the masks (after a resume)
         self.warned_short = False
         self.resumed_sums: dict[str, torch.Tensor] = {}
 
@@ -80,14 +80,19 @@ class RosaRobust(Method):
     # -- building
     def prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.cfg
-        self.target_names = wrap_target_modules(model, cfg.target_modules, lambda base, _: RobustLayer(
-            base, int(cfg.rank), float(cfg.alpha), float(cfg.dropout), bool(cfg.rslora), self.generator, cfg.impl))
+        self.target_names = wrap_target_modules(
+            model,
+            cfg.target_modules,
+            lambda base, _: RobustLayer(
+                base, int(cfg.rank), float(cfg.alpha), float(cfg.dropout), bool(cfg.rslora), self.generator, cfg.impl
+            ),
+        )
         layers = self.layers(model)
         resolve_impl(cfg.impl, next(iter(layers.values())).base.weight.device)
         shapes = [(l.out_features, l.in_features) for l in layers.values()]
         if cfg.budget is not None:
             self.density = density_for_budget(shapes, float(cfg.budget), int(cfg.rank))
-        if self.density is not None:   # None: from the mask file (logged when it is loaded)
+        if self.density is not None:  # None: from the mask file (logged when it is loaded)
             self.log_plan(shapes)
 
         if self.density == 0:
@@ -95,18 +100,27 @@ class RosaRobust(Method):
             log.info("%s: density 0, so this run is plain LoRA (rank %d): no mask, no warm-up", self.name, cfg.rank)
         elif cfg.mask_path:
             # the density check ran before the build (check_layers); here the file's density is taken
-            masks, meta = read_mask_file(cfg.mask_path, {n: (l.out_features, l.in_features) for n, l in layers.items()},
-                                         None)
+            masks, meta = read_mask_file(
+                cfg.mask_path, {n: (l.out_features, l.in_features) for n, l in layers.items()}, None
+            )
             self.install(model, masks)
             nnz = sum(c.nnz for c in masks.values())
-            self.density = nnz / sum(n * m for n, m in shapes)   # the file's, reported everywhere
+            self.density = nnz / sum(n * m for n, m in shapes)  # the file's, reported everywhere
             self.masks = {**meta, "source": str(cfg.mask_path), "density": self.density}
             self.phase = Phase.SPARSE
-            log.info("%s: masks loaded from %s: %d nonzeros (density %.4g%%, the file's), "
-                     "no warm-up or collection", self.name, cfg.mask_path, nnz, 100 * self.density)
+            log.info(
+                "%s: masks loaded from %s: %d nonzeros (density %.4g%%, the file's), no warm-up or collection",
+                self.name,
+                cfg.mask_path,
+                nnz,
+                100 * self.density,
+            )
         elif cfg.mask_criterion not in GRADIENT_CRITERIA:
-            build = weight_masks(layers, self.density) if cfg.mask_criterion == "weight" else \
-                random_masks(layers, self.density, self.seed)
+            build = (
+                weight_masks(layers, self.density)
+                if cfg.mask_criterion == "weight"
+                else random_masks(layers, self.density, self.seed)
+            )
             self.install(model, build)
             self.masks = {"source": cfg.mask_criterion, "density": self.density}
             self.phase = Phase.SPARSE
@@ -133,10 +147,21 @@ class RosaRobust(Method):
         lora = trainable_count(shapes, int(cfg.rank), 0.0)
         sparse = trainable_count(shapes, 0, d)
         per_rank = sum(n + m for n, m in shapes)
-        log.info("%s: %d layers, rank %d, density %.4g%% (%s): LoRA %d + sparse %d = %d trainable parameters "
-                 "once masks exist (= LoRA rank %.2f); lrs: lora %s, sparse %s", self.name, len(shapes), cfg.rank,
-                 100 * d, f"from budget {cfg.budget}" if cfg.budget is not None else "set", lora, sparse,
-                 lora + sparse, (lora + sparse) / per_rank, cfg.lora_lr, cfg.sparse_lr)
+        log.info(
+            "%s: %d layers, rank %d, density %.4g%% (%s): LoRA %d + sparse %d = %d trainable parameters "
+            "once masks exist (= LoRA rank %.2f); lrs: lora %s, sparse %s",
+            self.name,
+            len(shapes),
+            cfg.rank,
+            100 * d,
+            f"from budget {cfg.budget}" if cfg.budget is not None else "set",
+            lora,
+            sparse,
+            lora + sparse,
+            (lora + sparse) / per_rank,
+            cfg.lora_lr,
+            cfg.sparse_lr,
+        )
 
     @staticmethod
     def layers(model: nn.Module) -> dict[str, RobustLayer]:
@@ -157,8 +182,10 @@ class RosaRobust(Method):
                 lora += [layer.lora_A, layer.lora_B]
             sparse.append(layer.sparse_values)
         lr = float(train_cfg.lr)
-        return [{"name": "lora", "params": lora, "lr": float(self.cfg.lora_lr or lr)},
-                {"name": "sparse", "params": sparse, "lr": float(self.cfg.sparse_lr or lr)}]
+        return [
+            {"name": "lora", "params": lora, "lr": float(self.cfg.lora_lr or lr)},
+            {"name": "sparse", "params": sparse, "lr": float(self.cfg.sparse_lr or lr)},
+        ]
 
     # -- the schedule
     def warmup_length(self, ctx: StepContext) -> int:
@@ -170,12 +197,21 @@ class RosaRobust(Method):
             warmup = min(warmup, max(ctx.total_steps - collect_steps, 0) // 4)
             if not self.warned_short:
                 if ctx.total_steps < collect_steps:
-                    log.warning("%s: the run has %d steps, fewer than the collection (%d): no mask will be built",
-                                self.name, ctx.total_steps, collect_steps)
+                    log.warning(
+                        "%s: the run has %d steps, fewer than the collection (%d): no mask will be built",
+                        self.name,
+                        ctx.total_steps,
+                        collect_steps,
+                    )
                 else:
-                    log.warning("%s: fnmodel.warmup_steps=%d does not fit a %d-step run before the collection; "
-                                "warming up for %d steps instead (a quarter of the run)", self.name,
-                                self.cfg.warmup_steps, ctx.total_steps, warmup)
+                    log.warning(
+                        "%s: fnmodel.warmup_steps=%d does not fit a %d-step run before the collection; "
+                        "warming up for %d steps instead (a quarter of the run)",
+                        self.name,
+                        self.cfg.warmup_steps,
+                        ctx.total_steps,
+                        warmup,
+                    )
         self.warned_short = True
         return warmup
 
@@ -202,15 +238,22 @@ class RosaRobust(Method):
         current = {n: l.csr for n, l in self.layers(ctx.model).items()}
         try:
             saved, _ = load_masks(path)
-            problem = None if set(saved) == set(current) and all(
-                torch.equal(saved[n].row_offsets.cpu().long(), c.row_offsets.cpu().long())
-                and torch.equal(saved[n].col_indices.cpu().long(), c.col_indices.cpu().long())
-                for n, c in current.items()) else "it does not hold the checkpoint's masks"
+            problem = (
+                None
+                if set(saved) == set(current)
+                and all(
+                    torch.equal(saved[n].row_offsets.cpu().long(), c.row_offsets.cpu().long())
+                    and torch.equal(saved[n].col_indices.cpu().long(), c.col_indices.cpu().long())
+                    for n, c in current.items()
+                )
+                else "it does not hold the checkpoint's masks"
+            )
         except Exception as err:  # safetensors, JSON and missing-key errors alike
             problem = f"{type(err).__name__}: {err}".splitlines()[0]
         if problem is not None:
-            log.warning("warning: %s is unreadable or wrong (%s); writing it again from the checkpoint's masks",
-                        path, problem)
+            log.warning(
+                "warning: %s is unreadable or wrong (%s); writing it again from the checkpoint's masks", path, problem
+            )
             self.save_masks(ctx, current)
 
     def start_collection(self, ctx: StepContext) -> None:
@@ -218,16 +261,25 @@ class RosaRobust(Method):
         samples = cfg.mask_samples or ctx.micro_batches_per_step
         device = "cpu" if cfg.mask_accumulator_device == "cpu" else None
         self.collector = GradientCollector(self.layers(ctx.model), cfg.mask_criterion, samples, device).attach()
-        if self.resumed_sums:   # a checkpoint taken inside a multi-step collection
+        if self.resumed_sums:  # a checkpoint taken inside a multi-step collection
             self.collector.load_state(self.resumed_sums)
             self.resumed_sums = {}
-            log.info("%s: mask collection resumed with %d micro-batches already accumulated",
-                     self.name, self.collector.collected)
+            log.info(
+                "%s: mask collection resumed with %d micro-batches already accumulated",
+                self.name,
+                self.collector.collected,
+            )
         else:
             self.collect_start = ctx.step
-        log.info("%s: collecting %s gradients over %d micro-batches from step %d; accumulators %s fp32 on %s",
-                 self.name, cfg.mask_criterion, samples, ctx.step + 1, gib(self.collector.accumulator_bytes()),
-                 device or "the model's device")
+        log.info(
+            "%s: collecting %s gradients over %d micro-batches from step %d; accumulators %s fp32 on %s",
+            self.name,
+            cfg.mask_criterion,
+            samples,
+            ctx.step + 1,
+            gib(self.collector.accumulator_bytes()),
+            device or "the model's device",
+        )
 
     def after_step(self, ctx: StepContext) -> LoopRequest | None:
         if self.phase != Phase.COLLECT or self.collector is None:
@@ -241,20 +293,36 @@ class RosaRobust(Method):
         masks = masks_from_scores(scores, self.density)
         requested, used = self.cfg.mask_samples or ctx.micro_batches_per_step, collector.collected
         if used < requested:
-            log.warning("%s: %d of the %d micro-batch statistics were non-finite (fp16 overflow?) and left out; "
-                        "the masks come from %d micro-batches", self.name, requested - used, requested, used)
+            log.warning(
+                "%s: %d of the %d micro-batch statistics were non-finite (fp16 overflow?) and left out; "
+                "the masks come from %d micro-batches",
+                self.name,
+                requested - used,
+                requested,
+                used,
+            )
         del scores, collector
         self.install(ctx.model, masks)
-        self.masks = {"source": self.cfg.mask_criterion, "density": self.density, "step": ctx.step,
-                      "micro_batches": used, "micro_batches_requested": requested}
+        self.masks = {
+            "source": self.cfg.mask_criterion,
+            "density": self.density,
+            "step": ctx.step,
+            "micro_batches": used,
+            "micro_batches_requested": requested,
+        }
         self.save_masks(ctx, masks)
         self._enter(Phase.SPARSE)
         nnz = sum(c.nnz for c in masks.values())
-        log.info("%s: masks built at step %d (%d nonzeros); trainable parameters now %d", self.name, ctx.step,
-                 nnz, self.trainable_parameters(ctx.model))
+        log.info(
+            "%s: masks built at step %d (%d nonzeros); trainable parameters now %d",
+            self.name,
+            ctx.step,
+            nnz,
+            self.trainable_parameters(ctx.model),
+        )
         if not self.cfg.restart:
             return LoopRequest(rebuild_optimizer=True)
-        generator = torch.Generator().manual_seed(self.seed)   # the very generator state of prepare()
+        generator = torch.Generator().manual_seed(self.seed)  # the very generator state of prepare()
         for layer in self.layers(ctx.model).values():
             layer.reset_parameters(generator)
         log.info("%s: restart from the pretrained weights with the same initial LoRA and the fixed masks", self.name)
@@ -292,8 +360,13 @@ class RosaRobust(Method):
         return state
 
     def extra_state(self) -> dict:
-        return {"phase": self.phase.value, "density": self.density, "collect_start": self.collect_start,
-                "masks": self.masks, "masks_saved": self.masks_saved}
+        return {
+            "phase": self.phase.value,
+            "density": self.density,
+            "collect_start": self.collect_start,
+            "masks": self.masks,
+            "masks_saved": self.masks_saved,
+        }
 
     def load_extra_state(self, state: dict) -> None:
         if not state:
@@ -308,16 +381,18 @@ class RosaRobust(Method):
         """Accepts a state from any phase: S's structure is taken from the state's ``sparse_*``
         buffers (a new values parameter when it differs), then every tensor is copied."""
         prefix = ACCUMULATOR + "."
-        self.resumed_sums = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        self.resumed_sums = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         state = {k: v for k, v in state.items() if not k.startswith(prefix)}
         for name, layer in self.layers(model).items():
             buffers = {f: state[f"{name}.sparse_{f}"] for f in CSR_FIELDS if f"{name}.sparse_{f}" in state}
             if "row_offsets" not in buffers:
                 continue
-            same = (buffers["row_offsets"].numel() == layer.sparse_row_offsets.numel()
-                    and buffers["col_indices"].numel() == layer.nnz
-                    and torch.equal(buffers["row_offsets"].cpu(), layer.sparse_row_offsets.cpu())
-                    and torch.equal(buffers["col_indices"].cpu().long(), layer.sparse_col_indices.cpu().long()))
+            same = (
+                buffers["row_offsets"].numel() == layer.sparse_row_offsets.numel()
+                and buffers["col_indices"].numel() == layer.nnz
+                and torch.equal(buffers["row_offsets"].cpu(), layer.sparse_row_offsets.cpu())
+                and torch.equal(buffers["col_indices"].cpu().long(), layer.sparse_col_indices.cpu().long())
+            )
             if not same:
                 layer.set_sparse(CSRMatrix.from_buffers(buffers, (layer.out_features, layer.in_features)))
         super().load_state_dict(model, state)
@@ -328,5 +403,4 @@ class SpA(RosaRobust):
     """Sparse adaptation only: rosa-robust with rank 0 (mask from gradients at step 0, then restart)."""
 
 
-__all__ = ["RobustLayer", "RosaRobust", "RosaRobustConfig", "SpA", "SpAConfig", "density_for_budget",
-           "trainable_count"]
+__all__ = ["RobustLayer", "RosaRobust", "RosaRobustConfig", "SpA", "SpAConfig", "density_for_budget", "trainable_count"]
