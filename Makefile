@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup train test lock clean
+.PHONY: setup train test lint lock clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,12 @@ train: setup
 
 test: setup
 	$(BIN)/python -m pytest -q --durations=25
+
+# Format and lint (pyproject.toml [tool.ruff]); CI runs it before the tests. `ruff format .` and
+# `ruff check --fix .` apply the fixes.
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 # Resolve the ranges for Python 3.11 on x86_64 Linux against torch 2.13.0 with the CPU wheel's
 # dependencies (uv.toml), so PyPI's CUDA libraries stay out; write exact versions with hashes, no torch.

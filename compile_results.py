@@ -4,6 +4,7 @@ Prints one Markdown table per dataset (a row per evaluated run, grouped by param
 best value of each metric in bold) and writes results.md, results.csv and results.tex into
 ``--out`` (default: the runs folder). See docs/evaluation.md.
 """
+
 import argparse
 import sys
 from pathlib import Path

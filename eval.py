@@ -5,6 +5,7 @@ to the run's TensorBoard and prints one line per run. ``python eval.py <run> --e
 the run's merged model as a standard HF checkpoint instead. Exit status: 0, 1 if any run failed to evaluate,
 2 for bad input (no runs below the folder). See docs/evaluation.md.
 """
+
 import argparse
 import sys
 
@@ -21,8 +22,12 @@ def main(argv=None) -> int:
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the run's device setting)")
     parser.add_argument("--no-merge", action="store_true", help="generate with the adapter unmerged")
     parser.add_argument("--generate", action="store_true", help="ELI5: also generate answers and score ROUGE-L")
-    parser.add_argument("--export-merged", metavar="DIR", help="instead of evaluating: save the run's merged model "
-                        "as a standard HF checkpoint in DIR (bf16; loads with AutoModelForCausalLM)")
+    parser.add_argument(
+        "--export-merged",
+        metavar="DIR",
+        help="instead of evaluating: save the run's merged model "
+        "as a standard HF checkpoint in DIR (bf16; loads with AutoModelForCausalLM)",
+    )
     args = parser.parse_args(argv)
     for name in ("limit", "batch_size", "num_beams", "max_new_tokens"):
         value = getattr(args, name)
@@ -31,13 +36,22 @@ def main(argv=None) -> int:
 
     from pathlib import Path
 
-    from rosa.evaluation.cli import evaluate_tree, export_merged
+    from rosa.evaluation.tree import evaluate_tree, export_merged
 
     if args.export_merged:
         return export_merged(Path(args.path), Path(args.export_merged), device=args.device)
-    return evaluate_tree(Path(args.path), split=args.split, limit=args.limit, batch_size=args.batch_size,
-                         force=args.force, device=args.device, merge=False if args.no_merge else None,
-                         generate_lm=args.generate, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
+    return evaluate_tree(
+        Path(args.path),
+        split=args.split,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        force=args.force,
+        device=args.device,
+        merge=False if args.no_merge else None,
+        generate_lm=args.generate,
+        num_beams=args.num_beams,
+        max_new_tokens=args.max_new_tokens,
+    )
 
 
 if __name__ == "__main__":

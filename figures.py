@@ -3,6 +3,7 @@
 Writes PNGs (loss curves per dataset coloured by method, the headline metric against trainable
 parameters per dataset, peak memory per method) and prints their paths. See docs/evaluation.md.
 """
+
 import argparse
 import sys
 from pathlib import Path

@@ -4,12 +4,13 @@ The command line is checked before anything is loaded: a wrong key, name or valu
 and exits with status 2. Re-running a finished command says so and exits 0; re-running an
 unfinished one resumes it from its last checkpoint.
 """
+
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from rosa.cli import check_command_line, run_task
+from rosa.command_line import check_command_line, run_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -19,7 +20,7 @@ def main(cfg: DictConfig) -> int:
 
 if __name__ == "__main__":
     sys.argv, single_run = check_command_line(sys.argv)
-    if single_run is not None:   # composed and validated above: train it here, without Hydra's runner
+    if single_run is not None:  # composed and validated above: train it here, without Hydra's runner
         run_task(single=single_run)
-    else:                        # a sweep or a Hydra flag (--cfg, --info, ...): Hydra runs it
+    else:  # a sweep or a Hydra flag (--cfg, --info, ...): Hydra runs it
         main()

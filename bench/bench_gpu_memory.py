@@ -30,6 +30,7 @@ reports > 60 GB); an out-of-memory of any other method is a failure (exit 1).
     python bench/bench_gpu_memory.py --dry-run                   # CPU: a scaled-down config through the
                                                                  # same code path + 7B shapes on 'meta'
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,18 +47,35 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                 num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-                 tie_word_embeddings=False, rms_norm_eps=1e-5)
-DRY = dict(LLAMA2_7B, vocab_size=1000, hidden_size=256, intermediate_size=688, num_hidden_layers=2,
-           num_attention_heads=4, num_key_value_heads=4)
+LLAMA2_7B = dict(
+    vocab_size=32000,
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    max_position_embeddings=4096,
+    tie_word_embeddings=False,
+    rms_norm_eps=1e-5,
+)
+DRY = dict(
+    LLAMA2_7B,
+    vocab_size=1000,
+    hidden_size=256,
+    intermediate_size=688,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+)
 PAPER_GB = {"lora": 20.6, "rosa-robust": 20.7, "spa": 20.3, "fft": 60.0}
-OVERRIDES = {"lora": ["fnmodel.rank=16", "fnmodel.alpha=16"],
-             "rosa-robust": ["fnmodel.rank=16", "fnmodel.density=0.006", "fnmodel.mask_criterion=weight"],
-             "spa": ["fnmodel.density=0.006", "fnmodel.mask_criterion=weight"],
-             "fft": []}
+OVERRIDES = {
+    "lora": ["fnmodel.rank=16", "fnmodel.alpha=16"],
+    "rosa-robust": ["fnmodel.rank=16", "fnmodel.density=0.006", "fnmodel.mask_criterion=weight"],
+    "spa": ["fnmodel.density=0.006", "fnmodel.mask_criterion=weight"],
+    "fft": [],
+}
 SEQ = 512
-OOM_EXPECTED = {"fft"}   # full fine-tuning of 7B with AdamW does not fit one 80 GB GPU; every other method must
+OOM_EXPECTED = {"fft"}  # full fine-tuning of 7B with AdamW does not fit one 80 GB GPU; every other method must
 
 
 def accepted(row: dict) -> bool:
@@ -69,6 +87,7 @@ def random_llama(arch: dict, device: torch.device, dtype: torch.dtype):
     """LlamaForCausalLM with config ``arch`` and seeded random weights, created directly in ``dtype``
     on ``device`` (``meta``: shapes only, nothing allocated)."""
     from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -83,18 +102,26 @@ def meta_masks(layers: dict, density: float) -> dict:
     """CSR structures on 'meta' with each layer's exact nnz and index dtypes, no positions: a mask
     cannot be chosen on 'meta' (top-k and nonzero need values), but its memory is fixed by nnz."""
     from rosa.kernels.csr import INT16_MAX_DIM, CSRMatrix
-    from rosa.methods.sparse_masks import nnz_for
+    from rosa.methods.rosa_robust.masks import nnz_for
 
     def empty(size, dtype):
         return torch.empty(size, dtype=dtype, device="meta")
+
     out = {}
     for name, layer in layers.items():
         n, m = layer.out_features, layer.in_features
         nnz = nnz_for(density, n, m)
         cols, rows = (torch.int16 if d <= INT16_MAX_DIM else torch.int32 for d in (m, n))
-        out[name] = CSRMatrix((n, m), empty(n + 1, torch.int32), empty(nnz, cols), empty(n, torch.int32),
-                              empty(m + 1, torch.int32), empty(nnz, rows), empty(m, torch.int32),
-                              empty(nnz, torch.int32))
+        out[name] = CSRMatrix(
+            (n, m),
+            empty(n + 1, torch.int32),
+            empty(nnz, cols),
+            empty(n, torch.int32),
+            empty(m + 1, torch.int32),
+            empty(nnz, rows),
+            empty(m, torch.int32),
+            empty(nnz, torch.int32),
+        )
     return out
 
 
@@ -104,12 +131,15 @@ def build(name: str, arch: dict, device: torch.device):
     from rosa.config import compose, validate
     from rosa.methods import cast_trainable, get_method
     from rosa.models import resolve_precision
+
     meta = device.type == "meta"
     overrides = [o.replace("=weight", "=grad-fisher") if meta else o for o in OVERRIDES[name]]
     # the config's device is not used below (the model is built on ``device``); 'meta' is no run device
-    run = validate(compose([f"fnmodel={name}", f"device={'cpu' if meta else device.type}", "precision=bf16", *overrides]))
+    run = validate(
+        compose([f"fnmodel={name}", f"device={'cpu' if meta else device.type}", "precision=bf16", *overrides])
+    )
     precision = resolve_precision(run.precision, device)
-    model = random_llama(arch, device, precision["base_dtype"])   # weights created directly in bf16
+    model = random_llama(arch, device, precision["base_dtype"])  # weights created directly in bf16
     method = get_method(run.fnmodel, seed=0)
     model = method.prepare(model)
     if meta and hasattr(method, "install"):
@@ -129,6 +159,7 @@ def static_bytes(model, params) -> int:
 
 def step(model, params, optimizer, batch, precision, device) -> None:
     from rosa.training.loop import token_loss_sum
+
     model.train()
     with torch.autocast(device.type, dtype=precision["autocast"]):
         loss_sum, n = token_loss_sum(model, batch)
@@ -150,8 +181,14 @@ def child(name: str, steps: int, dry: bool) -> dict:
         result["build_s"] = time.perf_counter() - started
         if cuda:
             result["after_build_gb"] = torch.cuda.memory_allocated() / 1e9
-        ids = torch.randint(0, arch["vocab_size"], (1, SEQ if not dry else 64), generator=torch.Generator().manual_seed(1))
-        batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device), "labels": ids.to(device)}
+        ids = torch.randint(
+            0, arch["vocab_size"], (1, SEQ if not dry else 64), generator=torch.Generator().manual_seed(1)
+        )
+        batch = {
+            "input_ids": ids.to(device),
+            "attention_mask": torch.ones_like(ids).to(device),
+            "labels": ids.to(device),
+        }
         times = []
         for i in range(2 + steps):
             if cuda:
@@ -174,7 +211,8 @@ def child(name: str, steps: int, dry: bool) -> dict:
         result["total_gb"] = total / 1e9
     else:
         import resource
-        result["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9   # RSS, CPU dry run
+
+        result["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # RSS, CPU dry run
     return result
 
 
@@ -199,7 +237,9 @@ def run_methods(methods, steps: int, dry: bool, timeout: float | None = None) ->
         else:
             lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
             if out.returncode or not lines:
-                rows.append({"method": name, "status": f"failed (rc {out.returncode}): {out.stderr.strip().splitlines()[-1:]}"})
+                rows.append(
+                    {"method": name, "status": f"failed (rc {out.returncode}): {out.stderr.strip().splitlines()[-1:]}"}
+                )
             else:
                 rows.append(json.loads(lines[-1]))
         print(f"  {name}: {rows[-1].get('status')}", file=sys.stderr, flush=True)
@@ -214,37 +254,56 @@ def table(rows: list[dict], dry: bool) -> list[str]:
 
     def gb(value) -> str:
         return f"{value:8.2f}" if value is not None else f"{'-':>8}"
+
     memory = ["RSS GB", "", ""] if dry else ["alloc GB", "reserved", "device"]
-    lines = [f"{'method':<12} {'status':<6} {'trainable':>13} " + " ".join(f"{c:>8}" for c in memory)
-             + f" {'paper GB':>8} {'vs paper':>8} {'step s':>7} {'x lora':>6}"]
+    lines = [
+        f"{'method':<12} {'status':<6} {'trainable':>13} "
+        + " ".join(f"{c:>8}" for c in memory)
+        + f" {'paper GB':>8} {'vs paper':>8} {'step s':>7} {'x lora':>6}"
+    ]
     for r in rows:
         reserved, step_s = r.get("reserved_gb"), r.get("step_s")
         paper = PAPER_GB.get(r["method"])
         status = r["status"] if len(r["status"]) <= 6 else "failed"
-        cells = [f"{r['method']:<12}", f"{status:<6}", f"{r.get('trainable', 0):>13,}",
-                 gb(r.get("peak_gb")), gb(reserved), gb(r.get("device_gb")),
-                 f"{'>' if r['method'] == 'fft' else ' '}{paper:7.1f}",
-                 f"{reserved / paper:8.2f}" if reserved is not None and not dry else f"{'-':>8}",
-                 f"{step_s:7.3f}" if step_s else f"{'-':>7}",
-                 f"{step_s / lora_s:6.2f}" if step_s and lora_s else f"{'-':>6}"]
+        cells = [
+            f"{r['method']:<12}",
+            f"{status:<6}",
+            f"{r.get('trainable', 0):>13,}",
+            gb(r.get("peak_gb")),
+            gb(reserved),
+            gb(r.get("device_gb")),
+            f"{'>' if r['method'] == 'fft' else ' '}{paper:7.1f}",
+            f"{reserved / paper:8.2f}" if reserved is not None and not dry else f"{'-':>8}",
+            f"{step_s:7.3f}" if step_s else f"{'-':>7}",
+            f"{step_s / lora_s:6.2f}" if step_s and lora_s else f"{'-':>6}",
+        ]
         lines.append(" ".join(cells))
         if r["status"] not in ("ok", "OOM"):
             lines.append(f"    {r['status']}")
         if r["status"] == "OOM":
-            why = ("as expected for fft without sharding" if accepted(r)
-                   else f"a FAILURE: only {', '.join(sorted(OOM_EXPECTED))} is expected not to fit")
+            why = (
+                "as expected for fft without sharding"
+                if accepted(r)
+                else f"a FAILURE: only {', '.join(sorted(OOM_EXPECTED))} is expected not to fit"
+            )
             lines.append(f"    out of memory, {why}: {r.get('error', '')}")
     if not dry:
-        lines.append("alloc = max_memory_allocated, reserved = max_memory_reserved (compared with the paper), "
-                     "device = total - free after the steps (CUDA context included)")
+        lines.append(
+            "alloc = max_memory_allocated, reserved = max_memory_reserved (compared with the paper), "
+            "device = total - free after the steps (CUDA context included)"
+        )
         for name in ("lora", "rosa-robust", "spa"):
             if by.get(name, {}).get("reserved_gb") is not None:
                 ok = by[name]["reserved_gb"] <= PAPER_GB[name]
-                lines.append(f"{name}: reserved {by[name]['reserved_gb']:.2f} GB vs paper {PAPER_GB[name]} GB: "
-                             f"{'met' if ok else 'MISSED'}")
+                lines.append(
+                    f"{name}: reserved {by[name]['reserved_gb']:.2f} GB vs paper {PAPER_GB[name]} GB: "
+                    f"{'met' if ok else 'MISSED'}"
+                )
         if lora_s and by.get("rosa-robust", {}).get("step_s"):
             ratio = by["rosa-robust"]["step_s"] / lora_s
-            lines.append(f"rosa-robust step time x{ratio:.2f} lora (target <= 1.2): {'met' if ratio <= 1.2 else 'MISSED'}")
+            lines.append(
+                f"rosa-robust step time x{ratio:.2f} lora (target <= 1.2): {'met' if ratio <= 1.2 else 'MISSED'}"
+            )
     return lines
 
 
@@ -259,21 +318,27 @@ def main() -> int:
         print(json.dumps(child(args.child, args.steps, args.dry_run)))
         return 0
     if not args.dry_run and not torch.cuda.is_available():
-        print("bench_gpu_memory.py needs a CUDA GPU (H100 / H200): none is visible. Run it there with\n"
-              "    python bench/bench_gpu_memory.py\n"
-              "or check the code path on CPU with --dry-run (scaled-down model; its figures mean nothing).",
-              file=sys.stderr)
+        print(
+            "bench_gpu_memory.py needs a CUDA GPU (H100 / H200): none is visible. Run it there with\n"
+            "    python bench/bench_gpu_memory.py\n"
+            "or check the code path on CPU with --dry-run (scaled-down model; its figures mean nothing).",
+            file=sys.stderr,
+        )
         return 2
     if args.dry_run:
-        print("DRY RUN on CPU: scaled-down Llama (hidden 256, 2 layers, vocab 1000, 64 tokens); memory is ru_maxrss, "
-              "not GPU memory; figures are not comparable with the paper's; methods one after another, each in "
-              "its own process (not interleaved)")
+        print(
+            "DRY RUN on CPU: scaled-down Llama (hidden 256, 2 layers, vocab 1000, 64 tokens); memory is ru_maxrss, "
+            "not GPU memory; figures are not comparable with the paper's; methods one after another, each in "
+            "its own process (not interleaved)"
+        )
         print(meta_shapes())
     else:
         props = torch.cuda.get_device_properties(0)
-        print(f"{props.name}, {props.total_memory / 1e9:.0f} GB; Llama-2-7B shapes, random bf16 weights, fp32 "
-              f"trainables, bf16 autocast, micro-batch 1 x {SEQ}, AdamW; median of {args.steps} steps; methods one "
-              f"after another, each in its own process (not interleaved)")
+        print(
+            f"{props.name}, {props.total_memory / 1e9:.0f} GB; Llama-2-7B shapes, random bf16 weights, fp32 "
+            f"trainables, bf16 autocast, micro-batch 1 x {SEQ}, AdamW; median of {args.steps} steps; methods one "
+            f"after another, each in its own process (not interleaved)"
+        )
     rows = run_methods(args.methods, args.steps, args.dry_run)
     print("\n".join(table(rows, args.dry_run)))
     return 0 if all(accepted(r) for r in rows) else 1
@@ -281,7 +346,8 @@ def main() -> int:
 
 if __name__ == "__main__":
     from record import recording
+
     with recording("gpu-memory-dry-run" if "--dry-run" in sys.argv else "gpu-memory"):
         code = main()
         if code:
-            sys.exit(code)   # inside: a refusal is not recorded
+            sys.exit(code)  # inside: a refusal is not recorded

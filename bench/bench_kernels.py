@@ -34,8 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rosa.kernels import (CSRMatrix, dense_plus_sparse_linear, sparse_linear,  # noqa: E402
-                          triton_available)
+from rosa.kernels import CSRMatrix, dense_plus_sparse_linear, sparse_linear, triton_available  # noqa: E402
 
 SHAPES = [(4096, 4096), (4096, 11008)]
 DENSITIES = [0.0015, 0.006, 0.018]
@@ -59,7 +58,9 @@ def unsupported_baseline(kind: str, err: Exception) -> str | None:
     """Why PyTorch's sp.mm baseline does not apply here (torch lacks it for this dtype / device), else
     None. Only that baseline may be missing: any other case's exception is a bug and propagates."""
     text = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    lacking = isinstance(err, NotImplementedError) or any(w in text.lower() for w in ("not implemented", "not supported"))
+    lacking = isinstance(err, NotImplementedError) or any(
+        w in text.lower() for w in ("not implemented", "not supported")
+    )
     return f"{type(err).__name__}: {text}"[:200] if kind == "sp.mm" and lacking else None
 
 
@@ -81,7 +82,7 @@ def measure_row(steps: dict, device, warmup: int, reps: int) -> tuple[dict[str, 
             live.append(kind)
     times = {kind: [] for kind in live}
     for r in range(reps):
-        for kind in live[r % len(live):] + live[:r % len(live)]:
+        for kind in live[r % len(live) :] + live[: r % len(live)]:
             sync(device)
             t0 = time.perf_counter()
             steps[kind]()
@@ -90,7 +91,7 @@ def measure_row(steps: dict, device, warmup: int, reps: int) -> tuple[dict[str, 
     return {kind: statistics.median(t) * 1e3 for kind, t in times.items()}, skipped
 
 
-BF16_TOL = 2e-2   # max |triton - reference| / max |reference|: bf16 rounding of inputs and outputs
+BF16_TOL = 2e-2  # max |triton - reference| / max |reference|: bf16 rounding of inputs and outputs
 
 
 def check_bf16(device, shapes, densities, T: int, gen, dtype=torch.bfloat16) -> bool:
@@ -99,7 +100,10 @@ def check_bf16(device, shapes, densities, T: int, gen, dtype=torch.bfloat16) -> 
     same bf16 values (S materialised). Prints one row per case; True when every error is within
     ``BF16_TOL`` of the reference's largest entry. (``dtype``: fp32 for the CPU interpreter test.)"""
     from rosa.kernels import sddmm, spmm, spmm_t
-    print(f"# Triton {str(dtype)[6:]} vs fp32 dense reference, T={T}; error = max |out - ref| / max |ref| (pass <= {BF16_TOL})")
+
+    print(
+        f"# Triton {str(dtype)[6:]} vs fp32 dense reference, T={T}; error = max |out - ref| / max |ref| (pass <= {BF16_TOL})"
+    )
     cols = ["shape", "density", "nnz", "spmm", "spmm_t", "sddmm", "dx", "dvalues"]
     widths = [11, 7, 8, 9, 9, 9, 9, 9]
     print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
@@ -115,11 +119,13 @@ def check_bf16(device, shapes, densities, T: int, gen, dtype=torch.bfloat16) -> 
             xg = x.clone().requires_grad_(True)
             vg = v.clone().requires_grad_(True)
             sparse_linear(xg, vg, csr, impl="triton").backward(g)
-            pairs = [(spmm(v, csr, x, impl="triton"), xf @ S.t()),
-                     (spmm_t(v, csr, g, impl="triton"), gf @ S),
-                     (sddmm(csr, g, x, impl="triton"), (gf.t() @ xf).view(-1)[csr.flat_indices()]),
-                     (xg.grad, gf @ S),
-                     (vg.grad, (gf.t() @ xf).view(-1)[csr.flat_indices()])]
+            pairs = [
+                (spmm(v, csr, x, impl="triton"), xf @ S.t()),
+                (spmm_t(v, csr, g, impl="triton"), gf @ S),
+                (sddmm(csr, g, x, impl="triton"), (gf.t() @ xf).view(-1)[csr.flat_indices()]),
+                (xg.grad, gf @ S),
+                (vg.grad, (gf.t() @ xf).view(-1)[csr.flat_indices()]),
+            ]
             errs = [((out.float() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item() for out, ref in pairs]
             ok &= all(e <= BF16_TOL for e in errs)
             row = [f"{n}x{m}", f"{d:.2%}", str(csr.nnz)] + [f"{e:9.2e}" for e in errs]
@@ -130,17 +136,20 @@ def check_bf16(device, shapes, densities, T: int, gen, dtype=torch.bfloat16) -> 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", choices=["cuda", "cpu"],
-                    default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="fewer reps / tokens (CPU: ~1-2 min)")
-    ap.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
-                    help="default: bf16 on cuda, fp32 on cpu")
+    ap.add_argument(
+        "--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="default: bf16 on cuda, fp32 on cpu"
+    )
     ap.add_argument("--tokens", type=int, nargs="*", default=None)
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--densities", type=float, nargs="*", default=DENSITIES, help="fractions, e.g. 0.001 0.006")
-    ap.add_argument("--check-bf16", action="store_true",
-                    help="instead of timing: Triton's bf16 results against a dense fp32 reference (exit 1 on a miss)")
+    ap.add_argument(
+        "--check-bf16",
+        action="store_true",
+        help="instead of timing: Triton's bf16 results against a dense fp32 reference (exit 1 on a miss)",
+    )
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
@@ -154,7 +163,8 @@ def main(argv=None):
         tokens = args.tokens or [512]
         return 0 if check_bf16(device, SHAPES, args.densities, tokens[0], torch.Generator().manual_seed(0)) else 1
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
-        args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+        args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    ]
     gpu = device.type == "cuda"
     tokens = args.tokens or ([512] if (args.quick or not gpu) else [512, 2048])
     reps = args.reps or ((10 if args.quick else 30) if gpu else (2 if args.quick else 5))
@@ -165,9 +175,11 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
 
     dev_name = torch.cuda.get_device_name(device) if gpu else f"cpu x{torch.get_num_threads()} threads"
-    print(f"# sparse_linear fwd+bwd, {dev_name}, {str(dtype).replace('torch.', '')}; per row, the cases "
-          f"(dense included) interleaved over {reps} rounds after {warmup} warm-up call(s) each; "
-          f"median ms (ratio to the row's dense x@W^T fwd+bwd)")
+    print(
+        f"# sparse_linear fwd+bwd, {dev_name}, {str(dtype).replace('torch.', '')}; per row, the cases "
+        f"(dense included) interleaved over {reps} rounds after {warmup} warm-up call(s) each; "
+        f"median ms (ratio to the row's dense x@W^T fwd+bwd)"
+    )
     if "dense-S" not in impls:
         print("# dense-S not run (--quick on CPU): it does the dense column's matmuls plus materialising S")
     if "triton" not in impls:
@@ -196,7 +208,7 @@ def main(argv=None):
                 crow = csr.row_offsets.long()
                 colx = csr.col_indices.long()
 
-                def step(kind):
+                def step(kind, v=v, csr=csr):  # bound now: the loop deletes them at its end
                     x.grad = v.grad = None
                     if kind in ("torch", "triton", "dense-S"):
                         y = sparse_linear(x, v, csr, impl="dense" if kind == "dense-S" else kind)
@@ -223,6 +235,7 @@ def main(argv=None):
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from record import recording  # --record: write this output into docs/benchmarks.md
+
     with recording("kernels-bf16-check" if "--check-bf16" in sys.argv else "kernels"):
         code = main()
     sys.exit(code)

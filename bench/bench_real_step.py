@@ -15,6 +15,7 @@ not compared here (``tests/models/test_loss.py`` checks they are equal).
     python bench/bench_real_step.py [--methods fft lora spa rosa-robust rosa-orthogonal] [--batch 8]
                                     [--steps 2] [--threads 2] [--record]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,7 +52,7 @@ def high_water_gib() -> float:
 
 
 def reset_high_water() -> None:
-    Path("/proc/self/clear_refs").write_text("5")   # Linux: VmHWM restarts from the current RSS
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM restarts from the current RSS
 
 
 def one_method(method: str, batch: int, steps: int, threads: int) -> dict:
@@ -59,27 +60,39 @@ def one_method(method: str, batch: int, steps: int, threads: int) -> dict:
     from rosa.training import loop
 
     heads = {"full": full_head_loss, "labelled": loop.token_loss_sum}
-    steady = {"spa": ["fnmodel.mask_criterion=random"], "rosa-robust": ["fnmodel.mask_criterion=random"],
-              "rosa-orthogonal": ["fnmodel.resample_every=never"]}   # steady state: masks / subspace chosen at step 0
-    overrides = ["model=smollm2-135m", f"fnmodel={method}", *steady.get(method, []), "dataset=viggo", "dataset.source=local",
-                 f"dataset.path={DATA}", f"train.batch_size={batch}", f"train.micro_batch_size={batch}",
-                 f"threads={threads}", "train.max_steps=100",
-                 "train.shared_prefix=off"]   # the heads alone (bench_shared_prefix.py measures the prefix)
+    steady = {
+        "spa": ["fnmodel.mask_criterion=random"],
+        "rosa-robust": ["fnmodel.mask_criterion=random"],
+        "rosa-orthogonal": ["fnmodel.resample_every=never"],
+    }  # steady state: masks / subspace chosen at step 0
+    overrides = [
+        "model=smollm2-135m",
+        f"fnmodel={method}",
+        *steady.get(method, []),
+        "dataset=viggo",
+        "dataset.source=local",
+        f"dataset.path={DATA}",
+        f"train.batch_size={batch}",
+        f"train.micro_batch_size={batch}",
+        f"threads={threads}",
+        "train.max_steps=100",
+        "train.shared_prefix=off",
+    ]  # the heads alone (bench_shared_prefix.py measures the prefix)
     run = validate(compose(overrides))
     trainer = loop.Trainer(run, Path(tempfile.mkdtemp()))
 
     def step(head: str) -> dict:
-        loop.token_loss_sum = heads[head]          # the loop looks the loss function up at each call
+        loop.token_loss_sum = heads[head]  # the loop looks the loss function up at each call
         stats = trainer.train_step()
         trainer.phase_step += 1
         return stats
 
-    for head in heads:                             # warm-up: masks / subspace, AdamW state, allocator
+    for head in heads:  # warm-up: masks / subspace, AdamW state, allocator
         step(head)
     names = list(heads)
     times, peaks = {h: [] for h in names}, {h: 0.0 for h in names}
     for r in range(steps):
-        for head in names[r % 2:] + names[:r % 2]:
+        for head in names[r % 2 :] + names[: r % 2]:
             reset_high_water()
             started = time.perf_counter()
             step(head)
@@ -100,28 +113,49 @@ def main() -> None:
         print("RESULT " + json.dumps(one_method(args.method, args.batch, args.steps, args.threads)))
         return
     started = time.perf_counter()
-    print(f"SmolLM2-135M, fp32, ViGGO batch {args.batch}, {args.threads} threads, load average "
-          f"{os.getloadavg()[0]:.1f} at start; in each method's process the two heads are interleaved over "
-          f"{args.steps} rounds (one step of each per round, order rotated) after a warm-up step of each, "
-          f"median; methods one after another, each in its own process; peak RSS = VmHWM during the head's "
-          f"steps (reset before each step)", flush=True)
+    print(
+        f"SmolLM2-135M, fp32, ViGGO batch {args.batch}, {args.threads} threads, load average "
+        f"{os.getloadavg()[0]:.1f} at start; in each method's process the two heads are interleaved over "
+        f"{args.steps} rounds (one step of each per round, order rotated) after a warm-up step of each, "
+        f"median; methods one after another, each in its own process; peak RSS = VmHWM during the head's "
+        f"steps (reset before each step)",
+        flush=True,
+    )
     print(f"{'method':<16} {'head':<9} {'step s':>7} {'peak RSS GiB':>13}")
     results = {}
     for method in args.methods:
-        out = subprocess.run([sys.executable, __file__, "--method", method, "--batch", str(args.batch),
-                              "--steps", str(args.steps), "--threads", str(args.threads)],
-                             capture_output=True, text=True, check=True, cwd=ROOT).stdout
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--method",
+                method,
+                "--batch",
+                str(args.batch),
+                "--steps",
+                str(args.steps),
+                "--threads",
+                str(args.threads),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout
         results[method] = r = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
         for head in ("full", "labelled"):
             print(f"{method:<16} {head:<9} {r[head]['step_s']:7.2f} {r[head]['peak_rss_gib']:13.2f}", flush=True)
     for method, r in results.items():
         full, labelled = r["full"], r["labelled"]
-        print(f"{method}: labelled-positions head {full['step_s'] / labelled['step_s']:.2f}x faster, "
-              f"peak RSS {full['peak_rss_gib']:.2f} -> {labelled['peak_rss_gib']:.2f} GiB")
+        print(
+            f"{method}: labelled-positions head {full['step_s'] / labelled['step_s']:.2f}x faster, "
+            f"peak RSS {full['peak_rss_gib']:.2f} -> {labelled['peak_rss_gib']:.2f} GiB"
+        )
     print(f"total {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
     from record import recording
+
     with recording("real-step"):
         main()

@@ -16,6 +16,7 @@ Memory: on CUDA the peak allocated during forward + backward above what was allo
 the end of forward by autograd (saved activations) plus the trainable parameters and their
 gradients: an estimate that leaves out transient buffers (e.g. the materialised W0 + S of impl=dense).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rosa.kernels import CSRMatrix, triton_available  # noqa: E402
 from rosa.methods.lora import LoRALayer  # noqa: E402
 from rosa.methods.rosa_robust import RobustLayer  # noqa: E402
-from rosa.methods.sparse_masks import nnz_for  # noqa: E402
+from rosa.methods.rosa_robust.masks import nnz_for  # noqa: E402
 
 RANK = 16
 
@@ -52,7 +53,7 @@ class MaskedDense(nn.Module):
 
 def random_mask(n: int, m: int, density: float, generator: torch.Generator) -> torch.Tensor:
     mask = torch.zeros(n * m, dtype=torch.bool)
-    mask[torch.randperm(n * m, generator=generator)[:nnz_for(density, n, m)]] = True
+    mask[torch.randperm(n * m, generator=generator)[: nnz_for(density, n, m)]] = True
     return mask.view(n, m)
 
 
@@ -68,11 +69,11 @@ def build(kind: str, impl: str | None, base: nn.Linear, mask: torch.Tensor | Non
     layer = layer.to(device)
     for name, p in layer.named_parameters():
         if not name.startswith("base."):
-            p.data = p.data.float()   # trainable weights in fp32, as the loop's default
+            p.data = p.data.float()  # trainable weights in fp32, as the loop's default
             p.requires_grad_(True)
             if p.dim() == 1 or name == "lora_B":
                 with torch.no_grad():
-                    p.normal_(std=1e-3)   # nonzero so that no path is special-cased
+                    p.normal_(std=1e-3)  # nonzero so that no path is special-cased
     return layer
 
 
@@ -116,7 +117,7 @@ def timed(layer, x, g, device) -> float:
 
 
 def memory(layer: nn.Module, x: torch.Tensor, g: torch.Tensor, device) -> int:
-    step(layer, x, g)   # warm-up (kernel compilation, caches)
+    step(layer, x, g)  # warm-up (kernel compilation, caches)
     if device.type != "cuda":
         return held_bytes(layer, x, g)
     torch.cuda.synchronize()
@@ -142,8 +143,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="CPU-sized: one shape, 512 tokens, fewer repetitions")
     parser.add_argument("--reps", type=int, default=None)
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default=None,
-                        help="base weights and inputs (default: bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16"],
+        default=None,
+        help="base weights and inputs (default: bf16 on CUDA, fp32 on CPU)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
@@ -153,9 +158,13 @@ def main() -> None:
     reps = args.reps or (3 if args.quick else 10)
     impls = ["torch", "dense"] + (["triton"] if device.type == "cuda" and triton_available() else [])
 
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"{dtype}, median of {reps}; memory: {'peak CUDA allocation' if device.type == 'cuda' else 'saved activations + params + grads (estimate)'}")
-    print(f"{'shape (out x in)':>17} {'tokens':>6} {'density':>7} {'method':<18} {'ms':>9} {'x lora':>7} {'MiB':>9} {'x lora':>7}")
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
+        f"{dtype}, median of {reps}; memory: {'peak CUDA allocation' if device.type == 'cuda' else 'saved activations + params + grads (estimate)'}"
+    )
+    print(
+        f"{'shape (out x in)':>17} {'tokens':>6} {'density':>7} {'method':<18} {'ms':>9} {'x lora':>7} {'MiB':>9} {'x lora':>7}"
+    )
     gen = torch.Generator().manual_seed(0)
     for n, m in shapes:
         base = nn.Linear(m, n, bias=False).to(device, dtype).requires_grad_(False)
@@ -165,8 +174,10 @@ def main() -> None:
             lora = build("lora", None, base, None, device)
             lora_mem = memory(lora, x, g, device)
             lora_ms = measure(lora, lora, x, g, reps, device)[0]
-            print(f"{f'{n} x {m}':>17} {tokens:>6} {'-':>7} {'lora r=16':<18} {1e3 * lora_ms:9.2f} {1.0:7.2f} "
-                  f"{lora_mem / 2**20:9.1f} {1.0:7.2f}")
+            print(
+                f"{f'{n} x {m}':>17} {tokens:>6} {'-':>7} {'lora r=16':<18} {1e3 * lora_ms:9.2f} {1.0:7.2f} "
+                f"{lora_mem / 2**20:9.1f} {1.0:7.2f}"
+            )
             for density in densities:
                 mask = random_mask(n, m, density, gen)
                 cases = [("spa", i) for i in impls] + [("rosa", i) for i in impls] + [("masked-dense", None)]
@@ -175,8 +186,11 @@ def main() -> None:
                     mem = memory(layer, x, g, device)
                     ms, paired_lora_ms = measure(layer, lora, x, g, reps, device)
                     label = f"{kind}{' r=16' if kind == 'rosa' else ''}{f' {impl}' if impl else ''}"
-                    print(f"{'':>17} {'':>6} {100 * density:6.2f}% {label:<18} {1e3 * ms:9.2f} {ms / paired_lora_ms:7.2f} "
-                          f"{mem / 2**20:9.1f} {mem / max(lora_mem, 1):7.2f}", flush=True)
+                    print(
+                        f"{'':>17} {'':>6} {100 * density:6.2f}% {label:<18} {1e3 * ms:9.2f} {ms / paired_lora_ms:7.2f} "
+                        f"{mem / 2**20:9.1f} {mem / max(lora_mem, 1):7.2f}",
+                        flush=True,
+                    )
                     del layer
             del x, g
 
@@ -184,5 +198,6 @@ def main() -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from record import recording  # --record: write this output into docs/benchmarks.md
+
     with recording("rosa-layer"):
         main()

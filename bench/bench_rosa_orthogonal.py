@@ -17,6 +17,7 @@ Under ~3 minutes on 2 idle CPU cores; numbers move with other load on the machin
 is printed with them). On a busy machine use ``--threads 1``: MKL's threads then stop spinning against
 other processes (2 threads under a load of ~10 measured 5-15x slower than 1 thread here).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,23 +43,33 @@ TRAIN = SimpleNamespace(lr=2e-4, optimizer=SimpleNamespace(betas=[0.9, 0.999], e
 
 def llama_27m():
     from transformers import LlamaConfig, LlamaForCausalLM
-    config = LlamaConfig(vocab_size=259, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
-                         num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=512,
-                         tie_word_embeddings=False)
+
+    config = LlamaConfig(
+        vocab_size=259,
+        hidden_size=512,
+        intermediate_size=1536,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     return LlamaForCausalLM(config)
 
 
 def tiny():
     from rosa.models.tiny import tiny_model, tiny_tokenizer
+
     return tiny_model(tiny_tokenizer())
 
 
 def setup(method, model):
     model = method.prepare(model)
     optimizer = build_optimizer(method.param_groups(model, TRAIN), TRAIN)
-    ctx = StepContext(model=model, step=0, phase_step=0, epoch=0, steps_per_epoch=10**6, total_steps=10**6,
-                      micro_batches_per_step=1)
+    ctx = StepContext(
+        model=model, step=0, phase_step=0, epoch=0, steps_per_epoch=10**6, total_steps=10**6, micro_batches_per_step=1
+    )
     if method.before_step(ctx):  # ROSA: the first sampling (not timed here)
         optimizer = rebuild_optimizer(optimizer, method.param_groups(model, TRAIN), TRAIN)
     model.train()
@@ -75,18 +86,29 @@ def train_step(model, optimizer, ids) -> float:
 
 
 def rosa_cfg(rank):
-    return SimpleNamespace(name="rosa-orthogonal", rank=rank, selection="random-window", split="sqrt",
-                           resample_every="epoch", train_bias=True, target_modules="all-linear")
+    return SimpleNamespace(
+        name="rosa-orthogonal",
+        rank=rank,
+        selection="random-window",
+        split="sqrt",
+        resample_every="epoch",
+        train_bias=True,
+        target_modules="all-linear",
+    )
 
 
 def lora_cfg(rank):
-    return SimpleNamespace(name="lora", rank=rank, alpha=2.0 * rank, dropout=0.0, rslora=False,
-                           target_modules="all-linear")
+    return SimpleNamespace(
+        name="lora", rank=rank, alpha=2.0 * rank, dropout=0.0, rslora=False, target_modules="all-linear"
+    )
 
 
 def step_times(build, rank: int, batch: int, seq: int, steps: int) -> dict[str, float]:
     """Median step time of each method, measured in alternating rounds after one warm-up step."""
-    runs = {"lora": setup(LoRA(lora_cfg(rank)), build()), "rosa-orthogonal": setup(RosaOrthogonal(rosa_cfg(rank)), build())}
+    runs = {
+        "lora": setup(LoRA(lora_cfg(rank)), build()),
+        "rosa-orthogonal": setup(RosaOrthogonal(rosa_cfg(rank)), build()),
+    }
     ids = torch.randint(3, 259, (batch, seq), generator=torch.Generator().manual_seed(0))
     times = {name: [] for name in runs}
     for name, (model, opt) in runs.items():
@@ -102,7 +124,7 @@ def svd_seconds(m: int, n: int, repeats: int = 1) -> float:
     best = math.inf
     for _ in range(repeats):
         started = time.perf_counter()
-        thin_svd(w)          # what a resample runs (a wide matrix is factored as its transpose)
+        thin_svd(w)  # what a resample runs (a wide matrix is factored as its transpose)
         best = min(best, time.perf_counter() - started)
     return best
 
@@ -115,17 +137,29 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows: list[tuple[str, str, str]] = []
-    print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.2f} at start", flush=True)
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.2f} at start", flush=True
+    )
 
     # 1. step time between resamples
     rank = 8
     t = step_times(llama_27m, rank, batch=4, seq=128, steps=args.steps)
-    rows.append(("step time, llama-27M, r=8, batch 4x128", f"lora {t['lora']*1e3:.0f} ms, rosa {t['rosa-orthogonal']*1e3:.0f} ms",
-                 f"rosa/lora = {t['rosa-orthogonal'] / t['lora']:.3f} (target <= 1.05)"))
+    rows.append(
+        (
+            "step time, llama-27M, r=8, batch 4x128",
+            f"lora {t['lora'] * 1e3:.0f} ms, rosa {t['rosa-orthogonal'] * 1e3:.0f} ms",
+            f"rosa/lora = {t['rosa-orthogonal'] / t['lora']:.3f} (target <= 1.05)",
+        )
+    )
     print(rows[-1], flush=True)
     t_tiny = step_times(tiny, rank, batch=8, seq=192, steps=2 * args.steps)
-    rows.append(("step time, tiny (1.9M), r=8, batch 8x192", f"lora {t_tiny['lora']*1e3:.1f} ms, rosa {t_tiny['rosa-orthogonal']*1e3:.1f} ms",
-                 f"rosa/lora = {t_tiny['rosa-orthogonal'] / t_tiny['lora']:.3f}"))
+    rows.append(
+        (
+            "step time, tiny (1.9M), r=8, batch 8x192",
+            f"lora {t_tiny['lora'] * 1e3:.1f} ms, rosa {t_tiny['rosa-orthogonal'] * 1e3:.1f} ms",
+            f"rosa/lora = {t_tiny['rosa-orthogonal'] / t_tiny['lora']:.3f}",
+        )
+    )
     print(rows[-1], flush=True)
 
     # 2. one resample vs one epoch of the tiny default run (500 e2e sample rows, batch 8)
@@ -133,13 +167,23 @@ def main() -> None:
     model, _ = setup(method, tiny())
     resample = min(method.resample(model, step) for step in (1, 2, 3))
     epoch = math.ceil(500 / 8) * t_tiny["rosa-orthogonal"]
-    rows.append(("one resample, tiny (28 matrices)", f"{resample*1e3:.0f} ms vs epoch {epoch:.1f} s (63 steps)",
-                 f"resample/epoch = {resample / epoch:.4f}"))
+    rows.append(
+        (
+            "one resample, tiny (28 matrices)",
+            f"{resample * 1e3:.0f} ms vs epoch {epoch:.1f} s (63 steps)",
+            f"resample/epoch = {resample / epoch:.4f}",
+        )
+    )
     print(rows[-1], flush=True)
-    gpt2_s = {(768, 2304): 12, (768, 768): 12, (768, 3072): 12, (3072, 768): 12}   # [in, out] of the Conv1Ds
+    gpt2_s = {(768, 2304): 12, (768, 768): 12, (768, 3072): 12, (3072, 768): 12}  # [in, out] of the Conv1Ds
     total = sum(count * svd_seconds(m, n) for (m, n), count in gpt2_s.items())
-    rows.append(("one resample, GPT-2 S (48 Conv1D SVDs)", f"{total:.1f} s (one SVD per shape x 12)",
-                 f"vs paper's 332 s ROSA epoch (GPU) = {total / 332:.3f}"))
+    rows.append(
+        (
+            "one resample, GPT-2 S (48 Conv1D SVDs)",
+            f"{total:.1f} s (one SVD per shape x 12)",
+            f"vs paper's 332 s ROSA epoch (GPU) = {total / 332:.3f}",
+        )
+    )
     print(rows[-1], flush=True)
 
     # 3. Llama-2-7B shapes
@@ -149,8 +193,13 @@ def main() -> None:
         wide = svd_seconds(4096, 11008)
         total = 128 * square + 96 * wide
         rows.append(("SVD 4096x4096 / 4096x11008 (fp32, CPU)", f"{square:.1f} s / {wide:.1f} s", "measured once each"))
-        rows.append(("one resample, Llama-2-7B (224 matrices)", f"~{total/60:.0f} min = 128 x {square:.1f} + 96 x {wide:.1f} s",
-                     "EXTRAPOLATED, CPU; not measured"))
+        rows.append(
+            (
+                "one resample, Llama-2-7B (224 matrices)",
+                f"~{total / 60:.0f} min = 128 x {square:.1f} + 96 x {wide:.1f} s",
+                "EXTRAPOLATED, CPU; not measured",
+            )
+        )
         print(rows[-2:], flush=True)
 
     width = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -165,5 +214,6 @@ def main() -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from record import recording  # --record: write this output into docs/benchmarks.md
+
     with recording("rosa-orthogonal"):
         main()

@@ -11,6 +11,7 @@
 
     python bench/bench_rosa_real.py [--threads 1] [--rounds 2] [--record]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,6 +49,7 @@ def resample_times(method, model, rounds: int) -> None:
         out = gram(*args, **kwargs)
         paths["gram" if out is not None else "svd"] += 1
         return out
+
     times = {"svd only (before)": [], "gram where accurate (after)": []}
     step = 1
     for _ in range(rounds):
@@ -57,39 +59,50 @@ def resample_times(method, model, rounds: int) -> None:
             step += 1
     ro.gram_factors = gram
     n = len(adapted_layers(model))
-    print(f"1. one resample of all {n} layers, float32, median of {rounds} rounds (the two paths interleaved: "
-          f"each round runs both, in turn):")
+    print(
+        f"1. one resample of all {n} layers, float32, median of {rounds} rounds (the two paths interleaved: "
+        f"each round runs both, in turn):"
+    )
     for name, t in times.items():
         print(f"   {name:<28} {statistics.median(t):7.2f} s  (min {min(t):.2f}, max {max(t):.2f})")
     before, after = (statistics.median(t) for t in times.values())
-    print(f"   speed-up x{before / after:.2f}; over its {rounds} resamples {paths['gram']} layer factorisations took "
-          f"the Gram path, {paths['svd']} the SVD (a drawn singular value below 0.03 sigma_max)")
+    print(
+        f"   speed-up x{before / after:.2f}; over its {rounds} resamples {paths['gram']} layer factorisations took "
+        f"the Gram path, {paths['svd']} the SVD (a drawn singular value below 0.03 sigma_max)"
+    )
 
 
 def checkpoint_costs(method, model) -> None:
     tensors = method.state_dict(model)
     once = method.write_once_keys(tensors)
     trainer = {"optimizer": {}, "rng": ckpt.rng_state()}
-    print("2. periodic checkpoints between two resamples (3 checkpoints, same tensors, same disk; the two ways "
-          "one after another, not interleaved):")
+    print(
+        "2. periodic checkpoints between two resamples (3 checkpoints, same tensors, same disk; the two ways "
+        "one after another, not interleaved):"
+    )
     for label, write_once in (("every tensor each time (before)", None), ("W_fixed once per sampling (after)", once)):
         with tempfile.TemporaryDirectory(dir=ROOT) as run_dir:
             seconds, written, previous = [], [], None
             for step in (10, 20, 30):
                 existing = {f.stat().st_ino for f in Path(run_dir).rglob("*") if f.is_file()}
                 started = time.perf_counter()
-                previous = ckpt.save_checkpoint(Path(run_dir), step, tensors, trainer, {"step": step}, keep=previous,
-                                                write_once=write_once)   # as the loop: the previous one kept
+                previous = ckpt.save_checkpoint(
+                    Path(run_dir), step, tensors, trainer, {"step": step}, keep=previous, write_once=write_once
+                )  # as the loop: the previous one kept
                 seconds.append(time.perf_counter() - started)
                 written.append(sum(f.stat().st_size for f in previous.iterdir() if f.stat().st_ino not in existing))
-            print(f"   {label:<34} first {written[0] / 2**20:7.1f} MiB in {seconds[0]:.2f} s; later ones "
-                  f"{statistics.mean(written[1:]) / 2**20:7.1f} MiB new in {statistics.mean(seconds[1:]):.2f} s")
+            print(
+                f"   {label:<34} first {written[0] / 2**20:7.1f} MiB in {seconds[0]:.2f} s; later ones "
+                f"{statistics.mean(written[1:]) / 2**20:7.1f} MiB new in {statistics.mean(seconds[1:]):.2f} s"
+            )
 
 
 def bf16_drift(model, resamples: int = 200) -> None:
-    block = [m for m in adapted_layers(model).values()][:7]      # the first decoder block's 7 layers
-    print(f"3. bf16 drift over {resamples} resamples of the first block's {len(block)} layers (no training between; "
-          f"errors, not timings):")
+    block = [m for m in adapted_layers(model).values()][:7]  # the first decoder block's 7 layers
+    print(
+        f"3. bf16 drift over {resamples} resamples of the first block's {len(block)} layers (no training between; "
+        f"errors, not timings):"
+    )
     for master in (False, True):
         worst = {}
         for index, layer in enumerate(block):
@@ -105,7 +118,7 @@ def bf16_drift(model, resamples: int = 200) -> None:
                     worst[i] = max(worst.get(i, 0.0), drift)
         label = "float32 master (after)" if master else "bf16 W_fixed (before)"
         print(f"   {label:<24} after 1: {worst[1]:.1e}   after {resamples}: {worst[resamples]:.1e}")
-    print(f"   bound with the master: {resamples} x 2^-23 = {resamples * 2.0 ** -23:.1e}")
+    print(f"   bound with the master: {resamples} x 2^-23 = {resamples * 2.0**-23:.1e}")
 
 
 def main() -> None:
@@ -127,5 +140,6 @@ def main() -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT / "bench"))
     from record import recording
+
     with recording("rosa-real"):
         main()

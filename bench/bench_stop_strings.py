@@ -5,6 +5,7 @@ model and greedy decoding, interleaved rounds, fastest of each kept.
 
     python bench/bench_stop_strings.py [--model tiny|smollm2-135m] [--rows 96] [--threads 1] [--record]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,10 @@ class StopOnStrings:
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        generated = input_ids[:, self.prompt_width:]
+        generated = input_ids[:, self.prompt_width :]
         if not self.stops or generated.shape[1] == 0:
             return done
-        tails = self.tokenizer.batch_decode(generated[:, -self.window:].tolist(), skip_special_tokens=True)
+        tails = self.tokenizer.batch_decode(generated[:, -self.window :].tolist(), skip_special_tokens=True)
         for row, text in enumerate(tails):
             done[row] = any(s in text for s in self.stops)
         return done
@@ -58,11 +59,14 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     spec = get_spec(args.dataset)
-    run = validate(compose([f"dataset={args.dataset}", f"dataset.sample_rows={{test: {args.rows}}}", f"model.name={args.model}"]))
+    run = validate(
+        compose([f"dataset={args.dataset}", f"dataset.sample_rows={{test: {args.rows}}}", f"model.name={args.model}"])
+    )
     examples, _ = load_examples(run.dataset, "test")
     prompts = [e.prompt for e in eval_examples(spec, examples)][: args.rows]
     tokenizer = load_tokenizer(run.model)
     model = load_model(run.model, tokenizer).eval()
+
     def hand_written(**kwargs):  # generate() with StopOnStrings instead of transformers' stop_strings
         real = model.generate
 
@@ -77,27 +81,34 @@ def main() -> int:
             del model.generate
 
     settings = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, stop_strings=spec.stop_strings)
-    runs = {"ours (StopOnStrings)": lambda: hand_written(**settings),
-            "transformers (StopStringCriteria)": lambda: generation.generate(model, tokenizer, prompts, **settings)}
+    runs = {
+        "ours (StopOnStrings)": lambda: hand_written(**settings),
+        "transformers (StopStringCriteria)": lambda: generation.generate(model, tokenizer, prompts, **settings),
+    }
     results = {}
     for _ in range(args.rounds):
         for name, run in runs.items():
             result = run()
             if name not in results or result.seconds < results[name].seconds:
                 results[name] = result
-    print(f"{args.model}, {len(prompts)} {args.dataset} sample prompts, greedy, stops {spec.stop_strings!r}, "
-          f"batch {args.batch_size}, {args.threads} thread(s), fastest of {args.rounds} interleaved rounds")
+    print(
+        f"{args.model}, {len(prompts)} {args.dataset} sample prompts, greedy, stops {spec.stop_strings!r}, "
+        f"batch {args.batch_size}, {args.threads} thread(s), fastest of {args.rounds} interleaved rounds"
+    )
     for name, r in results.items():
         print(f"{name:>36}: {r.seconds:.2f} s, {r.new_tokens} new tokens")
     (a, b) = results.values()
     differing = sum(x != y for x, y in zip(a.texts, b.texts))
-    print(f"outputs identical: {differing == 0} ({differing} of {len(a.texts)} differ); "
-          f"transformers / ours time: {b.seconds / a.seconds:.2f}")
+    print(
+        f"outputs identical: {differing == 0} ({differing} of {len(a.texts)} differ); "
+        f"transformers / ours time: {b.seconds / a.seconds:.2f}"
+    )
     return 0
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from record import recording
+
     with recording("stop-strings"):
         sys.exit(main())

@@ -23,6 +23,7 @@ of the padded batch, padding included; a multiply-add is 2 FLOPs):
 Not counted: embeddings (a gather), norms, activations, rotary, softmax, the loss, the optimizer,
 dropout: the elementwise work MFU leaves out by definition.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -34,6 +35,7 @@ from torch import nn
 
 def _linear_like(module: nn.Module) -> bool:
     from rosa.methods.base import is_linear_like
+
     return is_linear_like(module)
 
 
@@ -41,6 +43,7 @@ def dense_layers(model: nn.Module) -> list[tuple[str, int, int, bool]]:
     """(name, in, out, trainable) of every dense product of the blocks, adapters' low-rank factors
     included; the head and the sparse parts are left to ``step_flops``."""
     from rosa.methods.base import AdaptedLayer, linear_shape
+
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     inside_adapted, out = set(), []
     for name, m in model.named_modules():
@@ -48,9 +51,9 @@ def dense_layers(model: nn.Module) -> list[tuple[str, int, int, bool]]:
             inside_adapted.update(id(x) for x in m.modules() if x is not m)
             out.append((name, m.in_features, m.out_features, False))
             rank = getattr(m, "rank", 0)
-            if rank and hasattr(m, "lora_A"):                  # LoRA, RoSA's low-rank part, DoRA
+            if rank and hasattr(m, "lora_A"):  # LoRA, RoSA's low-rank part, DoRA
                 out += [(name + ".lora_A", m.in_features, rank, True), (name + ".lora_B", rank, m.out_features, True)]
-            if rank and hasattr(m, "rosa_B"):                  # rosa-orthogonal
+            if rank and hasattr(m, "rosa_B"):  # rosa-orthogonal
                 out += [(name + ".rosa_B", m.in_features, rank, True), (name + ".rosa_A", rank, m.out_features, True)]
         elif _linear_like(m) and m is not head and id(m) not in inside_adapted:
             n_out, n_in = linear_shape(m)
@@ -86,7 +89,7 @@ def matmul_rate(model: nn.Module, batch: dict, repeats: int = 5) -> float:
     tokens = b * length
     counts: dict[tuple[int, int], int] = {}
     for name, n_in, n_out, _ in dense_layers(model):
-        if min(n_in, n_out) > 64:                                # the base layers, not the rank-r factors
+        if min(n_in, n_out) > 64:  # the base layers, not the rank-r factors
             counts[(n_in, n_out)] = counts.get((n_in, n_out), 0) + 1
     gen = torch.Generator().manual_seed(0)
     cases = []
@@ -96,7 +99,7 @@ def matmul_rate(model: nn.Module, batch: dict, repeats: int = 5) -> float:
         for a, bmat in ((x, w.t()), (g, w), (g.t(), x)):
             cases.append((a, bmat, count, 2 * tokens * n_in * n_out))
     rates = []
-    for a, bmat, _, _ in cases:                                  # warm-up
+    for a, bmat, _, _ in cases:  # warm-up
         torch.mm(a, bmat)
     for _ in range(repeats):
         flops = seconds = 0.0

@@ -18,6 +18,7 @@ docs/figures/mini-*.png:
 - the measured wall time of every cell and their total; a warning when the cells were not all
   trained by the same committed code; the reruns that checked bit-exactness.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,16 +42,29 @@ FIGURES = ROOT / "docs" / "figures"
 RESAMPLES = 2000
 ORDER = ["base", "lora", "rosa-robust", "spa", "rosa-orthogonal", "fft"]
 GRIDS = ("mini", "mini-e2e")
-RUNS_ROOT = "runs/mini"     # the grids' output.path: a cell's command names its run folder below it
+RUNS_ROOT = "runs/mini"  # the grids' output.path: a cell's command names its run folder below it
 
 # The RoSA paper's ViGGO exact match (%), LLaMA-2-7B, bf16, one epoch, the ~41M-parameter budget
 # (../shared/research/rosa_robust.md, section 3: transcribed from the RoSA README's figure). rosa-robust
 # is ours at r=4 with the rest of the budget sparse, the paper's "RoSA r=4, d=0.45%" shape.
-PAPER_VIGGO = {"fft": (82.1, "FFT"), "lora": (90.5, "LoRA r=16"), "rosa-robust": (93.4, "RoSA r=4, d=0.45%"),
-               "spa": (72.6, "SpA d=0.6%")}
-NAMES = {"exact_match": "exact match", "slot_precision": "slot P", "slot_recall": "slot R", "slot_f1": "slot F1",
-         "da_accuracy": "DA accuracy", "bleu": "BLEU", "nist": "NIST", "meteor": "METEOR", "rouge_l": "ROUGE-L",
-         "cider": "CIDEr"}
+PAPER_VIGGO = {
+    "fft": (82.1, "FFT"),
+    "lora": (90.5, "LoRA r=16"),
+    "rosa-robust": (93.4, "RoSA r=4, d=0.45%"),
+    "spa": (72.6, "SpA d=0.6%"),
+}
+NAMES = {
+    "exact_match": "exact match",
+    "slot_precision": "slot P",
+    "slot_recall": "slot R",
+    "slot_f1": "slot F1",
+    "da_accuracy": "DA accuracy",
+    "bleu": "BLEU",
+    "nist": "NIST",
+    "meteor": "METEOR",
+    "rouge_l": "ROUGE-L",
+    "cider": "CIDEr",
+}
 
 
 @dataclass
@@ -66,7 +80,7 @@ class Cell:
     step_time_s: float | None
     train_time_s: float | None
     peak_mem_gb: float | None
-    wall_s: float | None          # start of training to the end of the evaluation
+    wall_s: float | None  # start of training to the end of the evaluation
     code: str
     code_key: str | None
     n_rows: int
@@ -78,8 +92,10 @@ def _scorer(dataset: str):
     """(per-row counts, metrics from their sums, the metrics that have that form) of a data set."""
     if dataset == "viggo":
         from rosa.data import viggo
+
         return viggo.row_counts, viggo.metrics_from_counts, ["exact_match", "slot_f1", "da_accuracy"]
     from rosa.metrics import e2e
+
     return e2e.row_counts, e2e.metrics_from_counts, ["bleu", "rouge_l"]
 
 
@@ -95,18 +111,37 @@ def read_cell(path: Path) -> Cell:
     record = json.loads((path / f"metrics-{split}.json").read_text())
     wall = None
     if status.get("started") and record.get("evaluated"):
-        wall = (dt.datetime.fromisoformat(record["evaluated"]) - dt.datetime.fromisoformat(status["started"])).total_seconds()
+        wall = (
+            dt.datetime.fromisoformat(record["evaluated"]) - dt.datetime.fromisoformat(status["started"])
+        ).total_seconds()
     rows = [json.loads(line) for line in (path / f"predictions-{split}.jsonl").read_text().splitlines() if line.strip()]
     rows.sort(key=lambda r: r["id"])
     row_counts, _, _ = _scorer(row.dataset)
     counts = np.array([row_counts(r["prediction"], r["references"]) for r in rows], dtype=float)
-    return Cell(path, row.dataset, row.method, int(config["seed"]), int(status.get("steps") or 0),
-                int(config.get("threads") or 0), row.metrics, row.trainable, row.step_time_s, row.train_time_s,
-                row.peak_mem_gb, wall, row.code, row.code_key, record["n_examples"], [r["id"] for r in rows], counts)
+    return Cell(
+        path,
+        row.dataset,
+        row.method,
+        int(config["seed"]),
+        int(status.get("steps") or 0),
+        int(config.get("threads") or 0),
+        row.metrics,
+        row.trainable,
+        row.step_time_s,
+        row.train_time_s,
+        row.peak_mem_gb,
+        wall,
+        row.code,
+        row.code_key,
+        record["n_examples"],
+        [r["id"] for r in rows],
+        counts,
+    )
 
 
 def read_cells(folder: Path) -> list[Cell]:
     from rosa.runs import find_runs
+
     return [read_cell(p) for p in find_runs(folder)] if folder.exists() else []
 
 
@@ -117,6 +152,7 @@ def fmt(value: float | None, digits: int = 3) -> str:
 
 def mean_std_text(values: list[float], digits: int = 3) -> str:
     from rosa.results.stats import mean_std
+
     mean, std = mean_std(values)
     return fmt(mean, digits) if len(values) == 1 else f"{fmt(mean, digits)} ± {fmt(std, digits)}"
 
@@ -142,8 +178,9 @@ def differences(groups: dict[str, list[Cell]], baseline: str = "lora") -> dict[s
             if a.ids != b.ids:
                 raise SystemExit(f"error: {a.path} and {b.path} were evaluated on different rows")
         _, score, metrics = _scorer(cells[0].dataset)
-        out[method] = paired_bootstrap([a.counts for a, _ in paired], [b.counts for _, b in paired], score, metrics,
-                                       resamples=RESAMPLES, seed=0)
+        out[method] = paired_bootstrap(
+            [a.counts for a, _ in paired], [b.counts for _, b in paired], score, metrics, resamples=RESAMPLES, seed=0
+        )
     return out
 
 
@@ -158,26 +195,44 @@ def verdict(method: str, d, baseline: str = "lora") -> str:
 def viggo_tables(cells: list[Cell]) -> tuple[list[str], dict]:
     groups = by_method(cells)
     metrics = ["exact_match", "slot_precision", "slot_recall", "slot_f1", "da_accuracy"]
-    lines = ["### ViGGO: mean ± standard deviation over seeds (all 714 validation rows)", "",
-             "| method | n | trainable | " + " | ".join(NAMES[m] for m in metrics)
-             + " | step time (s) | train time (s) | peak mem (GiB) |",
-             "| --- | --- | --- | " + " | ".join("---" for _ in metrics) + " | --- | --- | --- |"]
+    lines = [
+        "### ViGGO: mean ± standard deviation over seeds (all 714 validation rows)",
+        "",
+        "| method | n | trainable | "
+        + " | ".join(NAMES[m] for m in metrics)
+        + " | step time (s) | train time (s) | peak mem (GiB) |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in metrics) + " | --- | --- | --- |",
+    ]
     for method, group in groups.items():
-        lines.append(f"| {method} | {len(group)} | {group[0].trainable:,} | "
-                     + " | ".join(mean_std_text([c.metrics[m] for c in group]) for m in metrics) + " | "
-                     + " | ".join(mean_std_text([getattr(c, k) for c in group], d) if all(getattr(c, k) is not None
-                                                                                           for c in group) else "–"
-                                  for k, d in (("step_time_s", 2), ("train_time_s", 0), ("peak_mem_gb", 2))) + " |")
+        lines.append(
+            f"| {method} | {len(group)} | {group[0].trainable:,} | "
+            + " | ".join(mean_std_text([c.metrics[m] for c in group]) for m in metrics)
+            + " | "
+            + " | ".join(
+                mean_std_text([getattr(c, k) for c in group], d)
+                if all(getattr(c, k) is not None for c in group)
+                else "–"
+                for k, d in (("step_time_s", 2), ("train_time_s", 0), ("peak_mem_gb", 2))
+            )
+            + " |"
+        )
     diffs = differences(groups)
     if diffs:
         shown = ["exact_match", "slot_f1", "da_accuracy"]
-        lines += ["", f"### ViGGO: each method minus LoRA (paired, 95% bootstrap interval, {RESAMPLES} resamples "
-                      "of the rows within each seed)", "",
-                  "| method | seeds paired with LoRA | " + " | ".join(f"Δ {NAMES[m]}" for m in shown) + " |",
-                  "| --- | --- | " + " | ".join("---" for _ in shown) + " |"]
+        lines += [
+            "",
+            f"### ViGGO: each method minus LoRA (paired, 95% bootstrap interval, {RESAMPLES} resamples "
+            "of the rows within each seed)",
+            "",
+            "| method | seeds paired with LoRA | " + " | ".join(f"Δ {NAMES[m]}" for m in shown) + " |",
+            "| --- | --- | " + " | ".join("---" for _ in shown) + " |",
+        ]
         for method, d in diffs.items():
-            lines.append(f"| {method} | {d[shown[0]].seeds} | "
-                         + " | ".join(f"{d[m].mean:+.3f} [{d[m].low:+.3f}, {d[m].high:+.3f}]" for m in shown) + " |")
+            lines.append(
+                f"| {method} | {d[shown[0]].seeds} | "
+                + " | ".join(f"{d[m].mean:+.3f} [{d[m].low:+.3f}, {d[m].high:+.3f}]" for m in shown)
+                + " |"
+            )
         lines += ["", "Reading (a ranking only where the interval excludes 0):", ""]
         lines += [f"- {verdict(method, d[m])}" for method, d in diffs.items() for m in ("exact_match", "slot_f1")]
     return lines, diffs
@@ -185,13 +240,19 @@ def viggo_tables(cells: list[Cell]) -> tuple[list[str], dict]:
 
 def paper_table(cells: list[Cell]) -> list[str]:
     groups = by_method(cells)
-    lines = ["### Beside the RoSA paper (ViGGO exact match)", "",
-             "| method | ours: SmolLM2-135M, 200 steps (mean ± std) | RoSA paper: LLaMA-2-7B bf16, 1 epoch, ~41M budget |",
-             "| --- | --- | --- |"]
+    lines = [
+        "### Beside the RoSA paper (ViGGO exact match)",
+        "",
+        "| method | ours: SmolLM2-135M, 200 steps (mean ± std) | RoSA paper: LLaMA-2-7B bf16, 1 epoch, ~41M budget |",
+        "| --- | --- | --- |",
+    ]
     for method, group in groups.items():
         paper = PAPER_VIGGO.get(method)
-        lines.append(f"| {method} | {mean_std_text([c.metrics['exact_match'] for c in group])} | "
-                     + (f"{paper[0] / 100:.3f} ({paper[1]})" if paper else "– (not in the paper)") + " |")
+        lines.append(
+            f"| {method} | {mean_std_text([c.metrics['exact_match'] for c in group])} | "
+            + (f"{paper[0] / 100:.3f} ({paper[1]})" if paper else "– (not in the paper)")
+            + " |"
+        )
     return lines
 
 
@@ -204,41 +265,68 @@ def curve_rows(curve: list[Cell], grid: list[Cell]) -> list[tuple[int, list[Cell
 
 
 def curve_table(points) -> list[str]:
-    lines = ["### Learning curve (LoRA r=8, ViGGO, all 714 validation rows)", "",
-             "| steps of 8 | seeds | exact match | slot F1 | DA accuracy | train time (s) | code |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "### Learning curve (LoRA r=8, ViGGO, all 714 validation rows)",
+        "",
+        "| steps of 8 | seeds | exact match | slot F1 | DA accuracy | train time (s) | code |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for steps, cells in points:
-        lines.append(f"| {steps} | {', '.join(str(c.seed) for c in cells)} | "
-                     + " | ".join(mean_std_text([c.metrics[m] for c in cells]) for m in ("exact_match", "slot_f1", "da_accuracy"))
-                     + f" | {mean_std_text([c.train_time_s for c in cells], 0)} | {', '.join(sorted({c.code for c in cells}))} |")
+        lines.append(
+            f"| {steps} | {', '.join(str(c.seed) for c in cells)} | "
+            + " | ".join(
+                mean_std_text([c.metrics[m] for c in cells]) for m in ("exact_match", "slot_f1", "da_accuracy")
+            )
+            + f" | {mean_std_text([c.train_time_s for c in cells], 0)} | {', '.join(sorted({c.code for c in cells}))} |"
+        )
     return lines
 
 
 def e2e_tables(cells: list[Cell]) -> list[str]:
     groups = by_method(cells)
     metrics = [m for m in ("bleu", "nist", "meteor", "meteor_nltk", "rouge_l", "cider") if m in cells[0].metrics]
-    lines = ["### E2E (ROSA's task): test MRs, greedy decoding, the official metrics", "",
-             "| method | seed | MRs | trainable | " + " | ".join(NAMES.get(m, m) for m in metrics) + " | train time (s) |",
-             "| --- | --- | --- | --- | " + " | ".join("---" for _ in metrics) + " | --- |"]
+    lines = [
+        "### E2E (ROSA's task): test MRs, greedy decoding, the official metrics",
+        "",
+        "| method | seed | MRs | trainable | " + " | ".join(NAMES.get(m, m) for m in metrics) + " | train time (s) |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in metrics) + " | --- |",
+    ]
     for method, group in groups.items():
         for c in group:
-            lines.append(f"| {method} | {c.seed} | {c.n_rows} | {c.trainable:,} | "
-                         + " | ".join(fmt(c.metrics[m], 4) for m in metrics) + f" | {fmt(c.train_time_s, 0)} |")
+            lines.append(
+                f"| {method} | {c.seed} | {c.n_rows} | {c.trainable:,} | "
+                + " | ".join(fmt(c.metrics[m], 4) for m in metrics)
+                + f" | {fmt(c.train_time_s, 0)} |"
+            )
     diffs = differences(groups)
     if diffs:
-        lines += ["", f"Each method minus LoRA (paired over the same MRs, 95% bootstrap interval, {RESAMPLES} "
-                      "resamples; BLEU and ROUGE-L are sums over MRs, NIST, METEOR and CIDEr are not):", ""]
+        lines += [
+            "",
+            f"Each method minus LoRA (paired over the same MRs, 95% bootstrap interval, {RESAMPLES} "
+            "resamples; BLEU and ROUGE-L are sums over MRs, NIST, METEOR and CIDEr are not):",
+            "",
+        ]
         lines += [f"- {verdict(method, d[m])}" for method, d in diffs.items() for m in ("bleu", "rouge_l")]
     return lines
 
 
 def budget_lines(cells: list[Cell], folder: Path) -> list[str]:
-    lines = ["### What it cost", "", "| cell | threads | wall time (s): training + evaluation | code |", "| --- | --- | --- | --- |"]
+    lines = [
+        "### What it cost",
+        "",
+        "| cell | threads | wall time (s): training + evaluation | code |",
+        "| --- | --- | --- | --- |",
+    ]
     for c in cells:
-        lines.append(f"| {c.path.relative_to(folder / 'grid').as_posix()} | {c.threads} | {fmt(c.wall_s, 0)} | {c.code} |")
+        lines.append(
+            f"| {c.path.relative_to(folder / 'grid').as_posix()} | {c.threads} | {fmt(c.wall_s, 0)} | {c.code} |"
+        )
     total = sum(c.wall_s or 0 for c in cells)
-    lines += ["", f"Total: {total / 3600:.2f} h of wall time for {len(cells)} cells on the 2-core machine "
-                  "(measured from each run's start to the end of its evaluation; model loading before it is not counted)."]
+    lines += [
+        "",
+        f"Total: {total / 3600:.2f} h of wall time for {len(cells)} cells on the 2-core machine "
+        "(measured from each run's start to the end of its evaluation; model loading before it is not counted).",
+    ]
     return lines
 
 
@@ -246,12 +334,17 @@ def reruns_lines(folder: Path) -> list[str]:
     path = folder / "reruns.json"
     if not path.exists():
         return ["### Reruns", "", "No cell has been rerun from a clean clone yet."]
-    lines = ["### Reruns from a clean clone (bit-exactness)", "",
-             "| cell | rerun at (clean clone) | code fingerprint | machine | equal to the committed cell |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "### Reruns from a clean clone (bit-exactness)",
+        "",
+        "| cell | rerun at (clean clone) | code fingerprint | machine | equal to the committed cell |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in json.loads(path.read_text()):
-        lines.append(f"| {r['cell']} | {r['commit'][:7]} | {r.get('code')} | {r['machine']['cpu']} ({r['machine']['isa']}), torch "
-                     f"{r['machine']['torch']}, {r['threads']} threads | {'yes, every metric and prediction' if r['equal'] else 'NO: ' + r['detail']} |")
+        lines.append(
+            f"| {r['cell']} | {r['commit'][:7]} | {r.get('code')} | {r['machine']['cpu']} ({r['machine']['isa']}), torch "
+            f"{r['machine']['torch']}, {r['threads']} threads | {'yes, every metric and prediction' if r['equal'] else 'NO: ' + r['detail']} |"
+        )
     return lines
 
 
@@ -261,8 +354,9 @@ def render(folder: Path = RESULTS, figures: Path | None = FIGURES) -> str:
     grid = read_cells(folder / "grid")
     curve = read_cells(folder / "learning-curve")
     if not grid:
-        raise SystemExit(f"error: no committed cell below {folder / 'grid'}; run: python -m rosa.jobs submit mini "
-                         "--launcher serial")
+        raise SystemExit(
+            f"error: no committed cell below {folder / 'grid'}; run: python -m rosa.jobs submit mini --launcher serial"
+        )
     viggo = [c for c in grid if c.dataset == "viggo"]
     e2e = [c for c in grid if c.dataset == "e2e"]
     lines = []
@@ -272,9 +366,13 @@ def render(folder: Path = RESULTS, figures: Path | None = FIGURES) -> str:
     expected = _expected_cells()
     present = {c.path.relative_to(folder / "grid").as_posix() for c in grid}
     missing, extra = sorted(set(expected) - present), sorted(present - set(expected))
-    lines.append(f"{len(present & set(expected))} of {len(expected)} cells of the grids {', '.join(GRIDS)} "
-                 "(jobs.yaml) are committed" + (f"; not yet run: {', '.join(missing)}" if missing else "")
-                 + (f"; committed but not in the grids: {', '.join(extra)}" if extra else "") + ".")
+    lines.append(
+        f"{len(present & set(expected))} of {len(expected)} cells of the grids {', '.join(GRIDS)} "
+        "(jobs.yaml) are committed"
+        + (f"; not yet run: {', '.join(missing)}" if missing else "")
+        + (f"; committed but not in the grids: {', '.join(extra)}" if extra else "")
+        + "."
+    )
     lines.append("")
     diffs = {}
     if viggo:
@@ -288,8 +386,12 @@ def render(folder: Path = RESULTS, figures: Path | None = FIGURES) -> str:
     lines += budget_lines(grid, folder) + [""] + reruns_lines(folder)
     if figures is not None:
         if viggo:
-            lines += ["", f"![ViGGO per method]({_fig(figures, 'mini-viggo.png')})",
-                      "", f"![Each method minus LoRA]({_fig(figures, 'mini-viggo-vs-lora.png')})"]
+            lines += [
+                "",
+                f"![ViGGO per method]({_fig(figures, 'mini-viggo.png')})",
+                "",
+                f"![Each method minus LoRA]({_fig(figures, 'mini-viggo-vs-lora.png')})",
+            ]
             viggo_figure(viggo, figures / "mini-viggo.png")
             if diffs:
                 difference_figure(diffs, figures / "mini-viggo-vs-lora.png")
@@ -308,6 +410,7 @@ def _fig(figures: Path, name: str) -> str:
 
 def _as_row(c: Cell):
     from rosa.results.compile import RunRow
+
     return RunRow(c.path, code=c.code, code_key=c.code_key)
 
 
@@ -331,13 +434,16 @@ def command(cell: str) -> str:
 # ----------------------------------------------------------------------------- figures
 def _plt():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
 def _save(fig, path: Path) -> None:
     from rosa.atomic import atomic_write
+
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=130))
     _plt().close(fig)
@@ -356,10 +462,19 @@ def viggo_figure(cells: list[Cell], path: Path) -> None:
             values = [c.metrics[metric] for c in group]
             mean, std = mean_std(values)
             ax.scatter([x] * len(values), values, s=12, color="grey", zorder=2)
-            ax.errorbar([x], [mean], yerr=None if math.isnan(std) else [std], fmt="o", color="black", capsize=4, zorder=3)
+            ax.errorbar(
+                [x], [mean], yerr=None if math.isnan(std) else [std], fmt="o", color="black", capsize=4, zorder=3
+            )
             if metric == "exact_match" and method in PAPER_VIGGO:
-                ax.scatter([x + 0.2], [PAPER_VIGGO[method][0] / 100], marker="D", facecolors="none", edgecolors="tab:red",
-                           zorder=3, label="RoSA paper (LLaMA-2-7B, 1 epoch)" if x == 1 else None)
+                ax.scatter(
+                    [x + 0.2],
+                    [PAPER_VIGGO[method][0] / 100],
+                    marker="D",
+                    facecolors="none",
+                    edgecolors="tab:red",
+                    zorder=3,
+                    label="RoSA paper (LLaMA-2-7B, 1 epoch)" if x == 1 else None,
+                )
         ax.set_xticks(range(len(groups)), list(groups), rotation=30, ha="right")
         ax.set(ylabel=NAMES[metric], ylim=(0, 1), title=f"ViGGO {NAMES[metric]} (mean ± std over seeds)")
         ax.grid(axis="y", alpha=0.3)
@@ -389,8 +504,14 @@ def curve_figure(points, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for metric in ("exact_match", "slot_f1", "da_accuracy"):
         stats = [mean_std([c.metrics[metric] for c in cells]) for _, cells in points]
-        ax.errorbar([s for s, _ in points], [m for m, _ in stats], yerr=[0 if math.isnan(e) else e for _, e in stats],
-                    marker="o", capsize=3, label=NAMES[metric])
+        ax.errorbar(
+            [s for s, _ in points],
+            [m for m, _ in stats],
+            yerr=[0 if math.isnan(e) else e for _, e in stats],
+            marker="o",
+            capsize=3,
+            label=NAMES[metric],
+        )
     ax.set(xlabel="optimizer steps of 8 examples", ylabel="score", ylim=(0, 1), title="LoRA r=8 on ViGGO")
     ax.axhline(0.2, color="grey", linestyle=":", label="exact match 0.2 (the aim)")
     ax.legend(fontsize=7)
@@ -409,12 +530,16 @@ def verify(run_dir: Path, folder: Path = RESULTS / "grid") -> tuple[str, bool, s
     split = config["eval"]["split"]
     problems = []
     a, b = (json.loads((p / f"metrics-{split}.json").read_text())["metrics"] for p in (run_dir, committed))
-    problems += [f"{k}: {a.get(k)!r} vs committed {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    problems += [
+        f"{k}: {a.get(k)!r} vs committed {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+    ]
     sa, sb = (json.loads((p / "status.json").read_text()) for p in (run_dir, committed))
     if sa.get("final_val_loss") != sb.get("final_val_loss"):
         problems.append(f"final_val_loss: {sa.get('final_val_loss')!r} vs committed {sb.get('final_val_loss')!r}")
-    pa, pb = ({r["id"]: r["generated"] for r in map(json.loads, (p / f"predictions-{split}.jsonl").read_text().splitlines())}
-              for p in (run_dir, committed))
+    pa, pb = (
+        {r["id"]: r["generated"] for r in map(json.loads, (p / f"predictions-{split}.jsonl").read_text().splitlines())}
+        for p in (run_dir, committed)
+    )
     differing = [i for i in pb if pa.get(i) != pb[i]]
     if differing or set(pa) != set(pb):
         problems.append(f"{len(differing)} of {len(pb)} generated texts differ")
@@ -429,10 +554,20 @@ def record_rerun(cell: str, equal: bool, detail: str, run_dir: Path, folder: Pat
     reruns = json.loads(path.read_text()) if path.exists() else []
     config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
     trained = (json.loads((Path(run_dir) / "status.json").read_text()).get("trained_with") or [{}])[-1]
-    reruns = [r for r in reruns if (r["cell"], r["commit"]) != (cell, trained.get("commit"))] + [{
-        "cell": cell, "equal": equal, "detail": detail, "commit": trained.get("commit"), "code": trained.get("code"),
-        "dirty": trained.get("dirty"), "machine": machine(), "threads": config.get("threads"),
-        "date": dt.datetime.now().isoformat(timespec="seconds"), "command": command(cell)}]
+    reruns = [r for r in reruns if (r["cell"], r["commit"]) != (cell, trained.get("commit"))] + [
+        {
+            "cell": cell,
+            "equal": equal,
+            "detail": detail,
+            "commit": trained.get("commit"),
+            "code": trained.get("code"),
+            "dirty": trained.get("dirty"),
+            "machine": machine(),
+            "threads": config.get("threads"),
+            "date": dt.datetime.now().isoformat(timespec="seconds"),
+            "command": command(cell),
+        }
+    ]
     write_json(path, reruns)
 
 
@@ -445,17 +580,21 @@ def main() -> None:
         failed = 0
         for run in args.verify:
             cell, equal, detail = verify(Path(run))
-            print(f"{cell}: {'equal to the committed cell (every metric, the validation loss, every generated text)' if equal else 'DIFFERS: ' + detail}")
+            print(
+                f"{cell}: {'equal to the committed cell (every metric, the validation loss, every generated text)' if equal else 'DIFFERS: ' + detail}"
+            )
             failed += not equal
             if args.record_rerun:
                 record_rerun(cell, equal, detail, Path(run))
         sys.exit(1 if failed else 0)
 
     import record
+
     text = render()
     block = f"<!-- bench:mini -->\n{text}\nWritten by `python bench/mini_report.py` from docs/results/mini/ alone.\n<!-- /bench:mini -->"
     page = DOC.read_text()
     from rosa.atomic import atomic_write
+
     atomic_write(DOC, lambda tmp: Path(tmp).write_text(record.replace_section(page, "mini", block)))
     print(text)
     print(f"wrote {DOC.relative_to(ROOT)} and the figures in {FIGURES.relative_to(ROOT)}")

@@ -14,6 +14,7 @@ Use from a bench script (a ``--record`` flag, stripped before argparse sees it):
 
 or directly: ``record.write("name", text, command="python bench/x.py")``.
 """
+
 from __future__ import annotations
 
 import io
@@ -27,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:   # the stamp comes from rosa.provenance
+if str(ROOT) not in sys.path:  # the stamp comes from rosa.provenance
     sys.path.insert(0, str(ROOT))
 DOC = ROOT / "docs" / "benchmarks.md"
 
@@ -44,9 +45,14 @@ def cpu_model() -> str:
 
 def machine() -> str:
     import torch
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    parts = [f"CPU {cpu_model()}", f"{cores} cores", f"{torch.get_num_threads()} torch threads",
-             f"torch {torch.__version__}"]
+    parts = [
+        f"CPU {cpu_model()}",
+        f"{cores} cores",
+        f"{torch.get_num_threads()} torch threads",
+        f"torch {torch.__version__}",
+    ]
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         parts.append(f"GPU {props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}")
@@ -60,6 +66,7 @@ def commit_stamp(root: Path = ROOT) -> str:
     from HEAD (staged or not; ``rosa.provenance``). docs/ is left out: recording a section edits it.
     Untracked files are not code the run imported from the repository's history, so not listed."""
     from rosa.provenance import code_version, describe
+
     return f"Commit: {describe(code_version(root))}"
 
 
@@ -67,21 +74,36 @@ def load() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
-def section(name: str, text: str, command: str, fenced: bool = True, stamp: str | None = None,
-            load_at_start: float | None = None) -> str:
+def section(
+    name: str,
+    text: str,
+    command: str,
+    fenced: bool = True,
+    stamp: str | None = None,
+    load_at_start: float | None = None,
+) -> str:
     date = time.strftime("%Y-%m-%d %H:%M %Z")
     body = f"```\n{text.rstrip()}\n```\n" if fenced else f"{text.rstrip()}\n"
     # other jobs on a shared machine slow a run: the 1-minute load average says how busy it was
     busy = (f"{load_at_start:.1f} at the start, " if load_at_start is not None else "") + f"{load():.1f} at the end"
-    return (f"<!-- bench:{name} -->\n"
-            f"Command: `{command}`  \nMachine: {machine()}  \nLoad average: {busy}  \nDate: {date}\n\n"
-            f"{body}\n"
-            f"{stamp or commit_stamp()}\n"
-            f"<!-- /bench:{name} -->")
+    return (
+        f"<!-- bench:{name} -->\n"
+        f"Command: `{command}`  \nMachine: {machine()}  \nLoad average: {busy}  \nDate: {date}\n\n"
+        f"{body}\n"
+        f"{stamp or commit_stamp()}\n"
+        f"<!-- /bench:{name} -->"
+    )
 
 
-def write(name: str, text: str, command: str | None = None, doc: Path = DOC, fenced: bool = True,
-          stamp: str | None = None, load_at_start: float | None = None) -> Path:
+def write(
+    name: str,
+    text: str,
+    command: str | None = None,
+    doc: Path = DOC,
+    fenced: bool = True,
+    stamp: str | None = None,
+    load_at_start: float | None = None,
+) -> Path:
     """Replace (or append) the ``name`` section of ``doc`` with ``text`` (a script's output).
     ``stamp``: the ``Commit:`` line taken when the run started (default: taken now)."""
     if command is None:

@@ -9,6 +9,7 @@ Layers, each importing only those above it (docs/architecture.md; tests/test_lay
   training    the loop, checkpoints, preflight            results      tables and figures
   cli, jobs   train.py's command line; jobs.yaml grids
 """
+
 import logging as _logging
 
 # Version drift between unpinned dependencies prints lines that mean nothing to a user on every

@@ -10,6 +10,7 @@ A write that fails for a reason of the file system (a full disk, a quota, a read
 disk, the space free and the space the write needed. The libraries we write through hide the OS's
 error: safetensors raises ``SafetensorError("... (os error 28)")`` and ``torch.save`` an
 ``enforce fail ... unexpected pos`` RuntimeError; :func:`writing` and :func:`torch_save` recover it."""
+
 from __future__ import annotations
 
 import errno
@@ -23,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-_OS_ERROR_IN_MESSAGE = re.compile(r"\(os error (\d+)\)")   # how Rust (safetensors) reports an io::Error
+_OS_ERROR_IN_MESSAGE = re.compile(r"\(os error (\d+)\)")  # how Rust (safetensors) reports an io::Error
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -34,8 +35,9 @@ class WriteError(OSError):
         self.path, self.reason = Path(path), reason
         if code in _NO_SPACE:  # what the user must free, measured after the failed write cleaned up
             free = _free_bytes(self.path)
-            space = ([f"{_mib(free)} free"] if free is not None else []) + \
-                    ([f"the write needs about {_mib(needed_bytes)}"] if needed_bytes else [])
+            space = ([f"{_mib(free)} free"] if free is not None else []) + (
+                [f"the write needs about {_mib(needed_bytes)}"] if needed_bytes else []
+            )
             reason += f" ({', '.join(space)})" if space else ""
         super().__init__(code, f"cannot write {path}: {reason}")
 
@@ -122,6 +124,7 @@ def torch_save(obj, path: str | Path) -> None:
         remembering = _RememberingFile(file)
         try:
             import torch
+
             torch.save(obj, remembering)
         except RuntimeError as err:
             if remembering.error is not None:

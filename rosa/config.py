@@ -12,9 +12,10 @@ field -> the code that reads it (``run.train.lr`` in the loop, ``cfg.rank`` in t
 
 Two spellings select a group: ``fnmodel=lora`` (Hydra's) and ``fnmodel.name=lora`` (the ROSA code
 base's); :func:`rewrite_overrides` turns the second into the first before Hydra sees the command
-line. Aliases: ``rosa`` -> ``rosa-orthogonal`` (the ROSA paper's name), ``none`` -> ``fft``,
-``e2e_nlg`` -> ``e2e``.
+line. Aliases: a method's (its ``@register(..., aliases=)``: e.g. the ROSA paper's name for
+rosa-orthogonal), and ``e2e_nlg`` -> ``e2e``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,18 +30,32 @@ from typing import Any, ClassVar, Literal, Optional, Union, get_args, get_origin
 
 from rosa.data.features import MIN_MAX_LENGTH
 from rosa.methods import METHODS
-from rosa.schema import (ConfigError, at_least_1, check, did_you_mean, int_range, neutral, non_negative, positive,
-                         validator)
+from rosa.methods.base import method_aliases
+from rosa.schema import (
+    ConfigError,
+    at_least_1,
+    check,
+    did_you_mean,
+    int_range,
+    neutral,
+    non_negative,
+    positive,
+    validator,
+)
 
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUP_KEYS = ("fnmodel", "dataset", "precision")   # `<group>.name=X` selects group X
-FREE_MAPPINGS = ("fnmodel.config.",)               # keys Hydra may add (fnmodel=peft: PEFT's config)
-ALIASES = {"fnmodel": {"rosa": "rosa-orthogonal", "none": "fft"}, "dataset": {"e2e_nlg": "e2e"}}
-SPLIT_NAMES = ("train", "validation", "test")      # rosa.data.schema.CANONICAL_SPLITS
-MAX_STEPS, MAX_EPOCHS = 10**9, 10**6               # ~30 years at a step per second: anything above is a typo
-MAX_SWEEP = 100_000                                # combinations one command may launch
+GROUP_KEYS = ("fnmodel", "dataset", "precision")  # `<group>.name=X` selects group X
+FREE_MAPPINGS = tuple(
+    f"fnmodel.{key}."
+    for method in METHODS.values()  # keys Hydra may add below a method's
+    for key in getattr(method.config_class, "FREE_MAPPINGS", ())
+)  # free mapping (PEFT's)
+ALIASES = {"fnmodel": method_aliases(), "dataset": {"e2e_nlg": "e2e"}}
+SPLIT_NAMES = ("train", "validation", "test")  # rosa.data.spec.CANONICAL_SPLITS
+MAX_STEPS, MAX_EPOCHS = 10**9, 10**6  # ~30 years at a step per second: anything above is a typo
+MAX_SWEEP = 100_000  # combinations one command may launch
 
 __all__ = ["ConfigError", "RunConfig", "compose", "validate", "validate_sweep", "rewrite_overrides", "CONF_DIR"]
 
@@ -52,6 +67,7 @@ def _split_map(allowed: str, value_ok, problem: str = "is not allowed") -> dict:
                 raise ConfigError(_unknown_split(f"{key}.{split}"))
             if not value_ok(item):
                 raise ConfigError(f"{key}.{split}={item!r} {problem}; allowed: {allowed}")
+
     return validator(check_map)
 
 
@@ -77,15 +93,30 @@ class DatasetConfig:
     source: Literal["sample", "local", "hub"]
     path: Optional[str]
     cache: Optional[str]
-    splits: dict = field(metadata=_split_map(
-        "a source split name, a file name or carve:<source split>", lambda v: isinstance(v, str) and v.strip()))
+    splits: dict = field(
+        metadata=_split_map(
+            "a source split name, a file name or carve:<source split>", lambda v: isinstance(v, str) and v.strip()
+        )
+    )
     max_length: int = field(metadata=check(lambda v: v >= MIN_MAX_LENGTH, f"an integer >= {MIN_MAX_LENGTH}"))
-    sample_rows: dict = field(metadata=_split_map(
-        "an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "is out of range"))
+    sample_rows: dict = field(
+        metadata=_split_map(
+            "an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "is out of range"
+        )
+    )
     sample_seed: int
     limit: Optional[int] = field(metadata=at_least_1)
-    IDENTITY_V1: ClassVar = {"name", "source", "path", "cache", "splits", "max_length", "sample_rows", "sample_seed",
-                             "limit"}
+    IDENTITY_V1: ClassVar = {
+        "name",
+        "source",
+        "path",
+        "cache",
+        "splits",
+        "max_length",
+        "sample_rows",
+        "sample_seed",
+        "limit",
+    }
 
 
 @dataclass(kw_only=True)
@@ -127,12 +158,29 @@ class TrainConfig:
     log_every: int = field(metadata=at_least_1)
     eval_at_end: bool
     sample_at_eval: bool
-    IDENTITY_V1: ClassVar = {"epochs", "max_steps", "batch_size", "micro_batch_size", "lr", "optimizer", "scheduler",
-                             "warmup_steps", "max_grad_norm", "loss_on"}
+    IDENTITY_V1: ClassVar = {
+        "epochs",
+        "max_steps",
+        "batch_size",
+        "micro_batch_size",
+        "lr",
+        "optimizer",
+        "scheduler",
+        "warmup_steps",
+        "max_grad_norm",
+        "loss_on",
+    }
     # shared_prefix: how the same loss is computed (to float rounding, as threads and device), not what
     # is trained; docs/shared-prefix.md measures its one difference, adapter dropout on the prefix
-    NOT_IDENTITY: ClassVar = {"checkpoint_every", "log_every", "eval_at_end", "sample_at_eval", "eval_every",
-                              "eval_batches", "shared_prefix"}
+    NOT_IDENTITY: ClassVar = {
+        "checkpoint_every",
+        "log_every",
+        "eval_at_end",
+        "sample_at_eval",
+        "eval_every",
+        "eval_batches",
+        "shared_prefix",
+    }
 
 
 @dataclass(kw_only=True)
@@ -148,16 +196,19 @@ class EvalConfig:
 @dataclass(kw_only=True)
 class OutputConfig:
     path: str
-    name: Optional[str] = field(metadata=check(  # replaces the readable part of the run folder's name
-        lambda v: v and not re.search(r"[/\\\0]", v) and not v.startswith((".", "~")),
-        "a folder name without '/', '\\' or a leading '.' or '~' (runs stay inside output.path)"))
+    name: Optional[str] = field(
+        metadata=check(  # replaces the readable part of the run folder's name
+            lambda v: v and not re.search(r"[/\\\0]", v) and not v.startswith((".", "~")),
+            "a folder name without '/', '\\' or a leading '.' or '~' (runs stay inside output.path)",
+        )
+    )
 
 
 @dataclass(kw_only=True)
 class RunConfig:
     model: ModelConfig
     dataset: DatasetConfig
-    fnmodel: Any                           # the config class of the method named by fnmodel.name
+    fnmodel: Any  # the config class of the method named by fnmodel.name
     precision: PrecisionConfig
     train: TrainConfig
     eval: EvalConfig
@@ -188,8 +239,10 @@ def resolve_choice(group: str, value: str) -> str:
     canonical, choices = aliases.get(value, value), group_choices(group)
     if canonical not in choices:
         listed = ", ".join(f"{a} -> {c}" for a, c in aliases.items())
-        raise ConfigError(f"{group}.name={value!r} is unknown{did_you_mean(value, choices + list(aliases))}; "
-                          f"choose one of: {', '.join(choices)}" + (f" (aliases: {listed})" if listed else ""))
+        raise ConfigError(
+            f"{group}.name={value!r} is unknown{did_you_mean(value, choices + list(aliases))}; "
+            f"choose one of: {', '.join(choices)}" + (f" (aliases: {listed})" if listed else "")
+        )
     return canonical
 
 
@@ -219,11 +272,15 @@ def parse_overrides(overrides: list[str]) -> list:
     try:
         return OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as err:
-        reason = " ".join(l for l in str(err).splitlines() if l.strip() and not l.startswith(("See https:", "Error parsing")))
-        raise ConfigError(f"{getattr(err, 'override', None) or 'an override'}: not a valid override "
-                          f"({' '.join(reason.split())}); "
-                          "allowed: Hydra's override grammar; quote a value holding brackets or other special "
-                          "characters, e.g. 'key=\"value\"'") from None
+        reason = " ".join(
+            l for l in str(err).splitlines() if l.strip() and not l.startswith(("See https:", "Error parsing"))
+        )
+        raise ConfigError(
+            f"{getattr(err, 'override', None) or 'an override'}: not a valid override "
+            f"({' '.join(reason.split())}); "
+            "allowed: Hydra's override grammar; quote a value holding brackets or other special "
+            "characters, e.g. 'key=\"value\"'"
+        ) from None
 
 
 def compose(overrides: list[str]):
@@ -232,7 +289,8 @@ def compose(overrides: list[str]):
     Plain keys go in as ``++key=value`` (add or override), so a typo'd key reaches :func:`validate`,
     which names it with a did-you-mean against the schema of the chosen method; a group choice that
     does not exist (``model=gpt9``, ``+experiment=nope``) is named here, before Hydra composes."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -266,8 +324,10 @@ def _is_group(key: str) -> bool:
 
 def expand_sweeps(overrides: list[str], limit: int = 256) -> list[list[str]]:
     """Every combination of a multirun command line (at most ``limit``)."""
-    options = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
-               else [o.input_line] for o in parse_overrides(overrides)]
+    options = [
+        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        for o in parse_overrides(overrides)
+    ]
     return [list(c) for c in itertools.islice(itertools.product(*options), limit)]
 
 
@@ -288,8 +348,10 @@ def validate_sweep(overrides: list[str], limit: int = 256) -> None:
     parsed = parse_overrides(overrides)
     total = math.prod(len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1 for o in parsed)
     if total > MAX_SWEEP:
-        raise ConfigError(f"the sweep has {total} combinations; allowed: at most {MAX_SWEEP} per command "
-                          "(split it into several commands)")
+        raise ConfigError(
+            f"the sweep has {total} combinations; allowed: at most {MAX_SWEEP} per command "
+            "(split it into several commands)"
+        )
     is_group = [_is_group(o.get_key_element()) for o in parsed]
     groups = [o for o, g in zip(parsed, is_group) if not o.is_sweep_override() or g]
     values = [o for o, g in zip(parsed, is_group) if o.is_sweep_override() and not g]
@@ -308,7 +370,7 @@ def validate_sweep(overrides: list[str], limit: int = 256) -> None:
 
 
 # ----------------------------------------------------------------------------- validation
-_VALIDATED: dict[str, RunConfig] = {}   # the configs this process has validated (a sweep's, then its jobs')
+_VALIDATED: dict[str, RunConfig] = {}  # the configs this process has validated (a sweep's, then its jobs')
 _VALIDATED_MAX = 512
 
 
@@ -327,8 +389,10 @@ def validate(cfg) -> RunConfig:
         raw: Any = OmegaConf.to_container(cfg, resolve=False)
         for part in key.split("."):
             raw = raw.get(part) if isinstance(raw, dict) else None
-        raise ConfigError(f"{key}={raw!r}: the interpolation cannot be resolved ({str(err).strip().splitlines()[0]}); "
-                          "allowed: a value, or ${...} naming an existing key or a set environment variable") from None
+        raise ConfigError(
+            f"{key}={raw!r}: the interpolation cannot be resolved ({str(err).strip().splitlines()[0]}); "
+            "allowed: a value, or ${...} naming an existing key or a set environment variable"
+        ) from None
     data.pop("hydra", None)
     key = json.dumps(data, sort_keys=True, default=str)
     if key in _VALIDATED:
@@ -350,8 +414,10 @@ def _build(schema: type, data: dict, prefix: str, method_schema: type | None = N
     known = {f.name: f for f in fields(schema)}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{prefix}{key}: unknown key{did_you_mean(key, known)}; allowed keys"
-                              f"{f' under {prefix[:-1]}' if prefix else ''}: {', '.join(known)}")
+            raise ConfigError(
+                f"{prefix}{key}: unknown key{did_you_mean(key, known)}; allowed keys"
+                f"{f' under {prefix[:-1]}' if prefix else ''}: {', '.join(known)}"
+            )
     hints, values = get_type_hints(schema), {}
     for name, f in known.items():
         key, meta = prefix + name, f.metadata
@@ -367,8 +433,9 @@ def _build(schema: type, data: dict, prefix: str, method_schema: type | None = N
             continue
         if "check" in meta and not meta["check"](value):
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            raise ConfigError(f"{key}={value!r} is {'out of range' if number else 'not allowed'}; "
-                              f"allowed: {meta['allowed']}")
+            raise ConfigError(
+                f"{key}={value!r} is {'out of range' if number else 'not allowed'}; allowed: {meta['allowed']}"
+            )
         if "validate" in meta:
             meta["validate"](value, key)
     return schema(**values)
@@ -381,16 +448,27 @@ def _coerce(typ, value, key: str, allow_inf: bool = False):
     if hasattr(typ, "__dataclass_fields__"):
         return _build(typ, value, key + ".")
     if get_origin(typ) is Union:
-        return None if value is None else _coerce(next(a for a in get_args(typ) if a is not type(None)), value, key,
-                                                  allow_inf)
+        return (
+            None
+            if value is None
+            else _coerce(next(a for a in get_args(typ) if a is not type(None)), value, key, allow_inf)
+        )
     if get_origin(typ) is Literal:
         allowed = get_args(typ)
         if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not allowed{did_you_mean(value, allowed)}; "
-                              f"choose one of: {', '.join(map(str, allowed))}")
+            raise ConfigError(
+                f"{key}={value!r} is not allowed{did_you_mean(value, allowed)}; "
+                f"choose one of: {', '.join(map(str, allowed))}"
+            )
         return value
-    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
-                dict: "a dict"}
+    expected = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a dict",
+    }
     if typ is int and isinstance(value, float) and value.is_integer():
         value = int(value)
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
@@ -417,16 +495,24 @@ def _reject_non_finite(value, key: str, shown=None) -> None:
 def _check_cross_field(run: RunConfig) -> None:
     t = run.train
     if t.batch_size % t.micro_batch_size:
-        raise ConfigError(f"train.batch_size={t.batch_size} is not a multiple of train.micro_batch_size="
-                          f"{t.micro_batch_size}; allowed: batch sizes that micro_batch_size divides")
+        raise ConfigError(
+            f"train.batch_size={t.batch_size} is not a multiple of train.micro_batch_size="
+            f"{t.micro_batch_size}; allowed: batch sizes that micro_batch_size divides"
+        )
     betas = t.optimizer.betas
-    if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas):
+    if len(betas) != 2 or not all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas
+    ):
         raise ConfigError(f"train.optimizer.betas={betas!r} is not allowed; expected two numbers in [0, 1)")
     if run.dataset.source == "local" and not run.dataset.path:
-        raise ConfigError("dataset.path=None is not allowed with dataset.source=local; "
-                          "set dataset.path to the folder holding the original release files")
-    if run.precision.name == "nf4" and run.fnmodel.name == "fft":
-        raise ConfigError("precision=nf4 with fnmodel=fft is not allowed: 4-bit base weights cannot be "
-                          "fully fine-tuned; choose lora, spa, rosa-robust or rosa-orthogonal")
-    if hasattr(run.fnmodel, "validate"):
-        run.fnmodel.validate(run)
+        raise ConfigError(
+            "dataset.path=None is not allowed with dataset.source=local; "
+            "set dataset.path to the folder holding the original release files"
+        )
+    if run.precision.name == "nf4" and not METHODS[run.fnmodel.name].quantized_base:
+        able = sorted(name for name, method in METHODS.items() if method.quantized_base)
+        raise ConfigError(
+            f"precision=nf4 with fnmodel={run.fnmodel.name} is not allowed: 4-bit base weights cannot "
+            f"be trained by it; choose one of: {', '.join(able)}"
+        )
+    run.fnmodel.check_run(run)

@@ -9,21 +9,18 @@ The loop keeps its single-process arithmetic and only shares the work of each op
 * after the backward passes, :func:`all_reduce_grads` sums the gradients over ranks, so each rank
   holds exactly the gradient of the global batch (the same sum the single process accumulates) and the
   optimizer steps stay identical everywhere; :func:`all_reduce_sum` gives the logged loss;
-* only rank 0 writes (run folder, status.json, TensorBoard, checkpoints): :func:`is_main`.
+* only rank 0 writes (run folder, status.json, the tracker, checkpoints): :func:`is_main`.
 
-Methods whose state is computed from data or randomness must agree across ranks:
-
-* rosa-robust / spa mask selection: the accumulated gradient statistics are per-rank partial sums;
-  call ``all_reduce_sum`` on the accumulators before choosing the masks,
-  or choose on rank 0 and ``broadcast_tensors`` the masks / indices;
-* rosa-orthogonal resampling: ``broadcast_tensors`` the new factors and fixed weights (or the sampled
-  indices) from rank 0 after each resample.
+A method whose state is computed from data or randomness keeps every rank in agreement itself, with
+these collectives: RoSA's mask statistics are summed over ranks before the masks are chosen
+(``rosa.methods.rosa_robust.masks.GradientCollector``), and ROSA's resampled subspaces are broadcast
+from rank 0 (``broadcast_tensors``). :func:`comm_device` says where a tensor must be for a collective.
 
 Gradients are reduced by hand rather than through ``DistributedDataParallel``: the model keeps its
 parameter names (checkpoints load in one process), methods that add or re-create parameters mid-run
 need no re-wrapping, and the global-token normalisation stays exact with uneven shares.
 
-Full fine-tuning (``fnmodel=fft``) is sharded instead, with FSDP2 (:func:`fsdp_wrap`): parameters,
+A method that trains the base weights (full fine-tuning) is sharded instead, with FSDP2 (:func:`fsdp_wrap`): parameters,
 gradients and optimizer state are split over the ranks and FSDP reduce-scatters the gradients itself
 (summed, not averaged, so the global-token normalisation above still holds). Its all-gathers and
 reduce-scatters are collectives, so every rank runs the same number of forward / backward passes
@@ -31,6 +28,7 @@ reduce-scatters are collectives, so every rank runs the same number of forward /
 on rank 0 (:func:`full_model_state`, :func:`full_optimizer_state`): checkpoints keep their format
 and load in one process.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -106,7 +104,7 @@ def shutdown() -> None:
 
 def shard(items: Sequence) -> list:
     """This rank's share of a step's micro-batches (round robin)."""
-    return list(items[rank()::world_size()])
+    return list(items[rank() :: world_size()])
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -118,7 +116,7 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 def all_reduce_scalar(value: float) -> float:
     if not is_distributed():
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=_comm_device())
+    t = torch.tensor([value], dtype=torch.float64, device=comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item())
 
@@ -161,7 +159,7 @@ def _reduce_bucket(grads: list[torch.Tensor]) -> None:
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         offset = 0
         for g in group:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
 
@@ -217,8 +215,10 @@ def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
     if not is_main():
         return {}
     index = {n: i for i, n in enumerate(_param_names(model, optimizer))}
-    return {"state": {index[n]: v for n, v in full["state"].items()},
-            "param_groups": [dict(g, params=[index[n] for n in g["params"]]) for g in full["param_groups"]]}
+    return {
+        "state": {index[n]: v for n, v in full["state"].items()},
+        "param_groups": [dict(g, params=[index[n] for n in g["params"]]) for g in full["param_groups"]],
+    }
 
 
 def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
@@ -226,12 +226,15 @@ def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Opt
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     names = _param_names(model, optimizer)
-    by_name = {"state": {names[i]: v for i, v in state["state"].items()},
-               "param_groups": [dict(g, params=[names[i] for i in g["params"]]) for g in state["param_groups"]]}
+    by_name = {
+        "state": {names[i]: v for i, v in state["state"].items()},
+        "param_groups": [dict(g, params=[names[i] for i in g["params"]]) for g in state["param_groups"]],
+    }
     set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
 
 
-def _comm_device() -> torch.device:
+def comm_device() -> torch.device:
+    """Where a tensor must be for a collective: the rank's GPU under NCCL, else the CPU (gloo)."""
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
@@ -241,7 +244,7 @@ def agree_stop(stop_signal: int | None) -> int | None:
     """A stop signal seen by any rank stops every rank at the same step (the largest signal number)."""
     if not is_distributed():
         return stop_signal
-    t = torch.tensor([stop_signal or 0], dtype=torch.int64, device=_comm_device())
+    t = torch.tensor([stop_signal or 0], dtype=torch.int64, device=comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item()) or None
 
@@ -252,7 +255,7 @@ class Replicated:
     (:func:`all_reduce_grads`). In one process every call is the plain single-process operation.
     The loop calls these on every rank, the same way, whatever the strategy."""
 
-    sharded = False   # True: FSDP owns the parameters (cast them before wrap, never after)
+    sharded = False  # True: FSDP owns the parameters (cast them before wrap, never after)
 
     def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return model
@@ -262,7 +265,7 @@ class Replicated:
         return [(batch, 1.0) for batch in shard(micro_batches)]
 
     def reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
-        all_reduce_grads(params)   # the sum of the ranks' shares = the global batch's gradient
+        all_reduce_grads(params)  # the sum of the ranks' shares = the global batch's gradient
 
     def model_state(self, model: torch.nn.Module, tensors: dict) -> dict:
         return tensors
@@ -302,7 +305,7 @@ class Sharded(Replicated):
         return full_optimizer_state(model, optimizer)
 
     def load_model_state(self, model: torch.nn.Module, tensors: dict, method) -> None:
-        load_full_model_state(model, tensors)   # each rank keeps its shard
+        load_full_model_state(model, tensors)  # each rank keeps its shard
 
     def load_optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
         load_full_optimizer_state(model, optimizer, state)
@@ -312,10 +315,3 @@ def strategy(trains_base_weights: bool) -> Replicated:
     """Sharded for a method that trains the base weights (full fine-tuning) over several ranks; the
     adapter methods stay replicated (small state; parameters may be re-created mid-run)."""
     return Sharded() if trains_base_weights and is_distributed() else Replicated()
-
-
-class NullWriter:
-    """TensorBoard's SummaryWriter for ranks other than 0: accepts everything, writes nothing."""
-
-    def __getattr__(self, _name):
-        return lambda *args, **kwargs: None

@@ -30,6 +30,7 @@ The record of what was submitted is submitit's own folder below the sweep folder
 pickle holds its overrides (hence its run folder). ``status`` joins submitit's state of each run's
 latest job (SLURM: ``sacct``, so the cluster needs accounting) with the run's ``status.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,7 @@ from rosa.config import CONF_DIR, ConfigError, compose, expand_sweeps, rewrite_o
 
 JOBS_FILE = CONF_DIR.parent / "jobs.yaml"
 TRAIN_PY = CONF_DIR.parent / "train.py"
-SUBMIT_TIMEOUT_S = 600   # how long submit waits for submitit to submit a grid's jobs
+SUBMIT_TIMEOUT_S = 600  # how long submit waits for submitit to submit a grid's jobs
 
 
 # ----------------------------------------------------------------------------- grids
@@ -59,7 +60,7 @@ class Entry:
     overrides: list[str]
     run_dir: Path
     error: str | None = None
-    split: str = "test"    # the split its end-of-training evaluation scores
+    split: str = "test"  # the split its end-of-training evaluation scores
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Grid:
     description: str
     slurm: dict
     runs: list[list[str]] = field(default_factory=list)
-    results: Path | None = None   # committed results folder (rosa.results.committed), or None
+    results: Path | None = None  # committed results folder (rosa.results.committed), or None
 
 
 def load_grids(path: Path = JOBS_FILE) -> dict:
@@ -102,8 +103,10 @@ def _expand_globs(overrides: list[str]) -> list[str]:
     for arg in overrides:
         key, _, value = arg.partition("=")
         if key.lstrip("+~") == "experiment" and "*" in value:
-            names = sorted(str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))
-                           for p in (CONF_DIR / "experiment").glob(value + ".yaml"))
+            names = sorted(
+                str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))
+                for p in (CONF_DIR / "experiment").glob(value + ".yaml")
+            )
             if not names:
                 raise ConfigError(f"{arg}: no preset in conf/experiment matches")
             arg = f"{key}={','.join(names)}"
@@ -130,26 +133,31 @@ def resolve(grid: Grid, extra: list[str] = ()) -> list[Entry]:
 @dataclass
 class Committed:
     """A results grid's view of its cells: the checkout's code, the runs root and each cell's copy."""
+
     version: dict
     root: Path
     results: Path
 
     def cell(self, e: Entry) -> Path:
         from rosa.results.committed import cell_path
+
         return cell_path(self.results, self.root, e.run_dir)
 
     def why_not_current(self, e: Entry) -> str | None:
         from rosa.results.committed import why_not_current
+
         return why_not_current(self.cell(e), self.version, e.split)
 
     def finished_here(self, e: Entry) -> bool:
         """Whether the run folder holds a run of this code, finished and evaluated."""
         from rosa.results.committed import why_not_current
+
         return not e.error and why_not_current(e.run_dir, self.version, e.split) is None
 
     def commit_if_finished(self, e: Entry) -> bool:
         """Commit a run of this code that finished and was evaluated here; whether it did."""
         from rosa.results.committed import commit_cell
+
         if not self.finished_here(e):
             return False
         commit_cell(e.run_dir, self.cell(e))
@@ -169,8 +177,10 @@ def resolve_committed(grid: Grid, extra: list[str]) -> tuple[list[Entry], Commit
         raise ConfigError(f"grid {grid.name} commits its results to {grid.results}: run it in a git checkout")
     changed = changed_result_code(version)
     if changed:
-        raise ConfigError(f"grid {grid.name} commits its results, but {', '.join(changed)} differ from commit "
-                          f"{version['commit'][:7]}; allowed: a clean checkout (commit or stash them first)")
+        raise ConfigError(
+            f"grid {grid.name} commits its results, but {', '.join(changed)} differ from commit "
+            f"{version['commit'][:7]}; allowed: a clean checkout (commit or stash them first)"
+        )
     root = runs_root(entries) / f"code-{version['code']}"
     entries = resolve(grid, [*extra, f"output.path={root}"])
     return entries, Committed(version, root, grid.results)
@@ -255,8 +265,11 @@ def run_state(entry: Entry, job) -> tuple[str, str]:
     if status.get("state") == "failed":
         return "failed", error
     if status.get("state") in ("running", "interrupted"):
-        return "failed", f"stopped at step {status.get('steps', 0)} ({status.get('state')}: " \
-                         f"{error or 'no job alive'}); resubmit to resume"
+        return (
+            "failed",
+            f"stopped at step {status.get('steps', 0)} ({status.get('state')}: "
+            f"{error or 'no job alive'}); resubmit to resume",
+        )
     if job is not None:
         return "failed", "the job ended before the run started; see its log"
     return "not submitted", ""
@@ -283,7 +296,7 @@ def as_sweeps(runs: list[list[str]]) -> list[list[str]]:
 
 def _product(keys: tuple, runs: list[list[str]]) -> list[list[str]]:
     values = [list(dict.fromkeys(run[i].partition("=")[2] for run in runs)) for i in range(len(keys))]
-    if math.prod(len(v) for v in values) == len({tuple(r) for r in runs}):   # runs fill the product
+    if math.prod(len(v) for v in values) == len({tuple(r) for r in runs}):  # runs fill the product
         return [[f"{k}={','.join(v)}" for k, v in zip(keys, values)]]
     i = max(range(len(keys)), key=lambda i: len(values[i]))
     return [s for v in values[i] for s in _product(keys, [r for r in runs if r[i].partition("=")[2] == v])]
@@ -300,7 +313,7 @@ def launcher_overrides(grid: Grid, launcher: str, folder: Path) -> list[str]:
         params = {k: v for k, v in params.items() if k in local_keys}
     out = [f"hydra/launcher={launcher}", f"hydra.sweep.dir={folder}"]
     for key, value in params.items():
-        if isinstance(value, dict):   # merged key by key: the preset's map is a closed (struct) one
+        if isinstance(value, dict):  # merged key by key: the preset's map is a closed (struct) one
             out += [f"++hydra.launcher.{key}.{k}={_hydra_value(v)}" for k, v in value.items()]
         else:
             out.append(f"hydra.launcher.{key}={_hydra_value(value)}")
@@ -327,16 +340,26 @@ def launch(sweeps: list[list[str]], launcher_args: list[str], folder: Path, expe
     for i, sweep in enumerate(sweeps):
         log = folder / f"multirun-{stamp}-{i}.log"
         with open(log, "w") as fh:
-            procs.append((subprocess.Popen([sys.executable, str(TRAIN_PY), "-m", *sweep, *launcher_args],
-                                           stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                           env=env, start_new_session=True), log))
+            procs.append(
+                (
+                    subprocess.Popen(
+                        [sys.executable, str(TRAIN_PY), "-m", *sweep, *launcher_args],
+                        stdin=subprocess.DEVNULL,
+                        stdout=fh,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        start_new_session=True,
+                    ),
+                    log,
+                )
+            )
     deadline = time.time() + SUBMIT_TIMEOUT_S
     while True:
-        ended = [(proc, log) for proc, log in procs if proc.poll() is not None]   # before counting
+        ended = [(proc, log) for proc, log in procs if proc.poll() is not None]  # before counting
         if len(set(folder.glob("**/*_submitted.pkl")) - before) >= expected:
             return None
         for proc, log in ended:
-            if proc.returncode:   # a multirun that stopped before all its jobs were submitted
+            if proc.returncode:  # a multirun that stopped before all its jobs were submitted
                 lines = [line for line in log.read_text().splitlines() if line.strip()]
                 last = lines[-1].removeprefix("error: ") if lines else f"exit status {proc.returncode}"
                 return f"{last} (see {log})"
@@ -372,9 +395,12 @@ def submit(grid: Grid, launcher: str, dry_run: bool, retry_failed: bool, extra: 
             if not dry_run and committed.commit_if_finished(e):
                 print(f"skip  committed {committed.cell(e)} (finished here, committed now)", file=out)
                 continue
-            if state == "done":   # finished, not evaluated: the end-of-training evaluation failed
-                print(f"error: {e.run_dir} is done but not evaluated on {e.split}; run: python eval.py {e.run_dir} "
-                      f"--split {e.split}", file=sys.stderr)
+            if state == "done":  # finished, not evaluated: the end-of-training evaluation failed
+                print(
+                    f"error: {e.run_dir} is done but not evaluated on {e.split}; run: python eval.py {e.run_dir} "
+                    f"--split {e.split}",
+                    file=sys.stderr,
+                )
                 return 2
         failed = state == "failed" and (read_status(e.run_dir) or {}).get("state") == "failed"
         if state in ("done", "pending", "running") or (failed and not retry_failed):
@@ -391,8 +417,9 @@ def submit(grid: Grid, launcher: str, dry_run: bool, retry_failed: bool, extra: 
         return 2
     if launcher == "serial":
         return run_serially(todo, out, committed)
-    error = launch(as_sweeps([e.overrides for e in todo]), launcher_overrides(grid, launcher, folder.resolve()),
-                   folder, len(todo))
+    error = launch(
+        as_sweeps([e.overrides for e in todo]), launcher_overrides(grid, launcher, folder.resolve()), folder, len(todo)
+    )
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -440,8 +467,12 @@ def print_status(grid: Grid, extra: list[str], out=None) -> int:
         if not logs and (e.run_dir / "train.log").exists():
             logs = str(e.run_dir / "train.log")
         jid = job.job_id if job else "-"
-        print(f"{state:13s} {jid:>10s}  {e.run_dir}" + (f"  [{detail}]" if detail else "") + (f"  {logs}" if logs else ""),
-              file=out)
+        print(
+            f"{state:13s} {jid:>10s}  {e.run_dir}"
+            + (f"  [{detail}]" if detail else "")
+            + (f"  {logs}" if logs else ""),
+            file=out,
+        )
     print("total: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=out)
     return 0
 
@@ -458,7 +489,9 @@ def collect(grid: Grid, extra: list[str], out=None) -> int:
             print(f"committed {committed.cell(e)}", file=out)
             done += 1
     current = sum(committed.why_not_current(e) is None for e in entries)
-    print(f"grid {grid.name}: {done} committed now, {current} of {len(entries)} cells current in {grid.results}", file=out)
+    print(
+        f"grid {grid.name}: {done} committed now, {current} of {len(entries)} cells current in {grid.results}", file=out
+    )
     return 0
 
 
@@ -470,10 +503,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("submit", "status", "collect"):
         p = sub.add_parser(name)
         p.add_argument("grid")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="an override added to every run (e.g. output.path=/scratch/runs)")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="an override added to every run (e.g. output.path=/scratch/runs)",
+        )
         if name == "submit":
-            p.add_argument("--launcher", choices=("slurm", "local", "serial"), default="slurm" if have_slurm() else "local")
+            p.add_argument(
+                "--launcher", choices=("slurm", "local", "serial"), default="slurm" if have_slurm() else "local"
+            )
             p.add_argument("--dry-run", action="store_true")
             p.add_argument("--retry-failed", action="store_true")
     args = parser.parse_args(argv)

@@ -11,6 +11,7 @@ less its tables and grid front-end, the configs, the entry points, the pinned de
 commits that differ only in docs, tests, benchmarks or committed results share it, so a grid's
 committed cells stay current while their results are committed (``rosa.results.committed``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,14 +19,23 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-RESULT_CODE = ("rosa", "conf", "train.py", "eval.py", "pyproject.toml", "requirements.txt", "requirements.lock",
-               "requirements-nodeps.txt")
-NOT_RESULT_CODE = ("rosa/results", "rosa/jobs.py")   # tabulate and launch; a run's numbers never read them
+RESULT_CODE = (
+    "rosa",
+    "conf",
+    "train.py",
+    "eval.py",
+    "pyproject.toml",
+    "requirements.txt",
+    "requirements.lock",
+    "requirements-nodeps.txt",
+)
+NOT_RESULT_CODE = ("rosa/results", "rosa/jobs.py")  # tabulate and launch; a run's numbers never read them
 
 
 def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True,
-                          timeout=30).stdout
+    return subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
 
 
 def code_version(root: Path = REPO) -> dict:
@@ -48,8 +58,13 @@ def changed_result_code(version: dict) -> list[str]:
 
 def same_code(trained_with: list[dict] | None, version: dict) -> bool:
     """Whether a run (its ``trained_with``) was trained from start to end by ``version``'s committed code."""
-    return (bool(version.get("code")) and not changed_result_code(version) and len(trained_with or []) == 1
-            and trained_with[0].get("code") == version["code"] and not changed_result_code(trained_with[0]))
+    return (
+        bool(version.get("code"))
+        and not changed_result_code(version)
+        and len(trained_with or []) == 1
+        and trained_with[0].get("code") == version["code"]
+        and not changed_result_code(trained_with[0])
+    )
 
 
 def describe(version: dict) -> str:

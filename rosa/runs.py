@@ -21,6 +21,7 @@ The identity rule (kept by tests/test_config.py::test_every_schema_key_is_classi
 3. A neutral value never changes and a key never moves between classes; training also refuses to
    resume a folder whose stored config trains differently (``rosa/training/preflight.py``).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -32,7 +33,7 @@ import re
 import socket
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import IO, get_type_hints
 
@@ -40,7 +41,7 @@ from rosa import atomic
 
 STATUS_FILE = "status.json"
 LOCK_FILE = ".lock"
-FINAL_RECORD = Path("adapter") / "run-record.json"   # the finished run's status, saved with its adapter
+FINAL_RECORD = Path("adapter") / "run-record.json"  # the finished run's status, saved with its adapter
 log = logging.getLogger("rosa")
 
 
@@ -62,8 +63,22 @@ def run_identity(run) -> dict:
             continue
         if "neutral" in f.metadata and value == f.metadata["neutral"]:
             continue
-        out[f.name] = run_identity(value) if hasattr(value, "__dataclass_fields__") else json.loads(
-            json.dumps(value, default=str))
+        out[f.name] = (
+            run_identity(value)
+            if hasattr(value, "__dataclass_fields__")
+            else json.loads(json.dumps(value, default=str))
+        )
+    return out
+
+
+def flat_keys(data: dict, prefix: str = "") -> dict:
+    """A nested mapping as one level of ``section.key`` names (an empty mapping stays a value)."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
     return out
 
 
@@ -83,8 +98,11 @@ def unclassified_keys(schemas) -> list[str]:
         seen.add(schema)
         hints = get_type_hints(schema)
         for f in fields(schema):
-            classes = [_classified(schema, "NOT_IDENTITY", f.name), _classified(schema, "IDENTITY_V1", f.name),
-                       "neutral" in f.metadata]
+            classes = [
+                _classified(schema, "NOT_IDENTITY", f.name),
+                _classified(schema, "IDENTITY_V1", f.name),
+                "neutral" in f.metadata,
+            ]
             if sum(classes) != 1:
                 problems.append(f"{schema.__name__}.{f.name}")
             if not classes[0] and hasattr(hints[f.name], "__dataclass_fields__"):
@@ -96,21 +114,11 @@ def unclassified_keys(schemas) -> list[str]:
 
 
 def readable_name(run) -> str:
+    """``output.name``, or the model's name and the method's parts (its config's ``run_name_parts``:
+    e.g. ``smollm2-135m-r8-lr0.0007``), plus the precision when it is not fp32."""
     if run.output.name:
         return run.output.name
-    model = Path(run.model.name.rstrip("/")).name
-    parts = [model]
-    method = asdict(run.fnmodel)
-    if "peft_type" in method:  # fnmodel=peft: the PEFT method and its rank, e.g. lora-r8
-        parts.append(str(method["peft_type"]).lower() + (f"-r{method['config']['r']}" if "r" in method["config"] else ""))
-    for key, short in (("rank", "r"), ("density", "d"), ("budget", "b")):
-        if method.get(key) not in (None, 0, 0.0) or (key == "rank" and method.get(key) == 0):
-            parts.append(f"{short}{method[key]}")
-    if "lora_lr" in method:  # null: train.lr (conf/fnmodel/rosa-robust.yaml)
-        lora_lr, sparse_lr = (run.train.lr if method[k] is None else method[k] for k in ("lora_lr", "sparse_lr"))
-        parts.append(f"lr{lora_lr:g}-{sparse_lr:g}" if method.get("rank") else f"lr{sparse_lr:g}")
-    else:
-        parts.append(f"lr{run.train.lr:g}")
+    parts = [Path(run.model.name.rstrip("/")).name, *run.fnmodel.run_name_parts(run.train.lr)]
     if run.precision.name not in ("auto", "fp32"):
         parts.append(run.precision.name)
     return re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join(parts))
@@ -149,12 +157,18 @@ def recover_status(run_dir: Path) -> dict | None:
             done = "restored from"
         except OSError as err:  # a read-only tree (eval.py, compile_results.py): the record is still used
             done = f"not restored ({err.strerror or err}); using"
-        print(f"warning: {path} was {'missing' if status is None else 'unreadable'}; {done} {record_path} "
-              "(the run is finished)", file=sys.stderr)
+        print(
+            f"warning: {path} was {'missing' if status is None else 'unreadable'}; {done} {record_path} "
+            "(the run is finished)",
+            file=sys.stderr,
+        )
         return record
     if status is not None:
-        log.warning("warning: %s is unreadable and there is no %s: the run is not finished (training writes "
-                    "status.json anew)", path, record_path)
+        log.warning(
+            "warning: %s is unreadable and there is no %s: the run is not finished (training writes status.json anew)",
+            path,
+            record_path,
+        )
     return status
 
 
@@ -169,8 +183,10 @@ def lock_run(run_dir: Path) -> IO:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise RunLocked(f"run {run_dir} is in use by {holder} (lock {path}); allowed: one process per run: "
-                        "wait for it to end, or stop it") from None
+        raise RunLocked(
+            f"run {run_dir} is in use by {holder} (lock {path}); allowed: one process per run: "
+            "wait for it to end, or stop it"
+        ) from None
     handle.truncate(0)
     handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
     handle.flush()
@@ -190,5 +206,9 @@ def update_status(run_dir: Path, **fields) -> dict:
 def find_runs(root: Path) -> list[Path]:
     """Every run folder below ``root`` (a folder holding config.yaml), ``root`` itself included."""
     root = Path(root)
-    found = [p.parent for p in root.rglob("config.yaml") if not any(part.startswith(".") for part in p.parent.relative_to(root).parts)]
+    found = [
+        p.parent
+        for p in root.rglob("config.yaml")
+        if not any(part.startswith(".") for part in p.parent.relative_to(root).parts)
+    ]
     return sorted(set(found))

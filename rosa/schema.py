@@ -6,6 +6,7 @@ value and what is allowed) and, for a key added after runs existed, its ``neutra
 behaviour from before the key; ``rosa.runs.run_identity`` leaves it out of the run's hash there).
 Method modules import this to declare their own config next to their code.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -56,11 +57,13 @@ def _check_target_modules(value, key: str) -> None:
         try:
             re.compile(value)
         except re.error as err:
-            raise ConfigError(f"{key}={value!r} is not a valid regular expression ({err}); allowed: {allowed}") from None
+            raise ConfigError(
+                f"{key}={value!r} is not a valid regular expression ({err}); allowed: {allowed}"
+            ) from None
         return
     if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
         return
     raise ConfigError(f"{key}={value!r} is not allowed; allowed: {allowed}")
 
 
-TARGET_MODULES = validator(_check_target_modules)   # fnmodel.target_modules of every adapter method
+TARGET_MODULES = validator(_check_target_modules)  # fnmodel.target_modules of every adapter method

@@ -2,6 +2,7 @@
 guard: under CI=true a skipped test fails, unless its reason starts with ``not applicable:`` (the test
 is for another kind of machine or output). A skip there would otherwise hide a dependency that
 set-up failed to install (triton, peft, torchao, submitit, Java, the shared data)."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 IN_CI = os.environ.get("CI", "").lower() == "true"
-NOT_APPLICABLE = "not applicable: "   # the start of a skip reason that CI accepts
+NOT_APPLICABLE = "not applicable: "  # the start of a skip reason that CI accepts
+# every Python process the tests start imports tests/hooks/sitecustomize.py (ROSA_TEST_SIGNAL_AT_STEP)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests" / "hooks"), os.environ.get("PYTHONPATH")]))
 
 
 def _fail_a_skip_in_ci(report) -> None:
@@ -49,11 +52,19 @@ def shared_data_or_skip() -> Path:
     pytest.skip(f"{SHARED_DATA} not found")
 
 
-def run_train(*overrides: str, cwd: Path = REPO, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_train(
+    *overrides: str, cwd: Path = REPO, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python train.py <overrides>`` in a subprocess and capture its output."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", **(env or {})}
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *overrides], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *overrides],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @contextmanager
@@ -73,14 +84,21 @@ def rendezvous_port():
 
 def join_as_client(rank: int, world: int, port: int) -> None:
     """The environment of a worker rank that joins :func:`rendezvous_port`'s store."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), TORCHELASTIC_USE_AGENT_STORE="True")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        TORCHELASTIC_USE_AGENT_STORE="True",
+    )
 
 
 @pytest.fixture
 def one_thread():
     """One intra-op thread for tests of tiny tensors: faster, and immune to a loaded machine."""
     import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -90,4 +108,5 @@ def one_thread():
 @pytest.fixture
 def tiny_tokenizer():
     from rosa.models.tiny import tiny_tokenizer
+
     return tiny_tokenizer()

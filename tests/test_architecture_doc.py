@@ -1,5 +1,6 @@
 """docs/architecture.md matches the code: every method call it names exists on Method, and every hook
 it lists is called by the loop; every module path in its map exists."""
+
 from __future__ import annotations
 
 import re

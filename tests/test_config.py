@@ -1,10 +1,11 @@
 """Config validation: each kind of bad input stops with one line naming key, value and what is
 allowed, exit status 2, before anything is loaded and without creating a run directory."""
+
 import pytest
 
-from tests.conftest import run_train
-from rosa.cli import check_command_line
+from rosa.command_line import check_command_line
 from rosa.config import compose, rewrite_overrides, validate
+from tests.conftest import run_train
 
 
 def rejected(capsys, *args) -> str:
@@ -16,23 +17,29 @@ def rejected(capsys, *args) -> str:
     return message
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["train.lrr=1e-3"], "train.lrr: unknown key (did you mean 'lr'?)"),
-    (["fnmodel.name=lorra"], "fnmodel.name='lorra' is unknown (did you mean 'lora'?); choose one of: "),
-    (["fnmodel=lorra"], "fnmodel.name='lorra' is unknown"),
-    (["dataset.name=gsm9k"], "dataset.name='gsm9k' is unknown (did you mean 'gsm8k'?); choose one of: "),
-    (["train.lr=0"], "train.lr=0.0 is out of range; allowed: a number > 0"),
-    (["train.lr=-1e-4"], "train.lr=-0.0001 is out of range"),
-    (["fnmodel.rank=0"], "fnmodel.rank=0 is out of range; allowed: an integer >= 1"),
-    (["fnmodel.dropout=1.0"], "fnmodel.dropout=1.0 is out of range; allowed: a number in [0, 1)"),
-    (["train.batch_size=8", "train.micro_batch_size=3"], "train.batch_size=8 is not a multiple of train.micro_batch_size=3"),
-    (["train.scheduler=step"], "train.scheduler='step' is not allowed; choose one of: linear, cosine, constant"),
-    (["train.epochs=many"], "train.epochs='many' is not allowed; expected an integer"),
-    (["dataset.source=local"], "dataset.path=None is not allowed with dataset.source=local"),
-    (["dataset.source=web"], "dataset.source='web' is not allowed; choose one of: sample, local, hub"),
-    (["precision=fp8"], "precision.name='fp8' is unknown"),
-    (["-m", "train.lr=1e-3,-1"], "train.lr=-1.0 is out of range"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["train.lrr=1e-3"], "train.lrr: unknown key (did you mean 'lr'?)"),
+        (["fnmodel.name=lorra"], "fnmodel.name='lorra' is unknown (did you mean 'lora'?); choose one of: "),
+        (["fnmodel=lorra"], "fnmodel.name='lorra' is unknown"),
+        (["dataset.name=gsm9k"], "dataset.name='gsm9k' is unknown (did you mean 'gsm8k'?); choose one of: "),
+        (["train.lr=0"], "train.lr=0.0 is out of range; allowed: a number > 0"),
+        (["train.lr=-1e-4"], "train.lr=-0.0001 is out of range"),
+        (["fnmodel.rank=0"], "fnmodel.rank=0 is out of range; allowed: an integer >= 1"),
+        (["fnmodel.dropout=1.0"], "fnmodel.dropout=1.0 is out of range; allowed: a number in [0, 1)"),
+        (
+            ["train.batch_size=8", "train.micro_batch_size=3"],
+            "train.batch_size=8 is not a multiple of train.micro_batch_size=3",
+        ),
+        (["train.scheduler=step"], "train.scheduler='step' is not allowed; choose one of: linear, cosine, constant"),
+        (["train.epochs=many"], "train.epochs='many' is not allowed; expected an integer"),
+        (["dataset.source=local"], "dataset.path=None is not allowed with dataset.source=local"),
+        (["dataset.source=web"], "dataset.source='web' is not allowed; choose one of: sample, local, hub"),
+        (["precision=fp8"], "precision.name='fp8' is unknown"),
+        (["-m", "train.lr=1e-3,-1"], "train.lr=-1.0 is out of range"),
+    ],
+)
 def test_bad_input_one_line_exit_2(capsys, args, expected):
     assert expected in rejected(capsys, *args)
 
@@ -68,8 +75,13 @@ def test_sweeps_are_rewritten_elementwise():
 
 def test_default_is_the_embedded_setup():
     run = validate(compose([]))
-    assert (run.model.name, run.dataset.name, run.dataset.source, run.fnmodel.name, run.precision.name) == \
-        ("tiny", "e2e", "sample", "lora", "auto")
+    assert (run.model.name, run.dataset.name, run.dataset.source, run.fnmodel.name, run.precision.name) == (
+        "tiny",
+        "e2e",
+        "sample",
+        "lora",
+        "auto",
+    )
 
 
 def test_subprocess_exit_2_and_no_run_directory(tmp_path):
@@ -83,60 +95,136 @@ def test_subprocess_exit_2_and_no_run_directory(tmp_path):
 
 
 # ----------------------------------------------------------------------------- issue 14: more bad input
-@pytest.mark.parametrize("args, expected", [
-    (["train.optimizer.betas=[a,b]"], "train.optimizer.betas=['a', 'b'] is not allowed; expected two numbers in [0, 1)"),
-    (["train.lr=${nope.nope}"], "train.lr='${nope.nope}': the interpolation cannot be resolved (Interpolation key 'nope.nope' not found)"),
-    (["train.lr=${oc.env:NO_SUCH_VAR}"], "train.lr='${oc.env:NO_SUCH_VAR}': the interpolation cannot be resolved"),
-    (["train.lr=${train.lr}"], "train.lr='${train.lr}': the interpolation cannot be resolved (Recursive interpolation detected)"),
-    (["seed=-1"], "seed=-1 is out of range; allowed: an integer in [0, 4294967295]"),
-    (["seed=4294967296"], "seed=4294967296 is out of range; allowed: an integer in [0, 4294967295]"),
-    (["device=foo"], "device='foo' is not allowed; allowed: auto, cpu, cuda or cuda:N"),
-    (["fnmodel.target_modules=5"], "fnmodel.target_modules=5 is not allowed; allowed: 'all-linear', a non-empty list of module names or a regular expression"),
-    (["fnmodel.target_modules=[]"], "fnmodel.target_modules=[] is not allowed; allowed: 'all-linear', a non-empty list"),
-    (['fnmodel.target_modules="(["'], "fnmodel.target_modules='([' is not a valid regular expression (unterminated character set at position 1)"),
-    (["fnmodel.target_modules=(["], "fnmodel.target_modules=([: not a valid override (extraneous input '(' expecting"),
-    (["-m", "fnmodel.target_modules=([", "seed=1,2"], "fnmodel.target_modules=([: not a valid override"),
-    (["dataset.sample_rows={train:"], "dataset.sample_rows={train:: not a valid override (no viable alternative at input"),
-    (["fnmodel=rosa-orthogonal", "fnmodel.target_modules=[q_proj, 3]"], "fnmodel.target_modules=['q_proj', 3] is not allowed"),
-    (["dataset.sample_rows={train: -1}"], "dataset.sample_rows.train=-1 is out of range; allowed: an integer >= 1"),
-    (["dataset.sample_rows={bogus: 3}"], "dataset.sample_rows.bogus: unknown split; allowed split names: train, validation, test"),
-    (["dataset.splits={bogus: test}"], "dataset.splits.bogus: unknown split; allowed split names: train, validation, test"),
-    (["dataset.splits={train: 5}"], "dataset.splits.train=5 is not allowed; allowed: a source split name"),
-    (["+experiment=does-not-exist"], "experiment: Could not find 'experiment/does-not-exist'; choose one of: baselines/dora"),
-    (["fnmodel.density=0.1"], "fnmodel.density: unknown key; allowed keys under fnmodel: name, rank, alpha, dropout, rslora, target_modules"),
-    (["fnmodel=rosa-robust", "fnmodel.densty=0.1"], "fnmodel.densty: unknown key (did you mean 'density'?); allowed keys under fnmodel: name, rank"),
-    (["train.lr=inf"], "train.lr=inf is not allowed; expected a finite number"),
-    (["train.lr=1e400"], "train.lr=inf is not allowed; expected a finite number"),
-    (["train.lr=nan"], "train.lr=nan is not allowed; expected a finite number"),
-    (["fnmodel.alpha=inf"], "fnmodel.alpha=inf is not allowed; expected a finite number"),
-    (["train.optimizer.eps=inf"], "train.optimizer.eps=inf is not allowed; expected a finite number"),
-    (["train.optimizer.weight_decay=inf"], "train.optimizer.weight_decay=inf is not allowed; expected a finite number"),
-    (["train.optimizer.betas=[0.9,nan]"], "train.optimizer.betas=[0.9, nan] is not allowed; expected a finite number"),
-    (["train.max_grad_norm=nan"], "train.max_grad_norm=nan is not allowed"),
-    (["fnmodel=peft", "++fnmodel.config.lora_alpha=inf"], "fnmodel.config.lora_alpha=inf is not allowed; expected a finite number"),
-    (["train.max_steps=1000000000000"], "train.max_steps=1000000000000 is out of range; allowed: an integer in [0, 1000000000]"),
-    (["train.epochs=1000000000000"], "train.epochs=1000000000000 is out of range; allowed: an integer in [1, 1000000]"),
-    (["output.name=../../../../escaped"], "output.name='../../../../escaped' is not allowed; allowed: a folder name without"),
-    (["output.name=/tmp/x"], "output.name='/tmp/x' is not allowed"),
-    (["output.name=.."], "output.name='..' is not allowed"),
-    (["-m", "train.lr=1e-3,-1", "seed=range(0,256)"], "train.lr=-1.0 is out of range"),
-    (["-m", "train.batch_size=8,6", "train.micro_batch_size=4,8", "seed=range(0,100)"],
-     "train.batch_size=6 is not a multiple of train.micro_batch_size=4"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["train.optimizer.betas=[a,b]"],
+            "train.optimizer.betas=['a', 'b'] is not allowed; expected two numbers in [0, 1)",
+        ),
+        (
+            ["train.lr=${nope.nope}"],
+            "train.lr='${nope.nope}': the interpolation cannot be resolved (Interpolation key 'nope.nope' not found)",
+        ),
+        (["train.lr=${oc.env:NO_SUCH_VAR}"], "train.lr='${oc.env:NO_SUCH_VAR}': the interpolation cannot be resolved"),
+        (
+            ["train.lr=${train.lr}"],
+            "train.lr='${train.lr}': the interpolation cannot be resolved (Recursive interpolation detected)",
+        ),
+        (["seed=-1"], "seed=-1 is out of range; allowed: an integer in [0, 4294967295]"),
+        (["seed=4294967296"], "seed=4294967296 is out of range; allowed: an integer in [0, 4294967295]"),
+        (["device=foo"], "device='foo' is not allowed; allowed: auto, cpu, cuda or cuda:N"),
+        (
+            ["fnmodel.target_modules=5"],
+            "fnmodel.target_modules=5 is not allowed; allowed: 'all-linear', a non-empty list of module names or a regular expression",
+        ),
+        (
+            ["fnmodel.target_modules=[]"],
+            "fnmodel.target_modules=[] is not allowed; allowed: 'all-linear', a non-empty list",
+        ),
+        (
+            ['fnmodel.target_modules="(["'],
+            "fnmodel.target_modules='([' is not a valid regular expression (unterminated character set at position 1)",
+        ),
+        (
+            ["fnmodel.target_modules=(["],
+            "fnmodel.target_modules=([: not a valid override (extraneous input '(' expecting",
+        ),
+        (["-m", "fnmodel.target_modules=([", "seed=1,2"], "fnmodel.target_modules=([: not a valid override"),
+        (
+            ["dataset.sample_rows={train:"],
+            "dataset.sample_rows={train:: not a valid override (no viable alternative at input",
+        ),
+        (
+            ["fnmodel=rosa-orthogonal", "fnmodel.target_modules=[q_proj, 3]"],
+            "fnmodel.target_modules=['q_proj', 3] is not allowed",
+        ),
+        (["dataset.sample_rows={train: -1}"], "dataset.sample_rows.train=-1 is out of range; allowed: an integer >= 1"),
+        (
+            ["dataset.sample_rows={bogus: 3}"],
+            "dataset.sample_rows.bogus: unknown split; allowed split names: train, validation, test",
+        ),
+        (
+            ["dataset.splits={bogus: test}"],
+            "dataset.splits.bogus: unknown split; allowed split names: train, validation, test",
+        ),
+        (["dataset.splits={train: 5}"], "dataset.splits.train=5 is not allowed; allowed: a source split name"),
+        (
+            ["+experiment=does-not-exist"],
+            "experiment: Could not find 'experiment/does-not-exist'; choose one of: baselines/dora",
+        ),
+        (
+            ["fnmodel.density=0.1"],
+            "fnmodel.density: unknown key; allowed keys under fnmodel: name, rank, alpha, dropout, rslora, target_modules",
+        ),
+        (
+            ["fnmodel=rosa-robust", "fnmodel.densty=0.1"],
+            "fnmodel.densty: unknown key (did you mean 'density'?); allowed keys under fnmodel: name, rank",
+        ),
+        (["train.lr=inf"], "train.lr=inf is not allowed; expected a finite number"),
+        (["train.lr=1e400"], "train.lr=inf is not allowed; expected a finite number"),
+        (["train.lr=nan"], "train.lr=nan is not allowed; expected a finite number"),
+        (["fnmodel.alpha=inf"], "fnmodel.alpha=inf is not allowed; expected a finite number"),
+        (["train.optimizer.eps=inf"], "train.optimizer.eps=inf is not allowed; expected a finite number"),
+        (
+            ["train.optimizer.weight_decay=inf"],
+            "train.optimizer.weight_decay=inf is not allowed; expected a finite number",
+        ),
+        (
+            ["train.optimizer.betas=[0.9,nan]"],
+            "train.optimizer.betas=[0.9, nan] is not allowed; expected a finite number",
+        ),
+        (["train.max_grad_norm=nan"], "train.max_grad_norm=nan is not allowed"),
+        (
+            ["fnmodel=peft", "++fnmodel.config.lora_alpha=inf"],
+            "fnmodel.config.lora_alpha=inf is not allowed; expected a finite number",
+        ),
+        (
+            ["train.max_steps=1000000000000"],
+            "train.max_steps=1000000000000 is out of range; allowed: an integer in [0, 1000000000]",
+        ),
+        (
+            ["train.epochs=1000000000000"],
+            "train.epochs=1000000000000 is out of range; allowed: an integer in [1, 1000000]",
+        ),
+        (
+            ["output.name=../../../../escaped"],
+            "output.name='../../../../escaped' is not allowed; allowed: a folder name without",
+        ),
+        (["output.name=/tmp/x"], "output.name='/tmp/x' is not allowed"),
+        (["output.name=.."], "output.name='..' is not allowed"),
+        (["-m", "train.lr=1e-3,-1", "seed=range(0,256)"], "train.lr=-1.0 is out of range"),
+        (
+            ["-m", "train.batch_size=8,6", "train.micro_batch_size=4,8", "seed=range(0,100)"],
+            "train.batch_size=6 is not a multiple of train.micro_batch_size=4",
+        ),
+    ],
+)
 def test_more_bad_input_one_line_exit_2(capsys, args, expected):
     assert expected in rejected(capsys, *args)
 
 
-@pytest.mark.parametrize("args", [["train.max_grad_norm=inf"], ["output.name=my-run.v2"], ["device=cuda:1"],
-                                  ["fnmodel.target_modules=[q_proj,v_proj]"], ["fnmodel.target_modules=.*proj"],
-                                  ["dataset.splits={train: test}"], ["seed=4294967295"], ["seed=0"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train.max_grad_norm=inf"],
+        ["output.name=my-run.v2"],
+        ["device=cuda:1"],
+        ["fnmodel.target_modules=[q_proj,v_proj]"],
+        ["fnmodel.target_modules=.*proj"],
+        ["dataset.splits={train: test}"],
+        ["seed=4294967295"],
+        ["seed=0"],
+    ],
+)
 def test_edge_values_still_allowed(args):
     validate(compose(args))
 
 
 def test_split_names_match_the_data_layer():
     from rosa.config import SPLIT_NAMES
-    from rosa.data.schema import CANONICAL_SPLITS
+    from rosa.data.spec import CANONICAL_SPLITS
+
     assert SPLIT_NAMES == CANONICAL_SPLITS
 
 
@@ -151,7 +239,8 @@ def test_big_sweep_validates_every_combination_with_few_compositions(monkeypatch
     config.validate_sweep(["fnmodel=lora,fft", "train.lr=1e-3,2e-3", "seed=range(0,150)"])
     assert len(composed) == 2 and len(validated) == 2 * 2 * 150
     assert {(v.fnmodel.name, v.train.lr, v.seed) for v in validated} == {
-        (m, lr, s) for m in ("lora", "fft") for lr in (1e-3, 2e-3) for s in range(150)}
+        (m, lr, s) for m in ("lora", "fft") for lr in (1e-3, 2e-3) for s in range(150)
+    }
 
 
 # ----------------------------------------------------------------------------- run identity (issue 14)
@@ -179,10 +268,18 @@ def test_an_unclassified_key_is_reported():
 
 def test_default_run_hashes_are_unchanged():
     """The folders of existing runs: these hashes must never change."""
-    expected = {(): "44c3acea", ("fnmodel=fft",): "0ea194e9", ("fnmodel=rosa-robust",): "5f90db8f",
-                ("fnmodel=rosa-orthogonal",): "6bcb0c28", ("fnmodel=spa",): "7a8163c4", ("fnmodel=peft",): "98e9667c",
-                ("dataset=gsm8k",): "0504690e", ("+experiment=rosa-paper/gsm8k-bf16",): "d413d927",
-                ("train.optimizer.name=sgd",): "bea745d1", ("model.chat_template=true",): "c33bcbab"}
+    expected = {
+        (): "44c3acea",
+        ("fnmodel=fft",): "0ea194e9",
+        ("fnmodel=rosa-robust",): "5f90db8f",
+        ("fnmodel=rosa-orthogonal",): "6bcb0c28",
+        ("fnmodel=spa",): "7a8163c4",
+        ("fnmodel=peft",): "98e9667c",
+        ("dataset=gsm8k",): "0504690e",
+        ("+experiment=rosa-paper/gsm8k-bf16",): "d413d927",
+        ("train.optimizer.name=sgd",): "bea745d1",
+        ("model.chat_template=true",): "c33bcbab",
+    }
     assert {k: run_hash(validate(compose(list(k)))) for k in expected} == expected
 
 
@@ -201,12 +298,26 @@ def test_a_key_added_at_its_neutral_value_keeps_every_identity():
 
 def test_training_settings_change_the_identity_and_the_rest_does_not():
     base = run_hash(validate(compose([])))
-    changes = [["train.lr=1e-3"], ["seed=1"], ["fnmodel.rank=4"], ["train.loss_norm=examples"], ["dataset.limit=5"],
-               ["train.optimizer.momentum=0.5", "train.optimizer.name=sgd"], ["precision=bf16"], ["train.max_steps=3"]]
+    changes = [
+        ["train.lr=1e-3"],
+        ["seed=1"],
+        ["fnmodel.rank=4"],
+        ["train.loss_norm=examples"],
+        ["dataset.limit=5"],
+        ["train.optimizer.momentum=0.5", "train.optimizer.name=sgd"],
+        ["precision=bf16"],
+        ["train.max_steps=3"],
+    ]
     hashes = {run_hash(validate(compose(c))) for c in changes}
     assert base not in hashes and len(hashes) == len(changes)
-    for same in (["threads=1"], ["train.eval_every=5"], ["output.name=x"], ["eval.limit=3"], ["device=cpu"],
-                 ["train.checkpoint_every=7"]):
+    for same in (
+        ["threads=1"],
+        ["train.eval_every=5"],
+        ["output.name=x"],
+        ["eval.limit=3"],
+        ["device=cpu"],
+        ["train.checkpoint_every=7"],
+    ):
         assert run_hash(validate(compose(same))) == base, same
 
 
@@ -215,6 +326,7 @@ def test_nan_and_inf_are_refused_for_every_float_key():
     from typing import Optional, get_type_hints
 
     from omegaconf import OmegaConf
+
     from rosa.config import ConfigError, RunConfig
     from rosa.methods import METHODS
 
@@ -228,30 +340,51 @@ def test_nan_and_inf_are_refused_for_every_float_key():
                 yield f"{prefix}{f.name}"
 
     checked = 0
-    for method in sorted(METHODS):   # every registered method (peft's floats sit in a free mapping, checked too)
+    for method in sorted(METHODS):  # every registered method (peft's floats sit in a free mapping, checked too)
         base = OmegaConf.to_container(compose([f"fnmodel={method}"]))
         keys = list(float_keys(RunConfig, "")) + list(float_keys(METHODS[method].config_class, "fnmodel."))
         for key in keys:
             for bad in (float("nan"), float("-inf")):
                 data = OmegaConf.create(base)
                 OmegaConf.update(data, key, bad)
-                with pytest.raises(ConfigError, match=f"^{re.escape(key)}=(nan|-inf) is not allowed; expected a finite"):
+                with pytest.raises(
+                    ConfigError, match=f"^{re.escape(key)}=(nan|-inf) is not allowed; expected a finite"
+                ):
                     validate(data)
                 checked += 1
     assert checked >= 40
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["-m", "hydra/launcher=slurmm"], "hydra/launcher='slurmm' is unknown (did you mean 'slurm'?); choose one of: local, slurm"),
-    (["-m", "hydra/launcher=slurm", "hydra.launcher.partitio=gpu"],
-     "hydra.launcher.partitio: unknown key (did you mean 'partition'?); allowed keys under hydra.launcher:"),
-    (["-m", "hydra.launcher.partition=gpu"], "hydra.launcher.partition: no launcher selected; add hydra/launcher=slurm"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["-m", "hydra/launcher=slurmm"],
+            "hydra/launcher='slurmm' is unknown (did you mean 'slurm'?); choose one of: local, slurm",
+        ),
+        (
+            ["-m", "hydra/launcher=slurm", "hydra.launcher.partitio=gpu"],
+            "hydra.launcher.partitio: unknown key (did you mean 'partition'?); allowed keys under hydra.launcher:",
+        ),
+        (
+            ["-m", "hydra.launcher.partition=gpu"],
+            "hydra.launcher.partition: no launcher selected; add hydra/launcher=slurm",
+        ),
+    ],
+)
 def test_bad_launcher_overrides_one_line_exit_2(capsys, args, expected):
     assert expected in rejected(capsys, *args)
 
 
 def test_good_launcher_overrides_pass_the_check():
-    argv, single = check_command_line(["train.py", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                                       "hydra.launcher.timeout_min=30", "seed=1,2"])
+    argv, single = check_command_line(
+        [
+            "train.py",
+            "-m",
+            "hydra/launcher=slurm",
+            "hydra.launcher.partition=gpu",
+            "hydra.launcher.timeout_min=30",
+            "seed=1,2",
+        ]
+    )
     assert single is None and "hydra.launcher.partition=gpu" in argv

@@ -6,6 +6,7 @@ it, and works again once space is back (a training run resumes from its last goo
 Mocked OSErrors (tests/training/test_checkpoint.py) cannot show this: the libraries we write through
 hide the OS's error (safetensors raises ``SafetensorError``, torch.save ``RuntimeError``), which is
 how a full disk once ended in a 26-line traceback."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,17 @@ from tests.conftest import IN_CI, run_train
 
 NO_SPACE = "No space left on device"
 # fft on the tiny model: a checkpoint (weights + AdamW's two moments) is ~21 MiB, so 32 MiB holds one
-FFT = ["fnmodel=fft", "train.max_steps=6", "train.checkpoint_every=3", "dataset.max_length=128", "threads=1",
-       "dataset.sample_rows.train=24", "dataset.sample_rows.validation=8", "train.eval_at_end=false",
-       "train.sample_at_eval=false"]
+FFT = [
+    "fnmodel=fft",
+    "train.max_steps=6",
+    "train.checkpoint_every=3",
+    "dataset.max_length=128",
+    "threads=1",
+    "dataset.sample_rows.train=24",
+    "dataset.sample_rows.validation=8",
+    "train.eval_at_end=false",
+    "train.sample_at_eval=false",
+]
 
 
 class SmallDisk:
@@ -28,8 +37,9 @@ class SmallDisk:
     def __init__(self, path, size_mib: int):
         self.path = path
         path.mkdir()
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(path)],
-                                 capture_output=True, text=True)
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(path)], capture_output=True, text=True
+        )
         if mounted.returncode != 0:
             reason = f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}"
             pytest.fail(reason + " (CI=true requires it)") if IN_CI else pytest.skip(reason)
@@ -61,6 +71,7 @@ def small_disk(tmp_path):
     def make(size_mib: int) -> SmallDisk:
         disks.append(SmallDisk(tmp_path / f"disk{len(disks)}", size_mib))
         return disks[-1]
+
     yield make
     for disk in disks:
         disk.unmount()
@@ -83,12 +94,12 @@ def test_a_full_disk_stops_training_in_one_line_and_the_rerun_resumes(small_disk
     assert failed.returncode == 1, failed.stderr[-2000:]
     (line,) = error_lines(failed.stderr)
     assert line.startswith(f"error: run {run_dir} failed: cannot write {checkpoint}: {NO_SPACE} ("), line
-    assert "free, the write needs about 21." in line     # fp32 weights + two AdamW moments
+    assert "free, the write needs about 21." in line  # fp32 weights + two AdamW moments
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "failed" and NO_SPACE in status["error"]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["latest.json", "step-0000003"]
 
-    disk.resize(80)   # space is back: the rerun resumes from step 3 and finishes
+    disk.resize(80)  # space is back: the rerun resumes from step 3 and finishes
     resumed = run_train(*FFT, f"output.path={disk.path}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed from {run_dir / 'checkpoints' / 'step-0000003'} (step 3," in resumed.stderr
@@ -97,7 +108,8 @@ def test_a_full_disk_stops_training_in_one_line_and_the_rerun_resumes(small_disk
 
 
 def test_evaluation_and_export_on_a_full_disk_fail_in_one_line_and_leave_nothing_half_written(
-        small_disk, tmp_path_factory, capsys):
+    small_disk, tmp_path_factory, capsys
+):
     from tests.evaluation.test_eval_cli import FAST, load_cli
     from tests.evaluation.tiny_run import copy_runs, only_run
 
@@ -112,8 +124,10 @@ def test_evaluation_and_export_on_a_full_disk_fail_in_one_line_and_leave_nothing
     assert eval_main([str(runs), *FAST, "--limit", "2"]) == 1
     err = capsys.readouterr().err
     (line,) = [line for line in err.splitlines() if "FAILED" in line or "Traceback" in line]
-    assert line.startswith(f"{run}: FAILED WriteError: cannot write {run / 'predictions-test.jsonl'}: {NO_SPACE} ("), err
-    assert sorted(p.name for p in run.iterdir()) == before   # no metrics, no predictions, no temporary file
+    assert line.startswith(f"{run}: FAILED WriteError: cannot write {run / 'predictions-test.jsonl'}: {NO_SPACE} ("), (
+        err
+    )
+    assert sorted(p.name for p in run.iterdir()) == before  # no metrics, no predictions, no temporary file
 
     assert eval_main([str(run), "--export-merged", str(disk.path / "merged")]) == 1
     err = capsys.readouterr().err.strip()
@@ -121,7 +135,7 @@ def test_evaluation_and_export_on_a_full_disk_fail_in_one_line_and_leave_nothing
     assert "\n" not in err and "the write needs about" in err, err
     assert not (disk.path / "merged").exists() and not (disk.path / "merged.tmp").exists()
 
-    disk.free()   # space is back: the same commands succeed
+    disk.free()  # space is back: the same commands succeed
     assert eval_main([str(runs), *FAST, "--limit", "2"]) == 0
     assert (run / "metrics-test.json").exists()
     assert eval_main([str(run), "--export-merged", str(disk.path / "merged")]) == 0
@@ -132,7 +146,7 @@ def test_a_mask_file_on_a_full_disk_is_one_line_and_no_file(small_disk):
     import torch
 
     from rosa import atomic
-    from rosa.methods.sparse_masks import masks_from_scores, save_masks
+    from rosa.methods.rosa_robust.masks import masks_from_scores, save_masks
 
     disk = small_disk(1)
     masks = masks_from_scores({"layer": torch.rand(512, 512)}, 0.5)

@@ -1,4 +1,5 @@
 """jobs.yaml grids, `python -m rosa.jobs`, and checkpoint-and-requeue under submitit (local launcher)."""
+
 from __future__ import annotations
 
 import shutil
@@ -25,8 +26,8 @@ def test_every_grid_composes_and_validates():
 
 
 def test_grid_sizes():
-    assert len(jobs.get_grid("rosa-bf16").runs) == 45       # 3 datasets x (9 RoSA + 3 LoRA + 3 SpA)
-    assert len(jobs.get_grid("rosa-e2e").runs) == 27        # 3 models x (4 ROSA + 4 LoRA + FT)
+    assert len(jobs.get_grid("rosa-bf16").runs) == 45  # 3 datasets x (9 RoSA + 3 LoRA + 3 SpA)
+    assert len(jobs.get_grid("rosa-e2e").runs) == 27  # 3 models x (4 ROSA + 4 LoRA + FT)
 
 
 def _grid(tmp_path: Path) -> jobs.Grid:
@@ -76,10 +77,21 @@ def test_preemption_checkpoints_requeues_and_resumes(tmp_path, monkeypatch):
     from rosa.runs import read_status
 
     steps = 24
-    overrides = ["model=tiny", f"train.max_steps={steps}", "train.checkpoint_every=1000", "train.eval_at_end=false",
-                 "train.sample_at_eval=false", "train.batch_size=2", "train.micro_batch_size=2", "threads=1",
-                 "dataset.sample_rows.train=16", "dataset.sample_rows.validation=4", "train.eval_batches=1",
-                 f"output.path={tmp_path}/runs", "device=cpu"]
+    overrides = [
+        "model=tiny",
+        f"train.max_steps={steps}",
+        "train.checkpoint_every=1000",
+        "train.eval_at_end=false",
+        "train.sample_at_eval=false",
+        "train.batch_size=2",
+        "train.micro_batch_size=2",
+        "threads=1",
+        "dataset.sample_rows.train=16",
+        "dataset.sample_rows.validation=4",
+        "train.eval_batches=1",
+        f"output.path={tmp_path}/runs",
+        "device=cpu",
+    ]
     grid = jobs.Grid("p", "", {"timeout_min": 15, "gpus_per_node": 0}, [overrides])
     (entry,) = jobs.resolve(grid)
     monkeypatch.setenv("ROSA_TEST_SIGNAL_AT_STEP", "20:SIGUSR2")
@@ -87,10 +99,10 @@ def test_preemption_checkpoints_requeues_and_resumes(tmp_path, monkeypatch):
     assert jobs.submit(grid, "local", dry_run=False, retry_failed=False, extra=[]) == 0
     (job,) = jobs.submitted([entry], jobs.sweep_dir(tmp_path / "runs", "p")).values()
     deadline = time.time() + 600
-    while job.state != "FINISHED" and time.time() < deadline:   # submitit: the result file is written
+    while job.state != "FINISHED" and time.time() < deadline:  # submitit: the result file is written
         time.sleep(1)
-    assert job.result().status == JobStatus.COMPLETED   # the Hydra job returned (train.py's task ran to its end)
-    assert job.result().return_value == 0               # train()'s exit status
+    assert job.result().status == JobStatus.COMPLETED  # the Hydra job returned (train.py's task ran to its end)
+    assert job.result().return_value == 0  # train()'s exit status
     status = read_status(entry.run_dir)
     assert status["state"] == "done" and status["steps"] == steps
     log = (entry.run_dir / "train.log").read_text()
@@ -114,9 +126,8 @@ def _results_grid(tmp_path: Path) -> jobs.Grid:
 def test_a_results_grid_reruns_a_cell_when_the_code_or_the_config_changes(tmp_path, monkeypatch, capsys):
     """A cell committed by this code is skipped; another code fingerprint or another config reruns it
     (in a run folder of its own); a checkout with uncommitted result code is refused."""
-    from tests.results.test_committed import finished_run
-
     from rosa.config import ConfigError
+    from tests.results.test_committed import finished_run
 
     version = {"commit": "a" * 40, "dirty": [], "code": "f1"}
     monkeypatch.setattr("rosa.provenance.code_version", lambda: version)
@@ -126,27 +137,27 @@ def test_a_results_grid_reruns_a_cell_when_the_code_or_the_config_changes(tmp_pa
     assert jobs.submit(grid, "serial", dry_run=True, retry_failed=False, extra=extra) == 0
     assert "2 runs, 2 to submit" in capsys.readouterr().out
 
-    finished_run(first.run_dir, version, split="test")            # finished here: committed, then skipped
+    finished_run(first.run_dir, version, split="test")  # finished here: committed, then skipped
     assert jobs.submit(grid, "serial", dry_run=True, retry_failed=False, extra=extra) == 0
     assert "would commit it" in capsys.readouterr().out and not (tmp_path / "results").exists()
     assert jobs.collect(grid, extra) == 0
     cell = tmp_path / "results" / first.run_dir.relative_to(tmp_path / "runs" / "code-f1")
     assert f"committed {cell}" in capsys.readouterr().out
-    shutil.rmtree(tmp_path / "runs")                               # a new machine: only the committed cell
+    shutil.rmtree(tmp_path / "runs")  # a new machine: only the committed cell
     assert jobs.submit(grid, "serial", dry_run=True, retry_failed=False, extra=extra) == 0
     out = capsys.readouterr().out
     assert f"skip  committed {cell}" in out and "2 runs, 1 to submit" in out and f"would submit {second.run_dir}" in out
     jobs.print_status(grid, extra)
     assert "committed" in capsys.readouterr().out
 
-    version["commit"] = "b" * 40                                   # a commit of results or docs: still current
+    version["commit"] = "b" * 40  # a commit of results or docs: still current
     assert jobs.submit(grid, "serial", dry_run=True, retry_failed=False, extra=extra) == 0
     assert "2 runs, 1 to submit" in capsys.readouterr().out
-    version["code"] = "f2"                                         # other code: both rerun, in code-f2/
+    version["code"] = "f2"  # other code: both rerun, in code-f2/
     assert jobs.submit(grid, "serial", dry_run=True, retry_failed=False, extra=extra) == 0
     out = capsys.readouterr().out
     assert "2 runs, 2 to submit" in out and "code-f2" in out
-    version["code"] = "f1"                                         # another config: another cell
+    version["code"] = "f1"  # another config: another cell
     assert jobs.submit(grid, "serial", dry_run=True, retry_failed=False, extra=[*extra, "train.lr=1e-3"]) == 0
     assert "2 runs, 2 to submit" in capsys.readouterr().out
     version["dirty"] = ["rosa/methods/lora.py"]
@@ -161,8 +172,16 @@ def test_a_results_grid_commits_each_cell_as_it_finishes(tmp_path, capsys):
     version = code_version()
     if not version["code"] or changed_result_code(version):
         pytest.skip(f"needs a checkout whose result code is committed (changed: {changed_result_code(version)})")
-    grid = jobs.Grid("t", "", {}, [SMOKE + ["train.eval_at_end=true", "eval.limit=2", "dataset.sample_rows.test=2",
-                                            "dataset.sample_rows.train=16"]], results=tmp_path / "results")
+    grid = jobs.Grid(
+        "t",
+        "",
+        {},
+        [
+            SMOKE
+            + ["train.eval_at_end=true", "eval.limit=2", "dataset.sample_rows.test=2", "dataset.sample_rows.train=16"]
+        ],
+        results=tmp_path / "results",
+    )
     extra = [f"output.path={tmp_path}/runs"]
     assert jobs.submit(grid, "serial", dry_run=False, retry_failed=False, extra=extra) == 0
     assert "[1/1] committed" in capsys.readouterr().out

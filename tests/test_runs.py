@@ -1,6 +1,7 @@
 """Run folders: one process per run (a lock naming its holder), a missing or garbage status.json of a
 finished run is restored from its final artefacts (not retrained), a garbage one of an unfinished run
 is reported in one line and the run resumes."""
+
 from __future__ import annotations
 
 import fcntl
@@ -9,9 +10,9 @@ import logging
 
 import pytest
 
-from rosa.training import loop
-from tests.training.faults import Killed, config, die_before_step, train
 from rosa.runs import run_dir_for
+from rosa.training import lifecycle
+from tests.training.faults import Killed, config, die_before_step, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_second_process_on_the_same_run_exits_2_naming_the_holder(tmp_path, capsys):
     run_dir = run_dir_for(config(tmp_path))
     run_dir.mkdir(parents=True)
-    with open(run_dir / ".lock", "w") as holder:   # another process's lock (a second open file: flock conflicts)
+    with open(run_dir / ".lock", "w") as holder:  # another process's lock (a second open file: flock conflicts)
         fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
         holder.write("pid 4242 on somehost\n")
         holder.flush()
@@ -43,7 +44,7 @@ def test_finished_run_without_a_readable_status_is_not_retrained(tmp_path, monke
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(loop, "Trainer", no_training)
+    monkeypatch.setattr(lifecycle, "Trainer", no_training)
     capsys.readouterr()
     assert train(tmp_path)[0] == 0
     out = capsys.readouterr()

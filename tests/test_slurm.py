@@ -3,6 +3,7 @@
 Skipped where SLURM is absent; under CI=true its absence is a failure. The jobs run with this
 interpreter from the repository root, so the node must see this checkout (one machine: it does).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,15 +30,32 @@ def _cluster_up() -> bool:
 
 if not _cluster_up():
     if os.environ.get("CI") == "true":
-        pytest.fail("CI=true but no SLURM cluster answers sinfo: .ci/run should have started one "
-                    "(ci/slurm/setup.sh)", pytrace=False)
-    pytest.skip("no SLURM cluster (sinfo missing or no idle node); start one with sudo ci/slurm/setup.sh",
-                allow_module_level=True)
+        pytest.fail(
+            "CI=true but no SLURM cluster answers sinfo: .ci/run should have started one (ci/slurm/setup.sh)",
+            pytrace=False,
+        )
+    pytest.skip(
+        "no SLURM cluster (sinfo missing or no idle node); start one with sudo ci/slurm/setup.sh",
+        allow_module_level=True,
+    )
 
-FAST = ["model=tiny", "train.eval_at_end=false", "train.sample_at_eval=false", "train.batch_size=2",
-        "train.micro_batch_size=2", "dataset.sample_rows.validation=4", "device=cpu"]
-RESOURCES = {"timeout_min": 20, "gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 2, "signal_delay_s": 30,
-             "array_parallelism": 4}   # on top of conf/hydra/launcher/slurm.yaml (1 GPU by default)
+FAST = [
+    "model=tiny",
+    "train.eval_at_end=false",
+    "train.sample_at_eval=false",
+    "train.batch_size=2",
+    "train.micro_batch_size=2",
+    "dataset.sample_rows.validation=4",
+    "device=cpu",
+]
+RESOURCES = {
+    "timeout_min": 20,
+    "gpus_per_node": 0,
+    "cpus_per_task": 1,
+    "mem_gb": 2,
+    "signal_delay_s": 30,
+    "array_parallelism": 4,
+}  # on top of conf/hydra/launcher/slurm.yaml (1 GPU by default)
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +68,22 @@ def cluster_runs(tmp_path_factory):
     the machine (the requeued run is not stopped again and finishes)."""
     tmp = tmp_path_factory.mktemp("slurm")
     runs = tmp / "runs"
-    grids = {"grids": {
-        "long": {"slurm": RESOURCES, "runs": [
-            " ".join(FAST + ["train.max_steps=12", "train.checkpoint_every=5", "seed=1"]),       # requeued
-            " ".join(FAST + ["train.max_steps=100000", "train.checkpoint_every=50", "seed=2"]),  # cancelled
-        ]},
-    }}
+    grids = {
+        "grids": {
+            "long": {
+                "slurm": RESOURCES,
+                "runs": [
+                    " ".join(FAST + ["train.max_steps=12", "train.checkpoint_every=5", "seed=1"]),  # requeued
+                    " ".join(FAST + ["train.max_steps=100000", "train.checkpoint_every=50", "seed=2"]),  # cancelled
+                ],
+            }
+        }
+    }
     grids["grids"]["smoke"] = jobs.load_grids()["smoke"]
     path = tmp / "jobs.yaml"
     path.write_text(yaml.safe_dump(grids))
     extra = [f"output.path={runs}"]
-    os.environ["ROSA_TEST_SIGNAL_AT_STEP"] = "6:SIGSTOP:first"   # sbatch passes the environment on
+    os.environ["ROSA_TEST_SIGNAL_AT_STEP"] = "6:SIGSTOP:first"  # sbatch passes the environment on
     try:
         _submit(path, "long", extra)
     finally:
@@ -114,13 +137,15 @@ def test_requeue_resumes_from_checkpoint(cluster_runs):
     path, extra, _ = cluster_runs
     entry, _, _, job = _rows(path, extra, "long")[0]
     _wait(lambda: (entry.run_dir / "checkpoints" / "latest.json").exists(), 420, "the first checkpoint")
-    assert (read_status(entry.run_dir) or {}).get("state") == "running"   # held at step 6 (SIGSTOP)
+    assert (read_status(entry.run_dir) or {}).get("state") == "running"  # held at step 6 (SIGSTOP)
     subprocess.run(["scontrol", "requeue", job.job_id], check=True)
+
     # SLURM holds a requeued job back for a while (its begin time is pushed ~2 minutes ahead);
     # make it eligible now so the test waits for the resume, not for the hold.
     def held_back() -> bool:
         shown = subprocess.run(["scontrol", "show", "job", job.job_id], capture_output=True, text=True).stdout
         return "JobState=PENDING" in shown and "Reason=BeginTime" in shown
+
     _wait(held_back, 60, "the requeued job to be pending on its begin time")
     subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], check=True)
     _wait(lambda: (read_status(entry.run_dir) or {}).get("state") in ("done", "failed"), 600, "the requeued run")
@@ -135,7 +160,7 @@ def test_smoke_grid_finishes_and_resubmit_is_a_no_op(cluster_runs, capsys):
     path, extra, runs = cluster_runs
     _submit(path, "smoke", extra)
 
-    def finished_and_evaluated(row) -> bool:   # a run is "done" before its end-of-training evaluation
+    def finished_and_evaluated(row) -> bool:  # a run is "done" before its end-of-training evaluation
         entry, state, _, _ = row
         return state == "failed" or (state == "done" and any(entry.run_dir.glob("metrics-*.json")))
 

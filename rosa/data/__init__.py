@@ -15,7 +15,7 @@ here that defines ``SPEC``). A dataset module also owns its scoring: ``spec.metr
 from rosa.data.features import build_train_features, collate_batch
 from rosa.data.loading import eval_examples, load_examples
 from rosa.data.registry import DATASETS, get_spec
-from rosa.data.schema import DataError, DatasetSpec, Example, FeatureStats, LoadReport
+from rosa.data.spec import DataError, DatasetSpec, Example, FeatureStats, LoadReport
 
 __all__ = [
     "DATASETS",

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rosa.data.readers import read_csv_rows
-from rosa.data.schema import DatasetSpec, RawRow
+from rosa.data.spec import DatasetSpec, RawRow
 from rosa.metrics import e2e as scorer
 
 

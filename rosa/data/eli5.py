@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rosa.data.readers import read_json_gz_array
-from rosa.data.schema import DatasetSpec, RawRow
+from rosa.data.spec import DatasetSpec, RawRow
 from rosa.metrics.perplexity import LM_METRICS
 from rosa.metrics.rouge import rouge_l_corpus
 from rosa.metrics.tokenizers import ptb_tokenize
@@ -53,6 +53,7 @@ def target(row: Mapping[str, Any]) -> str:
 # --- scoring: the loss (headline: perplexity), and ROUGE-L of generated answers (evaluation's --generate) ---
 
 METRICS = (*LM_METRICS, "rouge_l")
+
 
 def score(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
     pred_tok = [ptb_tokenize(p.strip()) for p in predictions]

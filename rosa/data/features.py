@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from rosa.data.schema import DataError, DatasetSpec, Example, FeatureStats
+from rosa.data.spec import DataError, DatasetSpec, Example, FeatureStats
 
 IGNORE_INDEX = -100
 #: The smallest ``dataset.max_length`` (generation datasets): the one limit, which the configuration check uses too.
@@ -57,8 +57,10 @@ def render_prompts(tokenizer: Any, prompts: list[str]) -> list[str]:
     """The prompts as the model reads them: unchanged, or as a chat turn when the tokenizer is marked."""
     if not uses_chat_template(tokenizer):
         return list(prompts)
-    return [tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                          add_generation_prompt=True) for prompt in prompts]
+    return [
+        tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        for prompt in prompts
+    ]
 
 
 def prompt_ids(tokenizer: Any, prompts: list[str]) -> list[list[int]]:

@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rosa.data.readers import read_json_records
-from rosa.data.schema import DatasetSpec, RawRow
+from rosa.data.spec import DatasetSpec, RawRow
 
 
 def render_prompt(row: Mapping[str, Any]) -> str:

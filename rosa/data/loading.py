@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from rosa.data.registry import get_spec
-from rosa.data.schema import CANONICAL_SPLITS, DataError, DatasetSpec, Example, LoadReport, MatchedSplit, RawRow
+from rosa.data.spec import CANONICAL_SPLITS, DataError, DatasetSpec, Example, LoadReport, MatchedSplit, RawRow
 
 SOURCES = ("sample", "local", "hub")
 DEFAULT_SAMPLE_ROWS = {"train": 500, "validation": 50, "test": 50}
@@ -195,7 +195,9 @@ def _matched_rows(matched: MatchedSplit, rows: NumberedRows) -> NumberedRows:
 
 def _leave_out_matched(dataset_cfg: Any, spec: DatasetSpec, source_split: str, rows: NumberedRows) -> NumberedRows:
     """``rows`` of ``source_split`` without those of a matched split that this configuration also uses."""
-    used = [spec.matched_splits.get(str(_configured_split(dataset_cfg, spec, name)).strip()) for name in CANONICAL_SPLITS]
+    used = [
+        spec.matched_splits.get(str(_configured_split(dataset_cfg, spec, name)).strip()) for name in CANONICAL_SPLITS
+    ]
     inside = [(m, set(m.load())) for m in used if m is not None and m.parent == source_split]
     if not inside:
         return rows

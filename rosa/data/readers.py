@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from rosa.data.schema import DataError, RawRow
+from rosa.data.spec import DataError, RawRow
 
 
 class FlaggedRow(dict):
@@ -93,8 +93,10 @@ class _utf8_errors_named:
                 try:
                     line.decode("utf-8")
                 except UnicodeDecodeError as bad:
-                    raise DataError(f"{self.path}: line {number} is not UTF-8 (byte {line[bad.start]:#04x} at "
-                                    f"column {bad.start + 1}); allowed: UTF-8 text") from None
+                    raise DataError(
+                        f"{self.path}: line {number} is not UTF-8 (byte {line[bad.start]:#04x} at "
+                        f"column {bad.start + 1}); allowed: UTF-8 text"
+                    ) from None
         raise DataError(f"{self.path}: not UTF-8 ({error.reason}); allowed: UTF-8 text") from None
 
 
@@ -126,8 +128,10 @@ def read_json_gz_array(path: Path) -> Iterator[tuple[int, RawRow | None]]:
         with _utf8_errors_named(path, gzip.open), gzip.open(path, "rt", encoding="utf-8") as handle:
             records = json.load(handle)
     except (OSError, EOFError, zlib.error, json.JSONDecodeError) as error:  # EOFError: a truncated file
-        raise DataError(f"{path}: not a gzipped JSON array ({type(error).__name__}: {error or 'truncated'}); "
-                        "allowed: a complete .json.gz file") from error
+        raise DataError(
+            f"{path}: not a gzipped JSON array ({type(error).__name__}: {error or 'truncated'}); "
+            "allowed: a complete .json.gz file"
+        ) from error
     if not isinstance(records, list):
         raise DataError(f"{path}: holds a JSON {type(records).__name__}; expected one JSON array of question objects")
     for number, record in enumerate(records, start=1):

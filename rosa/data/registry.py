@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 
-from rosa.data.schema import DataError, DatasetSpec
+from rosa.data.spec import DataError, DatasetSpec
 
 
 @cache

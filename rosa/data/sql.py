@@ -52,10 +52,12 @@ from pathlib import Path
 from typing import Any
 
 from rosa.data.readers import read_json_records
-from rosa.data.schema import DatasetSpec, MatchedSplit, RawRow
+from rosa.data.spec import DatasetSpec, MatchedSplit, RawRow
 
 INSTRUCTION = "Write a SQL query to answer the question based on the table schema."
-_CHAT_CONTENT = re.compile(re.escape(INSTRUCTION) + r"\n\n context: (?P<context>.*)\n\n question: (?P<question>.*)", re.S)
+_CHAT_CONTENT = re.compile(
+    re.escape(INSTRUCTION) + r"\n\n context: (?P<context>.*)\n\n question: (?P<question>.*)", re.S
+)
 ROSA_VALID_FINGERPRINTS = Path(__file__).with_name("sql_rosa_valid.txt")
 
 

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rosa.data.readers import read_csv_rows
-from rosa.data.schema import DatasetSpec, RawRow
+from rosa.data.spec import DatasetSpec, RawRow
 
 PROMPT = (
     "Given a target sentence construct the underlying meaning representation of the input sentence as a "

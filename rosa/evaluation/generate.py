@@ -11,6 +11,7 @@ its text ends in a stop string (EOS ends it too); the text is then cut at the fi
 Decoding per dataset comes from ``DatasetSpec.decoding`` / ``max_new_tokens`` (E2E: ROSA's beam
 search, 5 beams, no repeated 4-gram; the others greedy), overridable per call.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
 from rosa.data.features import prompt_ids
 from rosa.models.loss import prefix_cache
 from rosa.models.shared_prefix import prompts_prefix_length, unsupported_reason
@@ -28,8 +30,12 @@ DECODING_KEYS = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "early_s
 
 def decoding_for(spec, **overrides) -> dict:
     """The decoding settings of a dataset, with the non-None ``overrides`` applied (greedy default)."""
-    decoding = {"num_beams": 1, "max_new_tokens": spec.max_new_tokens, "no_repeat_ngram_size": 0,
-                "early_stopping": False}
+    decoding = {
+        "num_beams": 1,
+        "max_new_tokens": spec.max_new_tokens,
+        "no_repeat_ngram_size": 0,
+        "early_stopping": False,
+    }
     decoding.update({k: v for k, v in dict(spec.decoding).items() if k in DECODING_KEYS})
     unknown = set(overrides) - set(DECODING_KEYS)
     if unknown:
@@ -47,8 +53,8 @@ def cut_at_stop(text: str, stop_strings: list[str]) -> str:
 
 @dataclass
 class GenerationResult:
-    texts: list[str]          # generated text of each prompt, cut at the first stop string
-    new_tokens: int           # tokens generated in all (padding after a finished row excluded)
+    texts: list[str]  # generated text of each prompt, cut at the first stop string
+    new_tokens: int  # tokens generated in all (padding after a finished row excluded)
     seconds: float
 
     @property
@@ -72,16 +78,28 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         if r:
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
     return ids, mask
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], *, batch_size: int = 16, max_new_tokens: int = 128,
-             stop_strings: list[str] | None = None, num_beams: int = 1, no_repeat_ngram_size: int = 0,
-             early_stopping: bool = False, autocast: torch.dtype | None = None, use_cache: bool = True,
-             shared_prefix: bool = True, progress: Callable[[int], None] | None = None) -> GenerationResult:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    batch_size: int = 16,
+    max_new_tokens: int = 128,
+    stop_strings: list[str] | None = None,
+    num_beams: int = 1,
+    no_repeat_ngram_size: int = 0,
+    early_stopping: bool = False,
+    autocast: torch.dtype | None = None,
+    use_cache: bool = True,
+    shared_prefix: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> GenerationResult:
     """Greedy (``num_beams=1``) or beam-search continuations of ``prompts``, ``batch_size`` at a time.
 
     ``shared_prefix``: a batch's common prompt prefix (token ids, >= ``MIN_SHARED_PREFIX`` tokens) is
@@ -101,14 +119,20 @@ def generate(model, tokenizer, prompts: list[str], *, batch_size: int = 16, max_
     model.eval()
     started = time.perf_counter()
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         rows = [ids[i] for i in chunk]
         prefix = prompts_prefix_length(rows) if share else 0
         input_ids, mask = prefix_then_left_pad(rows, prefix, pad_id) if prefix else left_pad(rows, pad_id)
         input_ids, mask = input_ids.to(device), mask.to(device)
         width = input_ids.shape[1]
-        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams, use_cache=use_cache,
-                      pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id)
+        kwargs = dict(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=num_beams,
+            use_cache=use_cache,
+            pad_token_id=pad_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         if stops:
             kwargs.update(stop_strings=stops, tokenizer=tokenizer)
         if no_repeat_ngram_size:

@@ -8,6 +8,7 @@ generates faster; otherwise the model runs unmerged and ``LoadedRun.merge_note``
 4-bit (NF4) base, merging dequantises each adapted weight, adds the adapter's change and keeps the
 result in bf16 (the RoSA code could not merge there and evaluated unmerged).
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,7 +41,7 @@ class LoadedRun:
     device: torch.device
     precision: dict
     merged: bool
-    merge_note: str        # why the model is unmerged ("" when merged)
+    merge_note: str  # why the model is unmerged ("" when merged)
 
 
 def read_run_config(run_dir: Path) -> RunConfig:
@@ -61,15 +62,16 @@ def load_run(run_dir: Path, device: str | None = None, merge: bool | None = None
     try:  # a truncated file is named before any model is loaded
         atomic.check_safetensors(adapter / "adapter.safetensors")
     except (OSError, ValueError) as err:
-        raise EvalError(f"{adapter / 'adapter.safetensors'} is unreadable ({type(err).__name__}: {err})"
-                        .splitlines()[0]) from err
+        raise EvalError(
+            f"{adapter / 'adapter.safetensors'} is unreadable ({type(err).__name__}: {err})".splitlines()[0]
+        ) from err
     dev = resolve_device(device or run.device)
     precision = resolve_precision(run.precision, dev)
     merge = run.eval.merge if merge is None else merge
 
     torch.manual_seed(run.seed)
     set_threads(run.threads)
-    model, tokenizer, method = build_model(run, dev, precision)   # as training built it
+    model, tokenizer, method = build_model(run, dev, precision)  # as training built it
     try:
         method.load_adapter(model, adapter)
     except Exception as err:
@@ -101,13 +103,17 @@ def save_merged(model: nn.Module, tokenizer, directory, dtype: torch.dtype = tor
     Written into ``DIR.tmp`` and renamed: a kill leaves no half-written ``DIR``."""
     leftover = [n for n, m in model.named_modules() if isinstance(m, AdaptedLayer)]
     if leftover:
-        raise ValueError(f"save_merged needs a merged model; {len(leftover)} adapter layers remain "
-                         f"(e.g. {leftover[0]}): call method.merge(model) first")
+        raise ValueError(
+            f"save_merged needs a merged model; {len(leftover)} adapter layers remain "
+            f"(e.g. {leftover[0]}): call method.merge(model) first"
+        )
     dequantize_model(model, dtype)
     model.to(dtype)
+
     def write(folder: Path) -> None:
         model.save_pretrained(str(folder), safe_serialization=True)
         if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
             tokenizer.save_pretrained(str(folder))
+
     atomic.replace_dir(directory, write, needed_bytes=atomic.tensor_bytes(model.state_dict()))
     return Path(directory)

@@ -6,12 +6,13 @@ Per run and split (all written atomically):
 and the metrics go to the run's TensorBoard as ``eval/<split>/<metric>`` at the run's last step.
 
 Generation datasets: one output per unique prompt (``eval_examples``: E2E groups its rows by MR),
-scored by :func:`rosa.evaluation.metrics.compute_metrics` with the dataset's own metrics (its spec).
+scored by :func:`rosa.evaluation.scoring.compute_metrics` with the dataset's own metrics (its spec).
 Language modelling (ELI5): the mean token NLL over the split's 128-token blocks gives ``ppl`` and
 ``bits_per_token`` (``loss`` in nats, :func:`rosa.metrics.perplexity.lm_metrics`); ROUGE-L of generated
 answers is added only with ``generate_lm=True`` (prompt: the question title). Every name reported is
 one of ``spec.metrics``.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,18 +20,17 @@ import logging
 import math
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from rosa import atomic
-from rosa.provenance import code_version
 from rosa.data import build_train_features, collate_batch, eval_examples, get_spec, load_examples
 from rosa.data.features import tokenize
 from rosa.evaluation.generate import decoding_for, generate
 from rosa.evaluation.load import EvalError, LoadedRun, load_run
+from rosa.provenance import code_version
 from rosa.runs import recover_status
 
 SPLITS = ("validation", "test")
@@ -48,15 +48,24 @@ def summary_line(name: str, record: dict) -> str:
     return f"{name}: {record['split']} {scores} (n={record['n_examples']}, {merged}, {record['time_s']:.1f}s)"
 
 
-def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_size: int | None = None,
-                 force: bool = False, device: str | None = None, merge: bool | None = None,
-                 generate_lm: bool = False, progress: bool = True, **decoding) -> dict:
+def evaluate_run(
+    run_dir,
+    split: str = "test",
+    limit: int | None = None,
+    batch_size: int | None = None,
+    force: bool = False,
+    device: str | None = None,
+    merge: bool | None = None,
+    generate_lm: bool = False,
+    progress: bool = True,
+    **decoding,
+) -> dict:
     """Evaluate ``run_dir`` on ``split``. Returns ``{"state": "evaluated" | "skipped", ...}``; a
     run that cannot be evaluated raises (EvalError or the underlying error)."""
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise EvalError(f"split {split!r}; allowed: {', '.join(SPLITS)}")
-    status = recover_status(run_dir)   # a finished run's lost status.json comes back from its adapter folder
+    status = recover_status(run_dir)  # a finished run's lost status.json comes back from its adapter folder
     state = (status or {}).get("state", "not started")
     if state != "done":
         error = (status or {}).get("error")
@@ -65,8 +74,11 @@ def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_s
     if out.exists() and not force:
         problem = metrics_problem(out, split)
         if problem is None:
-            return {"run": str(run_dir), "state": "skipped",
-                    "reason": f"already evaluated: {out.name} exists; --force redoes it"}
+            return {
+                "run": str(run_dir),
+                "state": "skipped",
+                "reason": f"already evaluated: {out.name} exists; --force redoes it",
+            }
         print(f"warning: {out} is not a metrics record ({problem}); evaluating the run again", file=sys.stderr)
 
     started = time.time()
@@ -81,10 +93,21 @@ def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_s
         examples = examples[: limit or run.eval.limit]
     log.info("%s: evaluating %d %s examples (eval.limit caps them)", run_dir.name, len(examples), split)
     batch = batch_size or run.eval.batch_size
-    bar = ProgressLog(tqdm(total=len(examples), desc=run_dir.name, dynamic_ncols=True,
-                           disable=None if progress else True, leave=False), run_dir.name)
-    record = {"split": split, "dataset": spec.name, "method": run.fnmodel.name, "merged": loaded.merged,
-              "merge_note": loaded.merge_note, "batch_size": batch, "limit": limit or run.eval.limit}
+    bar = ProgressLog(
+        tqdm(
+            total=len(examples), desc=run_dir.name, dynamic_ncols=True, disable=None if progress else True, leave=False
+        ),
+        run_dir.name,
+    )
+    record = {
+        "split": split,
+        "dataset": spec.name,
+        "method": run.fnmodel.name,
+        "merged": loaded.merged,
+        "merge_note": loaded.merge_note,
+        "batch_size": batch,
+        "limit": limit or run.eval.limit,
+    }
     try:
         if spec.eval_kind == "lm":
             record.update(_evaluate_lm(loaded, spec, examples, batch, bar))
@@ -102,8 +125,8 @@ def evaluate_run(run_dir, split: str = "test", limit: int | None = None, batch_s
         atomic.write_text(Path(run_dir) / f"predictions-{split}.jsonl", predictions)
     record["time_s"] = time.time() - started
     record["evaluated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    record["code"] = code_version()                               # the evaluation's code
-    record["trained_with"] = (status or {}).get("trained_with")   # the training's (status.json)
+    record["code"] = code_version()  # the evaluation's code
+    record["trained_with"] = (status or {}).get("trained_with")  # the training's (status.json)
     atomic.write_json(out, record)
     _log_tensorboard(run_dir, split, record["metrics"], (status or {}).get("steps", 0))
     return {"run": str(run_dir), "state": "evaluated", **record}
@@ -153,7 +176,7 @@ def max_new_tokens_from_data(tokenizer, examples, cap: int) -> int:
 
 
 def _evaluate_generation(loaded: LoadedRun, spec, examples, batch: int, overrides: dict, bar) -> dict:
-    from rosa.evaluation.metrics import compute_metrics, postprocess
+    from rosa.evaluation.scoring import compute_metrics, postprocess
 
     run = loaded.run
     settings = {"num_beams": run.eval.num_beams, "max_new_tokens": run.eval.max_new_tokens}
@@ -166,39 +189,56 @@ def _evaluate_generation(loaded: LoadedRun, spec, examples, batch: int, override
             raise EvalError(f"{spec.name}: --generate needs the question title of every example")
     else:
         prompts = [e.prompt for e in examples]
-    result = generate(loaded.model, loaded.tokenizer, prompts, batch_size=batch, autocast=loaded.precision["autocast"],
-                      shared_prefix=loaded.run.train.shared_prefix == "auto", progress=bar.update, **decoding)
+    result = generate(
+        loaded.model,
+        loaded.tokenizer,
+        prompts,
+        batch_size=batch,
+        autocast=loaded.precision["autocast"],
+        shared_prefix=loaded.run.train.shared_prefix == "auto",
+        progress=bar.update,
+        **decoding,
+    )
     predictions = [postprocess(spec.name, text) for text in result.texts]
     references = [e.references for e in examples]
     metrics = compute_metrics(spec.name, predictions, references)
-    lines = [json.dumps({"id": e.id, "prompt": p, "generated": g, "prediction": s, "references": e.references},
-                        ensure_ascii=False) for e, p, g, s in zip(examples, prompts, result.texts, predictions)]
-    return {"metrics": metrics, "n_examples": len(examples), "decoding": decoding,
-            "generated_tokens": result.new_tokens, "tokens_per_s": result.tokens_per_s,
-            "predictions": "\n".join(lines) + "\n"}
+    lines = [
+        json.dumps(
+            {"id": e.id, "prompt": p, "generated": g, "prediction": s, "references": e.references}, ensure_ascii=False
+        )
+        for e, p, g, s in zip(examples, prompts, result.texts, predictions)
+    ]
+    return {
+        "metrics": metrics,
+        "n_examples": len(examples),
+        "decoding": decoding,
+        "generated_tokens": result.new_tokens,
+        "tokens_per_s": result.tokens_per_s,
+        "predictions": "\n".join(lines) + "\n",
+    }
 
 
 @torch.no_grad()
 def _evaluate_lm(loaded: LoadedRun, spec, examples, batch: int, bar) -> dict:
     from rosa.metrics.perplexity import lm_metrics
-    from rosa.models.loss import token_loss_sum
+    from rosa.models.loss import batches_token_loss
 
     run, tokenizer, model = loaded.run, loaded.tokenizer, loaded.model
     features, _stats = build_train_features(examples, tokenizer, spec, run.dataset.max_length, "all")
-    loss_sum, count = 0.0, 0
-    autocast = loaded.precision["autocast"]
-    for start in range(0, len(features), batch):
-        tensors = collate_batch(features[start:start + batch], tokenizer.pad_token_id)
-        tensors = {k: v.to(loaded.device) for k, v in tensors.items()}
-        context = torch.autocast(loaded.device.type, dtype=autocast) if autocast is not None else nullcontext()
-        with context:
-            loss, n = token_loss_sum(model, tensors)
-        loss_sum, count = loss_sum + float(loss), count + n
+    batches = (
+        collate_batch(features[start : start + batch], tokenizer.pad_token_id)
+        for start in range(0, len(features), batch)
+    )
+    loss_sum, count = batches_token_loss(model, batches, loaded.device, loaded.precision["autocast"])
     bar.update(len(examples))
     nll = loss_sum / max(count, 1)
-    return {"metrics": lm_metrics(nll),
-            "n_examples": len(examples), "n_blocks": len(features), "n_tokens": count,
-            "block_size": spec.block_size}
+    return {
+        "metrics": lm_metrics(nll),
+        "n_examples": len(examples),
+        "n_blocks": len(features),
+        "n_tokens": count,
+        "block_size": spec.block_size,
+    }
 
 
 def _log_tensorboard(run_dir: Path, split: str, metrics: dict, step: int) -> None:
@@ -223,8 +263,10 @@ def evaluate_after_training(run, run_dir: Path) -> int:
         result = evaluate_run(run_dir, split=run.eval.split, force=True)
     except Exception as err:
         message = f"{type(err).__name__}: {err}".splitlines()[0]
-        print(f"run {run_dir}: trained, but evaluation failed: {message} (retry with: python eval.py {run_dir})",
-              file=sys.stderr)
+        print(
+            f"run {run_dir}: trained, but evaluation failed: {message} (retry with: python eval.py {run_dir})",
+            file=sys.stderr,
+        )
         return EVAL_FAILED
     print(summary_line(f"run {run_dir}", result))
     return 0

@@ -12,16 +12,7 @@
 """
 
 from .csr import CSRMatrix
-from .ops import (
-    IMPLS,
-    dense_plus_sparse_linear,
-    resolve_impl,
-    sddmm,
-    sparse_linear,
-    spmm,
-    spmm_t,
-    triton_available,
-)
+from .ops import IMPLS, dense_plus_sparse_linear, resolve_impl, sddmm, sparse_linear, spmm, spmm_t, triton_available
 
 __all__ = [
     "CSRMatrix",

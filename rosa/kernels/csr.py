@@ -24,15 +24,7 @@ from torch import Tensor
 
 INT16_MAX_DIM = 32767  # int16 indices are used when the indexed dimension is <= this
 
-_FIELDS = (
-    "row_offsets",
-    "col_indices",
-    "row_order",
-    "t_row_offsets",
-    "t_col_indices",
-    "t_row_order",
-    "t_perm",
-)
+_FIELDS = ("row_offsets", "col_indices", "row_order", "t_row_offsets", "t_col_indices", "t_row_order", "t_perm")
 
 
 def _index_dtype(dim: int) -> torch.dtype:
@@ -60,14 +52,10 @@ def _transpose(row_offsets: Tensor, col_indices: Tensor, shape: tuple[int, int])
     # entries are row-major (row ascending, col ascending within a row): a stable sort by column
     # gives column-major order, i.e. the row-major order of S^T.
     t_perm = torch.argsort(cols, stable=True)
-    t_counts = torch.bincount(cols, minlength=m) if cols.numel() else torch.zeros(
-        m, dtype=torch.int64, device=cols.device)
-    return (
-        _offsets(t_counts),
-        rows[t_perm].to(_index_dtype(n)),
-        _order(t_counts),
-        t_perm.to(torch.int32),
+    t_counts = (
+        torch.bincount(cols, minlength=m) if cols.numel() else torch.zeros(m, dtype=torch.int64, device=cols.device)
     )
+    return (_offsets(t_counts), rows[t_perm].to(_index_dtype(n)), _order(t_counts), t_perm.to(torch.int32))
 
 
 @dataclass(eq=False)
@@ -97,10 +85,7 @@ class CSRMatrix:
         counts = mask.sum(1)
         row_offsets = _offsets(counts)
         col_indices = cols.to(_index_dtype(m))
-        return cls(
-            (n, m), row_offsets, col_indices, _order(counts),
-            *_transpose(row_offsets, col_indices, (n, m)),
-        )
+        return cls((n, m), row_offsets, col_indices, _order(counts), *_transpose(row_offsets, col_indices, (n, m)))
 
     @classmethod
     def from_buffers(cls, d: dict[str, Tensor], shape) -> "CSRMatrix":
@@ -114,12 +99,17 @@ class CSRMatrix:
         if row_offsets.numel() != n + 1 or int(row_offsets[-1]) != col_indices.numel():
             raise ValueError(
                 f"CSRMatrix.from_buffers: row_offsets ({row_offsets.numel()}) / col_indices "
-                f"({col_indices.numel()}) inconsistent with shape {(n, m)}")
+                f"({col_indices.numel()}) inconsistent with shape {(n, m)}"
+            )
         counts = row_offsets[1:] - row_offsets[:-1]
         row_order = d["row_order"].to(torch.int32) if "row_order" in d else _order(counts)
         if all(k in d for k in _FIELDS[3:]):
-            t = (d["t_row_offsets"].to(torch.int32), d["t_col_indices"].to(_index_dtype(n)),
-                 d["t_row_order"].to(torch.int32), d["t_perm"].to(torch.int32))
+            t = (
+                d["t_row_offsets"].to(torch.int32),
+                d["t_col_indices"].to(_index_dtype(n)),
+                d["t_row_order"].to(torch.int32),
+                d["t_perm"].to(torch.int32),
+            )
         else:
             t = _transpose(row_offsets, col_indices, (n, m))
         return cls((n, m), row_offsets, col_indices, row_order, *t)
@@ -131,8 +121,7 @@ class CSRMatrix:
     def to(self, device=None, non_blocking: bool = False) -> "CSRMatrix":
         if device is None or torch.device(device) == self.device:
             return self
-        return CSRMatrix(self.shape, *(getattr(self, k).to(device, non_blocking=non_blocking)
-                                       for k in _FIELDS))
+        return CSRMatrix(self.shape, *(getattr(self, k).to(device, non_blocking=non_blocking) for k in _FIELDS))
 
     # ----------------------------------------------------------------------------- properties
     @property
@@ -153,8 +142,9 @@ class CSRMatrix:
 
     def row_indices(self) -> Tensor:
         """int64 [nnz]: the row of each nonzero (row-major order)."""
-        return torch.repeat_interleave(torch.arange(self.shape[0], device=self.device),
-                                       self.row_counts(), output_size=self.nnz)
+        return torch.repeat_interleave(
+            torch.arange(self.shape[0], device=self.device), self.row_counts(), output_size=self.nnz
+        )
 
     def flat_indices(self) -> Tensor:
         """int64 [nnz]: row * n_cols + col of each nonzero."""
@@ -184,5 +174,7 @@ class CSRMatrix:
         return out.view(n, m)
 
     def __repr__(self) -> str:
-        return (f"CSRMatrix(shape={self.shape}, nnz={self.nnz}, density={self.density:.4%}, "
-                f"col_dtype={self.col_indices.dtype}, device={self.device})")
+        return (
+            f"CSRMatrix(shape={self.shape}, nnz={self.nnz}, density={self.density:.4%}, "
+            f"col_dtype={self.col_indices.dtype}, device={self.device})"
+        )

@@ -30,6 +30,7 @@ def triton_available() -> bool:
 
 def _triton():
     from . import triton_ops
+
     return triton_ops
 
 
@@ -44,8 +45,10 @@ def resolve_impl(impl: str, device) -> str:
         if not triton_available():
             raise ValueError("impl='triton' requested but triton is not importable; use 'torch' or 'dense'")
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
-            raise ValueError(f"impl='triton' needs a CUDA device (got {device}); "
-                             "set TRITON_INTERPRET=1 before importing triton to run it on CPU")
+            raise ValueError(
+                f"impl='triton' needs a CUDA device (got {device}); "
+                "set TRITON_INTERPRET=1 before importing triton to run it on CPU"
+            )
     return impl
 
 
@@ -102,16 +105,17 @@ def spmm_t(values: Tensor, csr: CSRMatrix, g: Tensor, impl: str = "auto") -> Ten
     return y.reshape(*g.shape[:-1], m)
 
 
-def sddmm(csr: CSRMatrix, g: Tensor, x: Tensor, impl: str = "auto",
-          out_dtype: torch.dtype | None = None) -> Tensor:
+def sddmm(csr: CSRMatrix, g: Tensor, x: Tensor, impl: str = "auto", out_dtype: torch.dtype | None = None) -> Tensor:
     """(g^T x) sampled at the mask, [nnz] in values order; g [..., n], x [..., m] (leading dims
     flattened to T). fp32 accumulation; returns out_dtype, default fp32 (fp64 for fp64 inputs on
     the torch/dense paths). No autograd."""
     impl = resolve_impl(impl, g.device)
     n, m = csr.shape
     if g.shape[-1] != n or x.shape[-1] != m or g.shape[:-1] != x.shape[:-1]:
-        raise ValueError(f"sddmm: g [..., {n}] and x [..., {m}] with equal leading dims expected, "
-                         f"got {tuple(g.shape)} and {tuple(x.shape)}")
+        raise ValueError(
+            f"sddmm: g [..., {n}] and x [..., {m}] with equal leading dims expected, "
+            f"got {tuple(g.shape)} and {tuple(x.shape)}"
+        )
     return _sddmm2(impl, csr, g.detach().reshape(-1, n), x.detach().reshape(-1, m), out_dtype)
 
 
@@ -176,8 +180,9 @@ class _DensePlusSparseFn(torch.autograd.Function):
         del W
         # W0 + S is re-materialised in backward (as RoSA's sp_add) rather than kept alive; a 4-bit
         # weight is saved as it is (its 4-bit codes) and dequantised again there.
-        ctx.save_for_backward(x2 if (need_w or need_v) else None,
-                              weight if need_x else None, values if need_x else None)
+        ctx.save_for_backward(
+            x2 if (need_w or need_v) else None, weight if need_x else None, values if need_x else None
+        )
         return y
 
     @staticmethod
@@ -199,8 +204,7 @@ class _DensePlusSparseFn(torch.autograd.Function):
         return dx, dw, dv, None, None
 
 
-def dense_plus_sparse_linear(x: Tensor, weight: Tensor, values: Tensor, csr: CSRMatrix,
-                             impl: str = "auto") -> Tensor:
+def dense_plus_sparse_linear(x: Tensor, weight: Tensor, values: Tensor, csr: CSRMatrix, impl: str = "auto") -> Tensor:
     """x @ (W0 + S)^T with W0 + S materialised densely (RoSA's default 'sp_add' path) and one
     matmul in x.dtype. dX = dY (W0 + S) (re-materialised), dValues = SDDMM (backend chosen by
     ``impl``: auto -> triton on CUDA else torch), dW only if ``weight`` requires grad. No bias.

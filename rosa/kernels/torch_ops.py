@@ -48,7 +48,9 @@ def _transposed_rows(csr: CSRMatrix) -> Tensor:
     # row index (of S^T, i.e. column of S) of each transposed entry, int64
     return torch.repeat_interleave(
         torch.arange(csr.shape[1], device=csr.device),
-        (csr.t_row_offsets[1:] - csr.t_row_offsets[:-1]).to(torch.int64), output_size=csr.nnz)
+        (csr.t_row_offsets[1:] - csr.t_row_offsets[:-1]).to(torch.int64),
+        output_size=csr.nnz,
+    )
 
 
 # ------------------------------------------------------------------------------------------ spmm
@@ -83,8 +85,7 @@ def spmm(values: Tensor, csr: CSRMatrix, x: Tensor) -> Tensor:
 def spmm_t(values: Tensor, csr: CSRMatrix, g: Tensor) -> Tensor:
     """g @ S ; g [T, n] -> [T, m] (via the CSR of S^T and ``values[t_perm]``)."""
     vt = values[csr.t_perm.to(torch.int64)] if csr.nnz else values
-    return _spmm_generic(vt, "t_row_offsets", "t_col_indices", lambda: _transposed_rows(csr),
-                         csr, g, csr.shape[1])
+    return _spmm_generic(vt, "t_row_offsets", "t_col_indices", lambda: _transposed_rows(csr), csr, g, csr.shape[1])
 
 
 # ----------------------------------------------------------------------------------------- sddmm
@@ -102,8 +103,9 @@ def sddmm(csr: CSRMatrix, g: Tensor, x: Tensor, out_dtype: torch.dtype | None = 
     x = x.to(cd)
     if _use_sparse(g.device):
         gT = gT.contiguous()  # MKL's sampled_addmm reads rows of gT (profile-training part 3 times both layouts)
-        M = _csr_tensor(_i32(csr, "row_offsets"), _i32(csr, "col_indices"),
-                        torch.zeros(csr.nnz, dtype=cd, device=g.device), (n, m))
+        M = _csr_tensor(
+            _i32(csr, "row_offsets"), _i32(csr, "col_indices"), torch.zeros(csr.nnz, dtype=cd, device=g.device), (n, m)
+        )
         out = torch.sparse.sampled_addmm(M, gT, x, beta=0.0, alpha=1.0).values()
     else:
         gT, xT = gT.contiguous(), x.t().contiguous()

@@ -28,9 +28,19 @@ from .csr import CSRMatrix
 
 @triton.jit
 def _spmm_kernel(
-    vals_ptr, offs_ptr, cols_ptr, order_ptr, src_ptr, out_ptr,
-    T, stride_src_k, stride_src_t, stride_out_t, stride_out_r,
-    BLOCK_T: tl.constexpr, BLOCK_NZ: tl.constexpr,
+    vals_ptr,
+    offs_ptr,
+    cols_ptr,
+    order_ptr,
+    src_ptr,
+    out_ptr,
+    T,
+    stride_src_k,
+    stride_src_t,
+    stride_out_t,
+    stride_out_r,
+    BLOCK_T: tl.constexpr,
+    BLOCK_NZ: tl.constexpr,
 ):
     pid_r = tl.program_id(0)
     pid_t = tl.program_id(1)
@@ -46,18 +56,31 @@ def _spmm_kernel(
         j_ok = j < end
         c = tl.load(cols_ptr + j, mask=j_ok, other=0).to(tl.int64)
         v = tl.load(vals_ptr + j, mask=j_ok, other=0.0).to(tl.float32)
-        xs = tl.load(src_ptr + c[:, None] * stride_src_k + t64[None, :] * stride_src_t,
-                     mask=j_ok[:, None] & t_ok[None, :], other=0.0).to(tl.float32)
+        xs = tl.load(
+            src_ptr + c[:, None] * stride_src_k + t64[None, :] * stride_src_t,
+            mask=j_ok[:, None] & t_ok[None, :],
+            other=0.0,
+        ).to(tl.float32)
         acc += tl.sum(xs * v[:, None], axis=0)
-    tl.store(out_ptr + t64 * stride_out_t + row * stride_out_r,
-             acc.to(out_ptr.dtype.element_ty), mask=t_ok)
+    tl.store(out_ptr + t64 * stride_out_t + row * stride_out_r, acc.to(out_ptr.dtype.element_ty), mask=t_ok)
 
 
 @triton.jit
 def _sddmm_kernel(
-    blk_row_ptr, blk_start_ptr, offs_ptr, cols_ptr, a_ptr, b_ptr, out_ptr,
-    T, stride_a_r, stride_a_t, stride_b_k, stride_b_t,
-    BLOCK_T: tl.constexpr, BLOCK_NZ: tl.constexpr,
+    blk_row_ptr,
+    blk_start_ptr,
+    offs_ptr,
+    cols_ptr,
+    a_ptr,
+    b_ptr,
+    out_ptr,
+    T,
+    stride_a_r,
+    stride_a_t,
+    stride_b_k,
+    stride_b_t,
+    BLOCK_T: tl.constexpr,
+    BLOCK_NZ: tl.constexpr,
 ):
     pid = tl.program_id(0)
     row = tl.load(blk_row_ptr + pid).to(tl.int64)
@@ -72,8 +95,9 @@ def _sddmm_kernel(
         t_ok = t < T
         t64 = t.to(tl.int64)
         a = tl.load(a_ptr + row * stride_a_r + t64 * stride_a_t, mask=t_ok, other=0.0).to(tl.float32)
-        b = tl.load(b_ptr + c[:, None] * stride_b_k + t64[None, :] * stride_b_t,
-                    mask=j_ok[:, None] & t_ok[None, :], other=0.0).to(tl.float32)
+        b = tl.load(
+            b_ptr + c[:, None] * stride_b_k + t64[None, :] * stride_b_t, mask=j_ok[:, None] & t_ok[None, :], other=0.0
+        ).to(tl.float32)
         acc += tl.sum(b * a[None, :], axis=1)
     tl.store(out_ptr + j, acc, mask=j_ok)
 
@@ -100,6 +124,7 @@ SDDMM_BLOCK_T = 64
 
 def _sddmm_work(csr: CSRMatrix, block_nz: int):
     """(block_row int32, block_start int32): blocks of <= block_nz nonzeros, heaviest rows first."""
+
     def build():
         counts = csr.row_counts()
         order = csr.row_order.to(torch.int64)
@@ -110,6 +135,7 @@ def _sddmm_work(csr: CSRMatrix, block_nz: int):
         k = torch.arange(total, device=csr.device) - torch.repeat_interleave(first, nblk, output_size=total)
         blk_start = csr.row_offsets.to(torch.int64)[blk_row] + k * block_nz
         return blk_row.to(torch.int32), blk_start.to(torch.int32)
+
     return csr.cached(("sddmm_work", block_nz, str(csr.device)), build)
 
 
@@ -121,9 +147,19 @@ def _spmm_launch(vals, offs, cols, order, srcT: Tensor, out: Tensor) -> Tensor:
         return out
     grid = (R, triton.cdiv(T, _block_t(T)))
     _spmm_kernel[grid](
-        vals, offs, cols, order, srcT, out,
-        T, srcT.stride(0), srcT.stride(1), out.stride(0), out.stride(1),
-        BLOCK_T=_block_t(T), BLOCK_NZ=SPMM_BLOCK_NZ,
+        vals,
+        offs,
+        cols,
+        order,
+        srcT,
+        out,
+        T,
+        srcT.stride(0),
+        srcT.stride(1),
+        out.stride(0),
+        out.stride(1),
+        BLOCK_T=_block_t(T),
+        BLOCK_NZ=SPMM_BLOCK_NZ,
     )
     return out
 
@@ -145,8 +181,15 @@ def spmm_from_t(values: Tensor, csr: CSRMatrix, xT: Tensor, out_dtype) -> Tensor
 
 def spmm_t_from_t(values: Tensor, csr: CSRMatrix, gT: Tensor, out_dtype) -> Tensor:
     """g @ S given gT [n, T] -> [T, m] (contiguous): the same kernel on the transposed structure."""
-    return _spmm_rows(values[csr.t_perm.to(torch.int64)], csr.t_row_offsets, csr.t_col_indices, csr.t_row_order,
-                      gT, csr.shape[1], out_dtype)
+    return _spmm_rows(
+        values[csr.t_perm.to(torch.int64)],
+        csr.t_row_offsets,
+        csr.t_col_indices,
+        csr.t_row_order,
+        gT,
+        csr.shape[1],
+        out_dtype,
+    )
 
 
 def sddmm_from_t(csr: CSRMatrix, gT: Tensor, xT: Tensor) -> Tensor:
@@ -159,9 +202,20 @@ def sddmm_from_t(csr: CSRMatrix, gT: Tensor, xT: Tensor) -> Tensor:
     blk_row, blk_start = _sddmm_work(csr, SDDMM_BLOCK_NZ)
     block_t = min(SDDMM_BLOCK_T, _block_t(T))
     _sddmm_kernel[(blk_row.numel(),)](
-        blk_row, blk_start, csr.row_offsets, csr.col_indices, gT, xT, out,
-        T, gT.stride(0), gT.stride(1), xT.stride(0), xT.stride(1),
-        BLOCK_T=block_t, BLOCK_NZ=SDDMM_BLOCK_NZ,
+        blk_row,
+        blk_start,
+        csr.row_offsets,
+        csr.col_indices,
+        gT,
+        xT,
+        out,
+        T,
+        gT.stride(0),
+        gT.stride(1),
+        xT.stride(0),
+        xT.stride(1),
+        BLOCK_T=block_t,
+        BLOCK_NZ=SDDMM_BLOCK_NZ,
     )
     return out
 

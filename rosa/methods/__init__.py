@@ -4,6 +4,7 @@ Every module of this package is imported here, so a method is found from its own
 ``rosa/methods/<name>.py`` (the Method subclass, its config dataclass, its math in the docstring) plus
 ``conf/fnmodel/<name>.yaml`` (its defaults), nothing else.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,8 +24,9 @@ def build_model(run, device, precision: dict):
     from rosa.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(run.model)
-    model = load_model(run.model, tokenizer, precision["base_dtype"], device,
-                       quantize="nf4" if precision["name"] == "nf4" else None)
+    model = load_model(
+        run.model, tokenizer, precision["base_dtype"], device, quantize="nf4" if precision["name"] == "nf4" else None
+    )
     method = get_method(run.fnmodel, seed=run.seed)
     model = method.prepare(model)
     cast_trainable(model, precision["param_dtype"], device)

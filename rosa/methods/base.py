@@ -4,9 +4,14 @@ A *method* turns a pretrained causal LM into a model whose trainable parameters 
 own (adapters, or every weight for full fine-tuning), and talks to the training loop through a few
 hooks. The loop (``rosa/training/loop.py``) never needs to know which method it runs.
 
-A method module registers itself: ``@register("name", NameConfig)`` on its Method subclass, where
-``NameConfig`` is the dataclass of its ``conf/fnmodel/<name>.yaml`` (checked by ``rosa.config``).
-``rosa.methods`` imports every module of the package, so a new method is one module plus one YAML.
+A method module registers itself: ``@register("name", NameConfig, aliases=())`` on its Method
+subclass, where ``NameConfig`` is the dataclass (a :class:`MethodConfig`) of its
+``conf/fnmodel/<name>.yaml`` (checked by ``rosa.config``). ``rosa.methods`` imports every module of
+the package, so a new method is one module plus one YAML. The rest of the package asks a method, never
+names it: its run folder's readable name (``MethodConfig.run_name_parts``), its cross-key checks
+(``check_run``), its label in tables (``Method.table_row``), its capabilities (``mergeable``,
+``trains_base_weights``, ``quantized_base``, ``budget_unit``), and before the run folder exists whether
+it fits the model and the device (``check_layers``, ``check_device``; tests/methods/test_method_knowledge.py).
 
 Lifecycle, as the loop drives it::
 
@@ -34,6 +39,7 @@ Adapters are initialised from a generator seeded with the run's seed (``self.gen
 from the global RNG, so the initial adapter does not depend on what ran before it and a restart
 re-creates exactly the same initial LoRA.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,23 +89,50 @@ class LoopRequest:
     def __or__(self, other: "LoopRequest | None") -> "LoopRequest":
         if other is None:
             return self
-        return LoopRequest(self.rebuild_optimizer or other.rebuild_optimizer,
-                           self.restart or other.restart)
+        return LoopRequest(self.rebuild_optimizer or other.rebuild_optimizer, self.restart or other.restart)
 
 
 # --------------------------------------------------------------------------- registry
-METHODS: dict[str, type["Method"]] = {}   # fnmodel.name -> Method subclass (its ``config_class`` is the schema)
+METHODS: dict[str, type["Method"]] = {}  # fnmodel.name -> Method subclass (its ``config_class`` is the schema)
 
 
-def register(name: str, config_class: type):
-    """Class decorator: the Method subclass is ``fnmodel=<name>``, configured by ``config_class``."""
+def register(name: str, config_class: type, aliases: tuple[str, ...] = ()):
+    """Class decorator: the Method subclass is ``fnmodel=<name>`` (or one of its ``aliases``, e.g. the
+    paper's own name), configured by ``config_class``."""
+
     def decorate(method_class: type["Method"]) -> type["Method"]:
         if name in METHODS:
-            raise ValueError(f"method {name!r} is registered twice ({METHODS[name].__module__}, {method_class.__module__})")
-        method_class.name, method_class.config_class = name, config_class
+            raise ValueError(
+                f"method {name!r} is registered twice ({METHODS[name].__module__}, {method_class.__module__})"
+            )
+        method_class.name, method_class.config_class, method_class.aliases = name, config_class, tuple(aliases)
         METHODS[name] = method_class
         return method_class
+
     return decorate
+
+
+def method_aliases() -> dict[str, str]:
+    """alias -> method name, for every registered method."""
+    return {alias: name for name, method in METHODS.items() for alias in method.aliases}
+
+
+class MethodConfig:
+    """Base of every method's config dataclass: what the rest of the package may ask a config without
+    knowing its keys (the run folder's readable name, cross-key checks)."""
+
+    def run_name_parts(self, lr: float) -> list[str]:
+        """The method's part of a run folder's readable name (``rosa.runs.readable_name``): rank ``r``,
+        density ``d`` and budget ``b`` where the method has them, then the learning rate."""
+        parts = []
+        for key, short in (("rank", "r"), ("density", "d"), ("budget", "b")):
+            value = getattr(self, key, None)
+            if value not in (None, 0, 0.0) or (key == "rank" and value == 0):
+                parts.append(f"{short}{value}")
+        return parts + [f"lr{lr:g}"]
+
+    def check_run(self, run) -> None:
+        """Checks across this section and the rest of the run (ConfigError, one line); values only."""
 
 
 # --------------------------------------------------------------------------- base layers
@@ -205,8 +238,10 @@ def find_target_modules(model: nn.Module, target_modules: str | Iterable[str]) -
             names.append(name)
     if not names:
         leaves = sorted({n.rpartition(".")[2] for n, m in model.named_modules() if is_linear_like(m) and m is not head})
-        raise ValueError(f"fnmodel.target_modules={target_modules!r} matches no linear layer of the model; allowed: "
-                         f"'all-linear', a list of names or a regex over module names (this model's: {', '.join(leaves)})")
+        raise ValueError(
+            f"fnmodel.target_modules={target_modules!r} matches no linear layer of the model; allowed: "
+            f"'all-linear', a list of names or a regex over module names (this model's: {', '.join(leaves)})"
+        )
     return names
 
 
@@ -236,11 +271,20 @@ class Method:
     """Base class: full behaviour of a method that adds nothing and trains nothing; subclasses
     override what they need. ``cfg`` is the method's own config section (``cfg.fnmodel``)."""
 
-    name: str = "base"            # set by @register
+    name: str = "base"  # set by @register
     config_class: type | None = None
-    mergeable: bool = True        # whether merge() folds the method into plain base weights (evaluation
-                                  # runs an unmergeable method's model as it is, e.g. PEFT prompt tuning)
+    mergeable: bool = True  # whether merge() folds the method into plain base weights (evaluation
+    # runs an unmergeable method's model as it is, e.g. PEFT prompt tuning)
     trains_base_weights: bool = False  # full fine-tuning: over several ranks the loop shards it (FSDP)
+    quantized_base: bool = True  # whether it trains on a 4-bit (NF4) base (full fine-tuning cannot)
+    budget_unit: bool = False  # whether its trainable count per rank is the unit of tables' budgets (LoRA)
+    aliases: tuple[str, ...] = ()  # set by @register
+
+    @classmethod
+    def table_row(cls, cfg: dict) -> dict:
+        """How results tables show a run of this method, from its config section (a dict, as in a run's
+        config.yaml): ``{"method": label, "rank": ..., "density": ...}`` (None where it has none)."""
+        return {"method": cls.name, "rank": cfg.get("rank"), "density": cfg.get("density")}
 
     def __init__(self, cfg: Any, seed: int = 0):
         self.cfg = cfg
@@ -269,9 +313,15 @@ class Method:
             return
         name, (out_features, in_features) = min(shapes.items(), key=lambda item: min(item[1]))
         if rank > min(out_features, in_features):
-            raise ValueError(f"fnmodel.rank={rank} exceeds min(out, in) = {min(out_features, in_features)} of layer "
-                             f"{name} ({out_features}x{in_features}); allowed: rank <= "
-                             f"{min(out_features, in_features)} for this model's target layers")
+            raise ValueError(
+                f"fnmodel.rank={rank} exceeds min(out, in) = {min(out_features, in_features)} of layer "
+                f"{name} ({out_features}x{in_features}); allowed: rank <= "
+                f"{min(out_features, in_features)} for this model's target layers"
+            )
+
+    def check_device(self, device: torch.device) -> None:
+        """Before anything is built: raise ValueError (one line) when the method cannot run on
+        ``device`` (e.g. a kernel choice that needs CUDA). Runs on the machine that trains."""
 
     # -- hooks (the loop calls each once per optimizer step, in this order; see the module docstring)
     def before_step(self, ctx: StepContext) -> LoopRequest | None:
@@ -331,8 +381,13 @@ class Method:
             replace_module(model, name, layer.merged_base())
         return model
 
-    def save_adapter(self, model: nn.Module, directory: Path, extra_config: dict | None = None,
-                     tensors: dict[str, torch.Tensor] | None = None) -> None:
+    def save_adapter(
+        self,
+        model: nn.Module,
+        directory: Path,
+        extra_config: dict | None = None,
+        tensors: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         """``adapter.safetensors`` (all adapter tensors) + ``adapter.json`` (method config).
 
         ``tensors``: ``state_dict(model)`` when the caller already has it (gathered from FSDP shards)."""
@@ -378,12 +433,14 @@ def _adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 def _plain(cfg: Any) -> Any:
     try:
         from omegaconf import OmegaConf
+
         if OmegaConf.is_config(cfg):
             return OmegaConf.to_container(cfg, resolve=True)
     except ImportError:  # pragma: no cover
         pass
     if hasattr(cfg, "__dataclass_fields__"):
         from dataclasses import asdict
+
         return asdict(cfg)
     if hasattr(cfg, "__dict__"):
         return dict(vars(cfg))

@@ -26,6 +26,7 @@ Merging writes W' = g * V into the base weight (``delta_weight`` returns W' - W0
 saved in our format and in HF PEFT's (LoRA's files plus ``<layer>.lora_magnitude_vector`` and
 ``use_dora: true``), so ``peft.PeftModel.from_pretrained(base, dir)`` loads it with equal logits.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,19 +39,22 @@ from torch import nn
 from rosa.methods.base import dense_weight, register
 from rosa.methods.lora import LoRA, LoRAConfig, LoRALayer, keep_mask
 
+
 @dataclass(kw_only=True)
 class DoRAConfig(LoRAConfig):
     """Keys of ``conf/fnmodel/dora.yaml`` (their defaults and meaning are there): LoRA's keys."""
+
     IDENTITY_V1: ClassVar = {"name", "rank", "alpha", "dropout", "rslora", "target_modules"}
 
 
 class DoRALayer(LoRALayer):
-    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float, rslora: bool,
-                 generator: torch.Generator):
+    def __init__(
+        self, base: nn.Module, rank: int, alpha: float, dropout: float, rslora: bool, generator: torch.Generator
+    ):
         super().__init__(base, rank, alpha, dropout, rslora, generator)
         with torch.no_grad():
             norm = torch.linalg.vector_norm(dense_weight(base, torch.float32), dim=1)
-        self.magnitude = nn.Parameter(norm.to(self.lora_A.device))      # m = ||W0||_c, fp32 like A and B
+        self.magnitude = nn.Parameter(norm.to(self.lora_A.device))  # m = ||W0||_c, fp32 like A and B
 
     def direction(self, w0: torch.Tensor | None = None) -> torch.Tensor:
         """V = W0 + s B A, [out, in] in fp32 (no gradient: DoRA's norm is a constant)."""
@@ -62,21 +66,23 @@ class DoRALayer(LoRALayer):
         return torch.linalg.vector_norm(self.direction(), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)                                                 # W0 x + bias
+        y = self.base(x)  # W0 x + bias
         bias, dropped = self.base.bias, self.training and self.dropout > 0
         h = x * keep_mask(x.shape, self.dropout, x.device).to(x.dtype) / (1.0 - self.dropout) if dropped else x
         base_h = self.base(h) if dropped else y
         if bias is not None:
-            base_h = base_h - bias                                       # W0 h
-        rest = y - base_h if dropped else bias                           # W0 x + bias - W0 d(x), or bias
+            base_h = base_h - bias  # W0 h
+        rest = y - base_h if dropped else bias  # W0 x + bias - W0 d(x), or bias
         low = F.linear(F.linear(h.to(self.lora_A.dtype), self.lora_A) * self.scale, self.lora_B).to(x.dtype)
-        g = self.magnitude / self.row_norm().to(self.magnitude.dtype)   # m / ||V||_c, in m's dtype
+        g = self.magnitude / self.row_norm().to(self.magnitude.dtype)  # m / ||V||_c, in m's dtype
         out = g * (base_h + low)
         return out if rest is None else out + rest
 
     def peft_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
-        return {**super().peft_tensors(prefix),
-                f"{prefix}.lora_magnitude_vector": self.magnitude.detach().float().contiguous().cpu()}
+        return {
+            **super().peft_tensors(prefix),
+            f"{prefix}.lora_magnitude_vector": self.magnitude.detach().float().contiguous().cpu(),
+        }
 
     def delta_weight(self) -> torch.Tensor:
         """W' - W0 with W' = m * V / ||V||_c, so that ``merged_base`` writes W'."""
@@ -89,5 +95,7 @@ class DoRALayer(LoRALayer):
 @register("dora", DoRAConfig)
 class DoRA(LoRA):
     """LoRA with DoRA's layer; its PEFT export adds the magnitudes and ``use_dora``."""
+
     layer_class = DoRALayer
     peft_config_extra = {"use_dora": True}
+    budget_unit = False  # LoRA's runs alone set the tables' budget unit

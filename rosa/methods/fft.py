@@ -3,6 +3,7 @@
 There is nothing to merge; the "adapter" is the whole state dict, so checkpoints are as large as
 the model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,18 +11,19 @@ from typing import ClassVar
 
 from torch import nn
 
-from rosa.methods.base import Method, register
+from rosa.methods.base import Method, MethodConfig, register
 
 
 @dataclass(kw_only=True)
-class FFTConfig:
+class FFTConfig(MethodConfig):
     name: str
-    IDENTITY_V1: ClassVar = {"name"}   # keys always in the run identity (rosa.runs.run_identity)
+    IDENTITY_V1: ClassVar = {"name"}  # keys always in the run identity (rosa.runs.run_identity)
 
 
-@register("fft", FFTConfig)
+@register("fft", FFTConfig, aliases=("none",))  # none: the ROSA code base's name for no adapter
 class FullFineTuning(Method):
     trains_base_weights = True
+    quantized_base = False  # 4-bit weights cannot be trained
 
     def prepare(self, model: nn.Module) -> nn.Module:
         for p in model.parameters():

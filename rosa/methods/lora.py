@@ -34,6 +34,7 @@ The adapter is saved in our own format (``adapter.safetensors`` + ``adapter.json
 (``adapter_config.json`` + ``adapter_model.safetensors`` with PEFT's key names), so that
 ``peft.PeftModel.from_pretrained(base, dir)`` loads it.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,13 +49,22 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from rosa.methods.base import AdaptedLayer, Method, adapted_layers, is_conv1d, register, wrap_target_modules
+from rosa.methods.base import (
+    AdaptedLayer,
+    Method,
+    MethodConfig,
+    adapted_layers,
+    is_conv1d,
+    register,
+    wrap_target_modules,
+)
 from rosa.schema import TARGET_MODULES, at_least_1, positive, probability
 
 
 @dataclass(kw_only=True)
-class LoRAConfig:
+class LoRAConfig(MethodConfig):
     """Keys of ``conf/fnmodel/lora.yaml`` (their defaults and meaning are there)."""
+
     name: str
     rank: int = field(metadata=at_least_1)
     alpha: float = field(metadata=positive)
@@ -72,8 +82,8 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor
     """A bool mask, each element True with probability 1 - p (to 2^-32), independently."""
     if device.type != "cpu":
         return torch.rand(shape, device=device) >= p
-    seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))   # from torch's (checkpointed) generator
-    bits = np.random.PCG64(seed).random_raw((math.prod(shape) + 1) // 2).view(np.uint32)[:math.prod(shape)]
+    seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))  # from torch's (checkpointed) generator
+    bits = np.random.PCG64(seed).random_raw((math.prod(shape) + 1) // 2).view(np.uint32)[: math.prod(shape)]
     return torch.from_numpy(bits >= np.uint32(round(p * 2**32))).view(shape)
 
 
@@ -86,12 +96,12 @@ class _DropoutLowRank(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, p: float, scale: float) -> torch.Tensor:
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else a.dtype
-        scale = scale / (1.0 - p)                                     # dropout's 1/(1-p), at rank r
+        scale = scale / (1.0 - p)  # dropout's 1/(1-p), at rank r
         ctx.dtypes, ctx.scale, ctx.device = (x.dtype, a.dtype, b.dtype), scale, device
         with torch.autocast(device, enabled=False):
             x, a, b = x.to(dtype), a.to(dtype), b.to(dtype)
             keep = keep_mask(x.shape, p, x.device)
-            low = F.linear(x * keep, a) * scale                       # [..., r]
+            low = F.linear(x * keep, a) * scale  # [..., r]
             ctx.save_for_backward(x, keep, a, b, low)
             return F.linear(low, b)
 
@@ -102,10 +112,10 @@ class _DropoutLowRank(torch.autograd.Function):
         grad_x = grad_a = grad_b = None
         with torch.autocast(ctx.device, enabled=False):
             grad_y = grad_y.to(b.dtype)
-            grad_low = (grad_y @ b) * ctx.scale                       # [..., r]
+            grad_low = (grad_y @ b) * ctx.scale  # [..., r]
             if ctx.needs_input_grad[2]:
                 grad_b = (grad_y.flatten(0, -2).t() @ low.flatten(0, -2)).to(b_dtype)
-            if ctx.needs_input_grad[1]:                               # the dropped input, recomputed
+            if ctx.needs_input_grad[1]:  # the dropped input, recomputed
                 grad_a = (grad_low.flatten(0, -2).t() @ (x * keep).flatten(0, -2)).to(a_dtype)
             if ctx.needs_input_grad[0]:
                 grad_x = ((grad_low @ a) * keep).to(x_dtype)
@@ -125,15 +135,23 @@ class _LowRankLinear(torch.autograd.Function):
     float mask) per layer instead was slower over a whole step: more memory to fault in."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor,
-                b: torch.Tensor, scale: float, p: float = 0.0) -> torch.Tensor:
+    def forward(
+        ctx,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        scale: float,
+        p: float = 0.0,
+    ) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
         keep = None
         if p > 0:
             keep = keep_mask(x.shape, p, x.device).view(x2.shape)
-            scale = scale / (1.0 - p)                                  # dropout's 1/(1-p), at rank r
+            scale = scale / (1.0 - p)  # dropout's 1/(1-p), at rank r
         x_low = x2 if keep is None else torch.where(keep, x2, 0.0)
-        low = torch.mm(x_low, a.t())                                   # [tokens, r]
+        low = torch.mm(x_low, a.t())  # [tokens, r]
         if scale != 1.0:
             low.mul_(scale)
         y = torch.mm(x2, weight.t()) if bias is None else torch.addmm(bias, x2, weight.t())
@@ -146,7 +164,7 @@ class _LowRankLinear(torch.autograd.Function):
     def backward(ctx, grad_y: torch.Tensor):
         x2, keep, weight, a, b, low = ctx.saved_tensors
         g = grad_y.reshape(-1, grad_y.shape[-1])
-        grad_low = torch.mm(g, b)                                      # [tokens, r]
+        grad_low = torch.mm(g, b)  # [tokens, r]
         if ctx.scale != 1.0:
             grad_low.mul_(ctx.scale)
         grad_x = grad_bias = grad_a = grad_b = None
@@ -165,10 +183,11 @@ class _LowRankLinear(torch.autograd.Function):
         return grad_x, None, grad_bias, grad_a, grad_b, None, None
 
 
-class LoRALayer(AdaptedLayer):
-    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float, rslora: bool,
-                 generator: torch.Generator):
-        super().__init__(base)
+class LowRankBranch:
+    """LoRA's branch ``s B A dropout(x)`` on an AdaptedLayer (a mixin: LoRA's layer, and RoSA's when
+    its rank is above 0). ``init_low_rank`` registers ``lora_A`` (r x in) and ``lora_B`` (out x r)."""
+
+    def init_low_rank(self, rank: int, alpha: float, dropout: float, rslora: bool, generator: torch.Generator) -> None:
         self.rank = rank
         self.scale = lora_scale(rank, alpha, rslora)
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features))
@@ -193,15 +212,29 @@ class LoRALayer(AdaptedLayer):
         # (forward and backward); same function up to float rounding
         return F.linear(F.linear(h, self.lora_A) * self.scale, self.lora_B).to(x.dtype)
 
+    def delta_weight(self) -> torch.Tensor:
+        return self.scale * (self.lora_B.float() @ self.lora_A.float())
+
+
+class LoRALayer(LowRankBranch, AdaptedLayer):
+    def __init__(
+        self, base: nn.Module, rank: int, alpha: float, dropout: float, rslora: bool, generator: torch.Generator
+    ):
+        super().__init__(base)
+        self.init_low_rank(rank, alpha, dropout, rslora, generator)
+
     def fused_path(self, x: torch.Tensor) -> bool:
         """Whether ``_LowRankLinear`` computes this call (with or without dropout): a plain frozen
         nn.Linear base (not 4-bit), no autocast, one dtype throughout."""
         base, weight = self.base, self.base.weight
-        return (type(base) is nn.Linear
-                and type(weight) in (torch.Tensor, nn.Parameter) and not weight.requires_grad
-                and (base.bias is None or not base.bias.requires_grad)
-                and not torch.is_autocast_enabled(x.device.type)
-                and x.dtype == weight.dtype == self.lora_A.dtype == self.lora_B.dtype)
+        return (
+            type(base) is nn.Linear
+            and type(weight) in (torch.Tensor, nn.Parameter)
+            and not weight.requires_grad
+            and (base.bias is None or not base.bias.requires_grad)
+            and not torch.is_autocast_enabled(x.device.type)
+            and x.dtype == weight.dtype == self.lora_A.dtype == self.lora_B.dtype
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused_path(x):
@@ -211,32 +244,41 @@ class LoRALayer(AdaptedLayer):
 
     def peft_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         """This layer's tensors under HF PEFT's key names (``prefix``: ``base_model.model.<layer>``)."""
-        return {f"{prefix}.lora_A.weight": self.lora_A.detach().float().contiguous().cpu(),
-                f"{prefix}.lora_B.weight": self.lora_B.detach().float().contiguous().cpu()}
-
-    def delta_weight(self) -> torch.Tensor:
-        return self.scale * (self.lora_B.float() @ self.lora_A.float())
+        return {
+            f"{prefix}.lora_A.weight": self.lora_A.detach().float().contiguous().cpu(),
+            f"{prefix}.lora_B.weight": self.lora_B.detach().float().contiguous().cpu(),
+        }
 
 
 @register("lora", LoRAConfig)
 class LoRA(Method):
-    layer_class: type[LoRALayer] = LoRALayer   # a variant (DoRA) changes the layer and keeps the rest
-    peft_config_extra: dict = {}               # fields it adds to PEFT's LoraConfig (DoRA: use_dora)
+    budget_unit = True  # tables count other methods' budgets in LoRA ranks
+    layer_class: type[LoRALayer] = LoRALayer  # a variant (DoRA) changes the layer and keeps the rest
+    peft_config_extra: dict = {}  # fields it adds to PEFT's LoraConfig (DoRA: use_dora)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         cfg = self.cfg
-        self.target_names = wrap_target_modules(model, cfg.target_modules, lambda base, _: self.layer_class(
-            base, int(cfg.rank), float(cfg.alpha), float(cfg.dropout), bool(cfg.rslora), self.generator))
+        self.target_names = wrap_target_modules(
+            model,
+            cfg.target_modules,
+            lambda base, _: self.layer_class(
+                base, int(cfg.rank), float(cfg.alpha), float(cfg.dropout), bool(cfg.rslora), self.generator
+            ),
+        )
         return model
 
-    def save_adapter(self, model: nn.Module, directory: Path, extra_config: dict | None = None,
-                     tensors: dict | None = None) -> None:
+    def save_adapter(
+        self, model: nn.Module, directory: Path, extra_config: dict | None = None, tensors: dict | None = None
+    ) -> None:
         super().save_adapter(model, directory, extra_config, tensors)
-        save_peft_adapter(model, Path(directory), self.cfg, (extra_config or {}).get("base_model"),
-                          self.peft_config_extra)
+        save_peft_adapter(
+            model, Path(directory), self.cfg, (extra_config or {}).get("base_model"), self.peft_config_extra
+        )
 
 
-def save_peft_adapter(model: nn.Module, directory: Path, cfg, base_model: str | None, extra: dict | None = None) -> None:
+def save_peft_adapter(
+    model: nn.Module, directory: Path, cfg, base_model: str | None, extra: dict | None = None
+) -> None:
     """Write the LoRA layers of ``model`` in HF PEFT's on-disk format (``extra``: more LoraConfig fields)."""
     layers = {n: m for n, m in adapted_layers(model).items() if isinstance(m, LoRALayer)}
     tensors = {}
@@ -245,10 +287,19 @@ def save_peft_adapter(model: nn.Module, directory: Path, cfg, base_model: str | 
     save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
     fan_in_fan_out = any(is_conv1d(layer.base) for layer in layers.values())
     peft_config = {
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
-        "r": int(cfg.rank), "lora_alpha": float(cfg.alpha), "lora_dropout": float(cfg.dropout),
-        "use_rslora": bool(cfg.rslora), "target_modules": sorted(layers), "fan_in_fan_out": fan_in_fan_out,
-        "bias": "none", "init_lora_weights": True, "inference_mode": True, "modules_to_save": None,
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": int(cfg.rank),
+        "lora_alpha": float(cfg.alpha),
+        "lora_dropout": float(cfg.dropout),
+        "use_rslora": bool(cfg.rslora),
+        "target_modules": sorted(layers),
+        "fan_in_fan_out": fan_in_fan_out,
+        "bias": "none",
+        "init_lora_weights": True,
+        "inference_mode": True,
+        "modules_to_save": None,
         **(extra or {}),
     }
     (directory / "adapter_config.json").write_text(json.dumps(peft_config, indent=2))

@@ -53,6 +53,7 @@ are replaced here, both checked by the tests against PEFT's own forward:
   trainable model) could use it. Our state is every tensor of the prompt encoder; PEFT's own files
   in the adapter folder still hold its format.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -63,19 +64,26 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from rosa.methods.base import Method, StepContext, check_state_keys, register
+from rosa.methods.base import Method, MethodConfig, StepContext, check_state_keys, register
 from rosa.schema import ConfigError, did_you_mean
 
 
 @dataclass(kw_only=True)
-class PeftMethodConfig:
+class PeftMethodConfig(MethodConfig):
     """Keys of ``conf/fnmodel/peft.yaml``: ``config`` is a free mapping, checked against PEFT's class."""
-    name: str
-    peft_type: str                                # a peft.PeftType name: LORA, ADALORA, VERA, IA3, LOHA, ...
-    config: dict                                  # keyword arguments of PEFT's config class for peft_type
-    IDENTITY_V1: ClassVar = {"name", "peft_type", "config"}
 
-    def validate(self, run) -> None:
+    name: str
+    peft_type: str  # a peft.PeftType name: LORA, ADALORA, VERA, IA3, LOHA, ...
+    config: dict  # keyword arguments of PEFT's config class for peft_type
+    IDENTITY_V1: ClassVar = {"name", "peft_type", "config"}
+    FREE_MAPPINGS: ClassVar = ("config",)  # any key below it is PEFT's: Hydra may add it (``++``)
+
+    def run_name_parts(self, lr: float) -> list[str]:
+        """The PEFT method and its rank (e.g. ``lora-r8``), then the learning rate."""
+        rank = f"-r{self.config['r']}" if "r" in self.config else ""
+        return [f"{self.peft_type.lower()}{rank}", f"lr{lr:g}"]
+
+    def check_run(self, run) -> None:
         build_peft_config(self)
 
 
@@ -96,16 +104,22 @@ def build_peft_config(cfg: PeftMethodConfig):
     """PEFT's config object for ``cfg``; raises ConfigError (one line) for a bad type, key or value."""
     classes = peft_config_classes()
     if cfg.peft_type not in classes:
-        raise ConfigError(f"fnmodel.peft_type={cfg.peft_type!r} is unknown{did_you_mean(cfg.peft_type, classes)}; choose one of: {', '.join(sorted(classes))}")
+        raise ConfigError(
+            f"fnmodel.peft_type={cfg.peft_type!r} is unknown{did_you_mean(cfg.peft_type, classes)}; choose one of: {', '.join(sorted(classes))}"
+        )
     config_class = classes[cfg.peft_type]
     allowed = [f.name for f in fields(config_class) if f.name not in ("peft_type", "task_type")]
     for key in cfg.config:
         if key not in allowed:
-            raise ConfigError(f"fnmodel.config.{key}: unknown key for {cfg.peft_type}{did_you_mean(key, allowed)}; "
-                              f"allowed keys: {', '.join(allowed)}")
+            raise ConfigError(
+                f"fnmodel.config.{key}: unknown key for {cfg.peft_type}{did_you_mean(key, allowed)}; "
+                f"allowed keys: {', '.join(allowed)}"
+            )
     if cfg.peft_type in REFUSED:
-        raise ConfigError(f"fnmodel.peft_type={cfg.peft_type!r} is not supported: {REFUSED[cfg.peft_type]}; "
-                          f"allowed prompt-learning types: {', '.join(VIRTUAL_TOKEN_TYPES)}")
+        raise ConfigError(
+            f"fnmodel.peft_type={cfg.peft_type!r} is not supported: {REFUSED[cfg.peft_type]}; "
+            f"allowed prompt-learning types: {', '.join(VIRTUAL_TOKEN_TYPES)}"
+        )
     rank = cfg.config.get("r")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
         raise ConfigError(f"fnmodel.config.r={rank!r} is out of range; allowed: an integer >= 1")
@@ -118,6 +132,12 @@ def build_peft_config(cfg: PeftMethodConfig):
 
 @register("peft", PeftMethodConfig)
 class PeftBaseline(Method):
+    @classmethod
+    def table_row(cls, cfg: dict) -> dict:
+        """``peft:<type>`` and its options (e.g. ``peft:lora use_dora=True``), PEFT's ``r`` as the rank."""
+        options = " ".join(f"{k}={v}" for k, v in sorted((cfg.get("config") or {}).items()) if k != "r")
+        label = f"peft:{str(cfg.get('peft_type')).lower()}" + (f" {options}" if options else "")
+        return {"method": label, "rank": (cfg.get("config") or {}).get("r"), "density": None}
 
     def prepare(self, model: nn.Module) -> nn.Module:
         from peft import get_peft_model
@@ -187,8 +207,9 @@ class PeftBaseline(Method):
         options = ", ".join(f"{k}={v}" for k, v in sorted(self.cfg.config.items()))
         return f"peft {self.cfg.peft_type}" + (f" ({options})" if options else "")
 
-    def save_adapter(self, model: nn.Module, directory, extra_config: dict | None = None,
-                     tensors: dict | None = None) -> None:
+    def save_adapter(
+        self, model: nn.Module, directory, extra_config: dict | None = None, tensors: dict | None = None
+    ) -> None:
         super().save_adapter(model, directory, extra_config, tensors)
         model.save_pretrained(str(directory))  # PEFT's own format beside ours
 

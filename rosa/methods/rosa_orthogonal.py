@@ -85,6 +85,7 @@ Implementation choices (vs. the official code, marawangamal/rosa; see docs/rosa-
   layers save no memory. Re-quantising W_fixed would break W_fixed + A B = W at every resample; a
   4-bit W_fixed is the seam for later (``OrthogonalLayer.__init__`` / ``resample``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -98,8 +99,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from rosa import distributed
-from rosa.methods.base import (AdaptedLayer, LoopRequest, Method, StepContext, adapted_layers, dense_weight, register,
-                               is_conv1d, linear_shape, wrap_target_modules)
+from rosa.methods.base import (
+    AdaptedLayer,
+    LoopRequest,
+    Method,
+    MethodConfig,
+    StepContext,
+    adapted_layers,
+    dense_weight,
+    is_conv1d,
+    linear_shape,
+    register,
+    wrap_target_modules,
+)
 from rosa.methods.lora import _LowRankLinear
 from rosa.schema import TARGET_MODULES, check
 
@@ -124,14 +136,16 @@ def _period_ok(value: Any) -> bool:
 
 
 @dataclass(kw_only=True)
-class RosaOrthogonalConfig:
+class RosaOrthogonalConfig(MethodConfig):
     """Keys of ``conf/fnmodel/rosa-orthogonal.yaml`` (their defaults and meaning are there)."""
+
     name: str
     rank: Any = field(metadata=check(_rank_ok, "an integer >= 1, or a ratio in (0, 1) of min(out, in)"))
     selection: Literal["random-window", "random-subset", "top", "bottom"]
     split: Literal["sqrt", "left"]
-    resample_every: Any = field(metadata=check(
-        _period_ok, "'epoch', 'never' (sample once, at the start) or an integer >= 1 (optimizer steps)"))
+    resample_every: Any = field(
+        metadata=check(_period_ok, "'epoch', 'never' (sample once, at the start) or an integer >= 1 (optimizer steps)")
+    )
     train_bias: bool
     target_modules: Any = field(metadata=TARGET_MODULES)
     IDENTITY_V1: ClassVar = {"name", "rank", "selection", "split", "resample_every", "train_bias", "target_modules"}
@@ -143,8 +157,10 @@ def resolve_rank(rank: int | float, out_features: int, in_features: int) -> int:
     k = min(out_features, in_features)
     r = int(rank) if isinstance(rank, int) else max(int(rank * k), 1)
     if not 1 <= r <= k:
-        raise ValueError(f"fnmodel.rank={rank!r} gives r={r} for a {out_features}x{in_features} layer; "
-                         f"allowed: 1 <= r <= min(out, in) = {k}")
+        raise ValueError(
+            f"fnmodel.rank={rank!r} gives r={r} for a {out_features}x{in_features} layer; "
+            f"allowed: 1 <= r <= min(out, in) = {k}"
+        )
     return r
 
 
@@ -177,8 +193,9 @@ def thin_svd(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 GRAM_MIN_RATIO = 0.03
 
 
-def gram_factors(w: torch.Tensor, r: int, selection: str, generator: torch.Generator | None,
-                 split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+def gram_factors(
+    w: torch.Tensor, r: int, selection: str, generator: torch.Generator | None, split: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """(A, B, indices) of r singular directions of w from an eigendecomposition of the smaller Gram
     matrix (G = w^T w for a tall w, w w^T for a wide one: k x k, k = min(m, n)), or None when a chosen
     direction's singular value is below GRAM_MIN_RATIO * sigma_max (then the caller uses the SVD).
@@ -189,11 +206,11 @@ def gram_factors(w: torch.Tensor, r: int, selection: str, generator: torch.Gener
     indices as the SVD path (the same generator calls on k)."""
     tall = w.shape[0] >= w.shape[1]
     gram = w.t() @ w if tall else w @ w.t()
-    eigenvalues, vectors = torch.linalg.eigh(gram)                     # ascending
-    eigenvalues, vectors = eigenvalues.flip(0), vectors.flip(1)        # descending, as the SVD's
+    eigenvalues, vectors = torch.linalg.eigh(gram)  # ascending
+    eigenvalues, vectors = eigenvalues.flip(0), vectors.flip(1)  # descending, as the SVD's
     idx = select_indices(eigenvalues.numel(), r, selection, generator).to(w.device)
     chosen = vectors[:, idx]
-    projected = w @ chosen if tall else (chosen.t() @ w).t()           # [m, r] = U_I S_I, or [n, r] = V_I S_I
+    projected = w @ chosen if tall else (chosen.t() @ w).t()  # [m, r] = U_I S_I, or [n, r] = V_I S_I
     sigma = projected.norm(dim=0)
     if float(sigma.min()) < GRAM_MIN_RATIO * float(eigenvalues[0].clamp_min(0).sqrt()):
         return None
@@ -201,15 +218,16 @@ def gram_factors(w: torch.Tensor, r: int, selection: str, generator: torch.Gener
     return (*split_factors(u, sigma, v.t(), split), idx)
 
 
-def subspace_factors(w: torch.Tensor, r: int, selection: str, split: str,
-                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def subspace_factors(
+    w: torch.Tensor, r: int, selection: str, split: str, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(A [m, r], B [r, n], indices): the Gram path when it is accurate for the drawn directions
     (2-3x faster than the SVD on CPU for every adapted shape we run), else the full thin SVD."""
     state = generator.get_state()
     factors = gram_factors(w, r, selection, generator, split)
     if factors is not None:
         return factors
-    generator.set_state(state)                                         # draw the same indices again
+    generator.set_state(state)  # draw the same indices again
     u, s, vh = thin_svd(w)
     idx = select_indices(s.numel(), r, selection, generator).to(w.device)
     return (*split_factors(u[:, idx], s[idx], vh[idx, :], split), idx)
@@ -251,11 +269,11 @@ class OrthogonalLayer(AdaptedLayer):
     def __init__(self, base: nn.Module, rank: int, layer_index: int, train_bias: bool, fp32_master: bool = False):
         super().__init__(base)
         self.rank, self.layer_index = rank, layer_index
-        weight = dense_weight(base)                      # [out, in], dequantised if 4-bit (the seam)
+        weight = dense_weight(base)  # [out, in], dequantised if 4-bit (the seam)
         self.compute_dtype = weight.dtype
         master = torch.float32 if fp32_master and weight.dtype in (torch.bfloat16, torch.float16) else weight.dtype
         self.register_buffer("w_fixed", weight.to(master, memory_format=torch.contiguous_format, copy=True))
-        base.weight = None                               # held once, as w_fixed (no copy of W in the base)
+        base.weight = None  # held once, as w_fixed (no copy of W in the base)
         device = weight.device
         self.rosa_A = nn.Parameter(torch.zeros(self.out_features, rank, device=device))
         self.rosa_B = nn.Parameter(torch.zeros(rank, self.in_features, device=device))
@@ -275,14 +293,17 @@ class OrthogonalLayer(AdaptedLayer):
         """Whether ``_LowRankLinear`` (lora.py, scale 1, its factors (B, A)) computes this call: no
         autocast, W_fixed, A, B, x (and the bias) in one dtype."""
         bias = self.base.bias
-        return (not torch.is_autocast_enabled(x.device.type) and not self.w_fixed.requires_grad
-                and x.dtype == self.w_fixed.dtype == self.rosa_A.dtype == self.rosa_B.dtype
-                and (bias is None or bias.dtype == x.dtype))
+        return (
+            not torch.is_autocast_enabled(x.device.type)
+            and not self.w_fixed.requires_grad
+            and x.dtype == self.w_fixed.dtype == self.rosa_A.dtype == self.rosa_B.dtype
+            and (bias is None or bias.dtype == x.dtype)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused_path(x):   # W_fixed x + b + A (B x) in one function, A B's sums accumulated by the GEMMs
+        if self.fused_path(x):  # W_fixed x + b + A (B x) in one function, A B's sums accumulated by the GEMMs
             return _LowRankLinear.apply(x, self.w_fixed, self.base.bias, self.rosa_B, self.rosa_A, 1.0)
-        y = F.linear(x, _like(self.w_fixed, x), _like(self.base.bias, x))   # a float32 master is cast here
+        y = F.linear(x, _like(self.w_fixed, x), _like(self.base.bias, x))  # a float32 master is cast here
         h = x.to(self.rosa_A.dtype)
         return y + F.linear(F.linear(h, self.rosa_B), self.rosa_A).to(y.dtype)
 
@@ -319,9 +340,8 @@ class OrthogonalLayer(AdaptedLayer):
 
 
 # --------------------------------------------------------------------------- the method
-@register("rosa-orthogonal", RosaOrthogonalConfig)
+@register("rosa-orthogonal", RosaOrthogonalConfig, aliases=("rosa",))  # the ROSA paper's name
 class RosaOrthogonal(Method):
-
     def __init__(self, cfg: Any, seed: int = 0):
         super().__init__(cfg, seed)
         self.last_sampled_step: int | None = None
@@ -335,10 +355,18 @@ class RosaOrthogonal(Method):
 
         def make_layer(base: nn.Module, index: int) -> OrthogonalLayer:
             if hasattr(base.weight, "get_original_weight") and index == 0:
-                log.warning("rosa-orthogonal on a 4-bit base: W_fixed is kept dense (%s), so adapted layers "
-                            "use no less memory than a bf16 base", dense_weight(base).dtype)
-            return OrthogonalLayer(base, resolve_rank(cfg.rank, *linear_shape(base)), index, bool(cfg.train_bias),
-                                       fp32_master=cfg.resample_every != "never")
+                log.warning(
+                    "rosa-orthogonal on a 4-bit base: W_fixed is kept dense (%s), so adapted layers "
+                    "use no less memory than a bf16 base",
+                    dense_weight(base).dtype,
+                )
+            return OrthogonalLayer(
+                base,
+                resolve_rank(cfg.rank, *linear_shape(base)),
+                index,
+                bool(cfg.train_bias),
+                fp32_master=cfg.resample_every != "never",
+            )
 
         self.target_names = wrap_target_modules(model, cfg.target_modules, make_layer)
         return model
@@ -378,14 +406,23 @@ class RosaOrthogonal(Method):
         elapsed = time.perf_counter() - started
         self.last_sampled_step, self.samples = step, self.samples + 1
         self.resample_seconds += elapsed
-        log.info("rosa-orthogonal: resampled %d subspaces at step %d (%s, split %s) in %.2f s (merge + float32 SVD on %s)",
-                 len(layers), step, self.cfg.selection, self.cfg.split, elapsed, device)
+        log.info(
+            "rosa-orthogonal: resampled %d subspaces at step %d (%s, split %s) in %.2f s (merge + float32 SVD on %s)",
+            len(layers),
+            step,
+            self.cfg.selection,
+            self.cfg.split,
+            elapsed,
+            device,
+        )
         return elapsed
 
     def describe(self) -> str:
         last = "never sampled" if self.last_sampled_step is None else f"last sampled at step {self.last_sampled_step}"
-        return (f"rosa-orthogonal (rank {self.cfg.rank}, {self.cfg.selection}, resample every "
-                f"{self.cfg.resample_every}, {self.samples} samplings, {last})")
+        return (
+            f"rosa-orthogonal (rank {self.cfg.rank}, {self.cfg.selection}, resample every "
+            f"{self.cfg.resample_every}, {self.samples} samplings, {last})"
+        )
 
     # -- state (tensors: the default, i.e. A, B, biases, w_fixed, rosa_indices of every layer)
     def write_once_keys(self, names) -> tuple[str, set[str]]:
@@ -393,8 +430,11 @@ class RosaOrthogonal(Method):
         return f"sample{self.samples}-step{self.last_sampled_step}", {n for n in names if n.endswith(".w_fixed")}
 
     def extra_state(self) -> dict:
-        return {"last_sampled_step": self.last_sampled_step, "samples": self.samples,
-                "resample_seconds": self.resample_seconds}
+        return {
+            "last_sampled_step": self.last_sampled_step,
+            "samples": self.samples,
+            "resample_seconds": self.resample_seconds,
+        }
 
     def load_extra_state(self, state: dict) -> None:
         self.last_sampled_step = state.get("last_sampled_step")

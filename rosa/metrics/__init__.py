@@ -9,5 +9,5 @@
 - ``perplexity``: perplexity and bits per token from a mean token NLL.
 
 The dataset modules (``rosa/data/<name>.py``) build their scoring from these; evaluation reads it
-from each dataset's spec (``rosa.evaluation.metrics.compute_metrics``).
+from each dataset's spec (``rosa.evaluation.scoring.compute_metrics``).
 """

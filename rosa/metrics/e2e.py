@@ -107,7 +107,7 @@ def bleu_row_counts(hyp: Sequence[str], refs: Sequence[Sequence[str]], max_n: in
 
 
 def bleu_from_counts(sums: Sequence[float], max_n: int = 4) -> float:
-    hits, totals, ref_len = sums[:max_n], sums[max_n:2 * max_n], sums[2 * max_n]
+    hits, totals, ref_len = sums[:max_n], sums[max_n : 2 * max_n], sums[2 * max_n]
     log_prec = sum(math.log(max(h, _BLEU_TINY) / max(t, _BLEU_SMALL)) for h, t in zip(hits, totals))
     sys_len = totals[0]
     bp = 1.0 if sys_len > ref_len else math.exp(1.0 - ref_len / (sys_len if sys_len else 1e-5))
@@ -275,7 +275,9 @@ def meteor_nltk(
     wn = _CachedSynsets(wordnet if wordnet is not None else load_wordnet())
     stemmer = _CachedStemmer()
     scores = [
-        meteor_score([list(r) for r in refs], list(hyp), stemmer=stemmer, wordnet=wn, alpha=alpha, beta=beta, gamma=gamma)
+        meteor_score(
+            [list(r) for r in refs], list(hyp), stemmer=stemmer, wordnet=wn, alpha=alpha, beta=beta, gamma=gamma
+        )
         for hyp, refs in zip(pred_tokens, ref_tokens, strict=True)
     ]
     return sum(scores) / len(scores) if scores else 0.0
@@ -285,7 +287,9 @@ def rouge_l(pred_tokens: Sequence[Sequence[str]], ref_tokens: Sequence[Sequence[
     return rouge_l_corpus(pred_tokens, ref_tokens)
 
 
-def score(predictions: Sequence[str], references: Sequence[Sequence[str]], *, with_meteor: bool = True) -> dict[str, float]:
+def score(
+    predictions: Sequence[str], references: Sequence[Sequence[str]], *, with_meteor: bool = True
+) -> dict[str, float]:
     """All five E2E metrics.  Without Java, METEOR is NLTK's, named ``meteor_nltk`` (see module doc)."""
     predictions = [p.strip() for p in predictions]
     references = [[r.strip() for r in refs] for refs in references]
@@ -305,8 +309,12 @@ def _meteor_scores(pred_tok, ref_tok) -> dict[str, float]:
     try:
         return {"meteor": meteor(pred_tok, ref_tok)}
     except MeteorUnavailable as exc:
-        warnings.warn(f"METEOR: Meteor 1.5 cannot run ({exc}); reporting NLTK's approximation as "
-                      "meteor_nltk instead (not comparable with the official METEOR)", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"METEOR: Meteor 1.5 cannot run ({exc}); reporting NLTK's approximation as "
+            "meteor_nltk instead (not comparable with the official METEOR)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     try:
         return {"meteor_nltk": meteor_nltk(pred_tok, ref_tok)}
     except WordNetUnavailable as exc:

@@ -51,7 +51,9 @@ def meteor_command() -> tuple[list[str], Path]:
     """The Java command line and its working directory (the jar finds its data relative to it)."""
     java = shutil.which("java")
     if java is None:
-        raise MeteorUnavailable("no Java runtime on PATH (apt-get install -y --no-install-recommends default-jre-headless)")
+        raise MeteorUnavailable(
+            "no Java runtime on PATH (apt-get install -y --no-install-recommends default-jre-headless)"
+        )
     return [java, "-jar", JAVA_HEAP, "meteor-1.5.jar", *METEOR_OPTIONS], _meteor_dir()  # the official command
 
 
@@ -63,8 +65,16 @@ class _MeteorProcess:
         self.owner = os.getpid()  # a forked child must not talk to its parent's process
         self._stderr = tempfile.TemporaryFile()
         try:
-            self._proc = subprocess.Popen(command, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=self._stderr, text=True, encoding="utf-8", bufsize=1)
+            self._proc = subprocess.Popen(
+                command,
+                cwd=cwd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                text=True,
+                encoding="utf-8",
+                bufsize=1,
+            )
         except OSError as err:
             raise MeteorUnavailable(f"could not start Java: {err}") from err
 

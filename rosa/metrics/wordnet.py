@@ -29,11 +29,23 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["ensure_wordnet", "load_wordnet", "WordNetUnavailable", "DEFAULT_NLTK_DATA", "SYSTEM_WORDNET_DIRS", "LEXNAMES"]
+__all__ = [
+    "ensure_wordnet",
+    "load_wordnet",
+    "WordNetUnavailable",
+    "DEFAULT_NLTK_DATA",
+    "SYSTEM_WORDNET_DIRS",
+    "LEXNAMES",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_NLTK_DATA = REPO_ROOT / ".nltk_data"
-SYSTEM_WORDNET_DIRS = ("/usr/share/wordnet", "/usr/share/wordnet/dict", "/usr/local/WordNet-3.0/dict", "/usr/local/share/wordnet")
+SYSTEM_WORDNET_DIRS = (
+    "/usr/share/wordnet",
+    "/usr/share/wordnet/dict",
+    "/usr/local/WordNet-3.0/dict",
+    "/usr/local/share/wordnet",
+)
 _REQUIRED = tuple(f"{kind}.{pos}" for kind in ("data", "index") for pos in ("noun", "verb", "adj", "adv")) + tuple(
     f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv")
 )
@@ -72,6 +84,7 @@ def _authorise(nltk_data_dir: Path) -> None:
 
 def _find_nltk_wordnet(nltk_data_dir: Path):
     import nltk
+
     try:
         return nltk.data.find("corpora/wordnet", paths=[str(nltk_data_dir), *nltk.data.path])
     except LookupError:

@@ -7,6 +7,7 @@ GGUF weights (a ``.gguf`` file or a bundled name such as ``smollm2-135m``; see `
 template (``rosa.data.features.render_prompts``); by default the papers' plain prompts are used.
 Frozen weights are stored in ``precision.base_dtype``; the method decides what trains.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,12 +34,16 @@ def _source(name: str, cache: str | None) -> str:
     looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
     if looks_local:
         if not path.is_dir():
-            raise ModelSourceError(f"model.name={name}: no such folder; allowed: tiny, a preset (model=...), "
-                                   "an HF hub id, a folder with config.json, or a .gguf file")
+            raise ModelSourceError(
+                f"model.name={name}: no such folder; allowed: tiny, a preset (model=...), "
+                "an HF hub id, a folder with config.json, or a .gguf file"
+            )
         config = path / "config.json"
         if not config.exists():
-            raise ModelSourceError(f"model.name={name}: the folder holds no config.json and no .gguf file; "
-                                   "allowed: a saved HF model folder or a .gguf file")
+            raise ModelSourceError(
+                f"model.name={name}: the folder holds no config.json and no .gguf file; "
+                "allowed: a saved HF model folder or a .gguf file"
+            )
         try:
             json.loads(config.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as err:
@@ -59,22 +64,32 @@ def load_tokenizer(model_cfg):
         return tiny_tokenizer()
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_source(model_cfg), revision=model_cfg.revision,
-                                              cache_dir=model_cfg.cache,
-                                              trust_remote_code=model_cfg.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_source(model_cfg),
+        revision=model_cfg.revision,
+        cache_dir=model_cfg.cache,
+        trust_remote_code=model_cfg.trust_remote_code,
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     if getattr(model_cfg, "chat_template", False):
         if not tokenizer.chat_template:
-            raise ModelSourceError(f"model.chat_template=true: the tokenizer of {model_cfg.name} has no chat "
-                                   "template; allowed: false for this model")
+            raise ModelSourceError(
+                f"model.chat_template=true: the tokenizer of {model_cfg.name} has no chat "
+                "template; allowed: false for this model"
+            )
         tokenizer.use_chat_template = True  # read by rosa.data.features.render_prompts
     return tokenizer
 
 
-def load_model(model_cfg, tokenizer, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-               quantize: str | None = None):
+def load_model(
+    model_cfg,
+    tokenizer,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    quantize: str | None = None,
+):
     """The pretrained model in ``dtype`` on ``device``, in eval mode, all parameters frozen.
     ``quantize="nf4"`` stores the decoder's linear weights in 4 bits (``rosa.models.quantize``)."""
     if model_cfg.name == "tiny":
@@ -82,9 +97,13 @@ def load_model(model_cfg, tokenizer, dtype: torch.dtype = torch.float32, device:
     else:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(model_source(model_cfg), revision=model_cfg.revision,
-                                                     cache_dir=model_cfg.cache, dtype=dtype,
-                                                     trust_remote_code=model_cfg.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_source(model_cfg),
+            revision=model_cfg.revision,
+            cache_dir=model_cfg.cache,
+            dtype=dtype,
+            trust_remote_code=model_cfg.trust_remote_code,
+        )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model_cfg, "gradient_checkpointing", False):
@@ -94,6 +113,7 @@ def load_model(model_cfg, tokenizer, dtype: torch.dtype = torch.float32, device:
     model = model.to(device)
     if quantize == "nf4":
         from rosa.models.quantize import quantize_model
+
         quantize_model(model)
     return model
 
@@ -124,5 +144,9 @@ def resolve_precision(precision_cfg, device: torch.device) -> dict:
     autocast = precision_cfg.autocast
     if autocast == "auto":
         autocast = {"bf16": "bf16", "fp16": "fp16", "nf4": "bf16"}.get(name, "none")
-    return {"name": name, "base_dtype": DTYPES[base], "param_dtype": DTYPES[precision_cfg.param_dtype],
-            "autocast": None if autocast == "none" else DTYPES[autocast]}
+    return {
+        "name": name,
+        "base_dtype": DTYPES[base],
+        "param_dtype": DTYPES[precision_cfg.param_dtype],
+        "autocast": None if autocast == "none" else DTYPES[autocast],
+    }

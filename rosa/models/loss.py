@@ -27,11 +27,15 @@ How a step averages its token losses (``train.loss_norm``):
   (:func:`example_mean_loss`), so every example weighs the same. The RoSA paper's composer setup
   does this: HF's loss (a per-example mean at micro-batch 1) scaled by 1/32 over 32 accumulated
   micro-batches. RoSA's Fisher statistic is formed from the gradient of this loss, so it carries the
-  same weighting (``rosa.methods.sparse_masks``).
+  same weighting (``rosa.methods.rosa_robust.masks``).
 
 The validation loss stays a mean over tokens (its perplexity) whatever the choice.
 """
+
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +45,9 @@ from rosa.models.shared_prefix import expand_cache, suffix_positions
 IGNORE_INDEX = -100
 
 
-def token_loss_sum(model, batch: dict[str, torch.Tensor], weights: torch.Tensor | None = None,
-                   prefix_length: int = 0) -> tuple[torch.Tensor, int]:
+def token_loss_sum(
+    model, batch: dict[str, torch.Tensor], weights: torch.Tensor | None = None, prefix_length: int = 0
+) -> tuple[torch.Tensor, int]:
     """Sum of next-token cross-entropy over the target tokens (each times its ``weights`` entry, a
     ``[batch, length - 1]`` tensor, when given), and the number of target tokens.
 
@@ -57,8 +62,12 @@ def token_loss_sum(model, batch: dict[str, torch.Tensor], weights: torch.Tensor 
         cache = prefix_cache(model, ids[:1, :prefix_length], size)
         ids, keep = ids[:, prefix_length:], keep[:, prefix_length:]
         weights = None if weights is None else weights[:, prefix_length:]
-        call = dict(attention_mask=mask, cache=cache, use_cache=False,
-                    position_ids=suffix_positions(prefix_length, ids.shape[1], size, ids.device))
+        call = dict(
+            attention_mask=mask,
+            cache=cache,
+            use_cache=False,
+            position_ids=suffix_positions(prefix_length, ids.shape[1], size, ids.device),
+        )
     else:
         call = dict(attention_mask=mask)
     logits = labelled_logits(model, ids, keep, **call)[1]
@@ -93,8 +102,9 @@ def prefix_cache(model, prefix_ids: torch.Tensor, batch_size: int):
     no_rows = torch.zeros((1, prefix_ids.shape[1] - 1), dtype=torch.bool, device=prefix_ids.device)
     out = labelled_logits(model, prefix_ids, no_rows, attention_mask=torch.ones_like(prefix_ids), use_cache=True)[0]
     if getattr(out, "cache", None) is None:
-        raise TypeError(f"{type(model).__name__} returned no KV cache for the shared prefix; "
-                        "set train.shared_prefix=off")
+        raise TypeError(
+            f"{type(model).__name__} returned no KV cache for the shared prefix; set train.shared_prefix=off"
+        )
     return expand_cache(out.cache, batch_size)
 
 
@@ -118,3 +128,23 @@ def example_mean_loss(model, batch: dict[str, torch.Tensor], n_examples: int, pr
     per_row = (labels != IGNORE_INDEX).sum(dim=1).clamp(min=1) * n_examples
     weights = (1.0 / per_row.float()).unsqueeze(1).expand_as(labels)
     return token_loss_sum(model, batch, weights, prefix_length)[0]
+
+
+@torch.no_grad()
+def batches_token_loss(
+    model,
+    batches: Iterable[dict[str, torch.Tensor]],
+    device: torch.device,
+    autocast: torch.dtype | None = None,
+    prefix_length: Callable[[dict], int] = lambda batch: 0,
+) -> tuple[float, int]:
+    """The summed target-token loss and the target-token count over ``batches`` (the validation loss
+    of training and the language-modelling evaluation alike), under ``autocast`` when it is a dtype."""
+    loss_sum, count = 0.0, 0
+    for batch in batches:
+        with torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext():
+            loss, n = token_loss_sum(
+                model, {k: v.to(device) for k, v in batch.items()}, prefix_length=prefix_length(batch)
+            )
+        loss_sum, count = loss_sum + float(loss), count + n
+    return loss_sum, count

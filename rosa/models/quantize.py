@@ -17,20 +17,20 @@ largest divisor is below ``MIN_SCALER_BLOCK`` (the double quantization would the
 saves), stays in bf16; ``quantize_model`` logs and counts such layers. GPT-2's Conv1D layers also
 stay in bf16 (torchao's NF4 implements ``F.linear``, not Conv1D's ``addmm``).
 """
+
 from __future__ import annotations
 
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
 
-BLOCK_SIZE = 64            # weights per absmax block (QLoRA)
-SCALER_BLOCK_SIZE = 256    # scales per double-quantization group (QLoRA)
+BLOCK_SIZE = 64  # weights per absmax block (QLoRA)
+SCALER_BLOCK_SIZE = 256  # scales per double-quantization group (QLoRA)
 MIN_SCALER_BLOCK = 16
 
 _NF4 = None
@@ -71,8 +71,7 @@ def is_nf4(t) -> bool:
     return any(c.__name__ == "NF4Tensor" for c in type(t).__mro__)
 
 
-def scaler_block_size_for(numel: int, block_size: int = BLOCK_SIZE,
-                          preferred: int = SCALER_BLOCK_SIZE) -> int | None:
+def scaler_block_size_for(numel: int, block_size: int = BLOCK_SIZE, preferred: int = SCALER_BLOCK_SIZE) -> int | None:
     """The double-quantization group size for a weight of ``numel`` elements: ``preferred`` when
     it divides the number of blocks, else the largest divisor below it; None when the weight cannot
     be stored in NF4 (numel % block_size != 0, or no divisor >= MIN_SCALER_BLOCK)."""
@@ -103,8 +102,8 @@ def dequantize(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tenso
 @dataclass
 class QuantizeReport:
     quantized: list[str] = field(default_factory=list)
-    kept: dict[str, str] = field(default_factory=dict)   # name -> why it stays dense
-    regrouped: dict[str, int] = field(default_factory=dict)   # name -> scaler block size != 256
+    kept: dict[str, str] = field(default_factory=dict)  # name -> why it stays dense
+    regrouped: dict[str, int] = field(default_factory=dict)  # name -> scaler block size != 256
 
     def summary(self) -> str:
         line = f"nf4: {len(self.quantized)} linear layers quantized, {len(self.kept)} kept dense"
@@ -163,8 +162,10 @@ def dequantize_model(model: nn.Module, dtype: torch.dtype | None = None) -> int:
 def tensor_bytes(t: torch.Tensor) -> int:
     """Real storage bytes of ``t``: the sum of an NF4Tensor's inner tensors, else numel * itemsize."""
     if is_nf4(t):
-        return sum(getattr(t, n).numel() * getattr(t, n).element_size()
-                   for n in ("quantized_data", "quantized_scalers", "quantization_factor", "scaler_mean", "nf4"))
+        return sum(
+            getattr(t, n).numel() * getattr(t, n).element_size()
+            for n in ("quantized_data", "quantized_scalers", "quantization_factor", "scaler_mean", "nf4")
+        )
     return t.numel() * t.element_size()
 
 
@@ -178,8 +179,7 @@ def weight_bytes(model: nn.Module) -> int:
     return total
 
 
-def nf4_bytes(shape, block_size: int = BLOCK_SIZE, scaler_block_size: int | None = None,
-              compute_bytes: int = 2) -> int:
+def nf4_bytes(shape, block_size: int = BLOCK_SIZE, scaler_block_size: int | None = None, compute_bytes: int = 2) -> int:
     """Analytic NF4 bytes of a weight of ``shape`` (torchao layout): 4 bits per weight, an int8 scale
     per block, a ``compute_bytes`` factor per scale group, the mean and the 16-entry table."""
     n = math.prod(shape)

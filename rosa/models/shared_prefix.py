@@ -12,7 +12,7 @@ Each suffix row attends to the same keys and values it would have computed itsel
 suffix state, and the loss, are the plain forward's (up to float rounding: the prefix's matmuls run
 at batch 1). Backward through the expansion sums the B rows' gradients into the single prefix copy:
 the gradient of a weight is the same sum over the micro-batch's positions, so every parameter
-gradient is the plain path's, and so is RoSA's Fisher statistic (``rosa.methods.sparse_masks``
+gradient is the plain path's, and so is RoSA's Fisher statistic (``rosa.methods.rosa_robust.masks``
 squares a micro-batch's summed gradient, whatever number of forward calls made it).
 
 Conditions, checked per micro-batch (:func:`shared_prefix_length`): token ids are compared, never
@@ -30,12 +30,15 @@ Models whose cache is not a per-layer key/value list (sliding-window attention, 
 states) or that run gradient checkpointing (HF then turns the cache off in training), and wrappers
 that add virtual tokens (PEFT's prompt learning), take the plain path: :func:`unsupported_reason`.
 """
+
 from __future__ import annotations
 
 import torch
 
 IGNORE_INDEX = -100
-MIN_SHARED_PREFIX = 16   # tokens: SQL's instruction (20) shares, E2E's "Input: name[" (4-5) and GSM8k's "Question:" (2) do not
+MIN_SHARED_PREFIX = (
+    16  # tokens: SQL's instruction (20) shares, E2E's "Input: name[" (4-5) and GSM8k's "Question:" (2) do not
+)
 MODES = ("auto", "off")
 
 
@@ -57,9 +60,9 @@ def shared_prefix_length(batch: dict[str, torch.Tensor], minimum: int = MIN_SHAR
         return 0
     length = common_prefix_length(ids, mask)
     labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
-    if len(labelled):               # the state at P - 1 predicts token P: it must carry no loss
+    if len(labelled):  # the state at P - 1 predicts token P: it must carry no loss
         length = min(length, int(labelled[0]) - 1)
-    length = min(length, int(mask.sum(dim=1).min()) - 1)   # every row keeps >= 1 real suffix token
+    length = min(length, int(mask.sum(dim=1).min()) - 1)  # every row keeps >= 1 real suffix token
     return length if length >= max(minimum, 1) else 0
 
 
@@ -82,7 +85,9 @@ def unsupported_reason(model) -> str | None:
         active = model.peft_config.get(getattr(model, "active_adapter", "default"))
         if active is not None and getattr(active, "is_prompt_learning", False):
             return "its virtual tokens take the front positions"
-    checkpointing = "is_activation_checkpointing" if hasattr(model, "is_activation_checkpointing") else "is_gradient_checkpointing"
+    checkpointing = (
+        "is_activation_checkpointing" if hasattr(model, "is_activation_checkpointing") else "is_gradient_checkpointing"
+    )
     if getattr(model, checkpointing, False):
         return "gradient checkpointing turns the model's KV cache off in training"
     if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
@@ -95,8 +100,10 @@ def expand_cache(cache, batch_size: int):
     the same prefix keys and values, and their gradients sum into the one copy."""
     layers = getattr(cache, "layers", None)
     if layers is None or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
-        raise TypeError(f"the model's cache ({type(cache).__name__}) is not a per-layer key/value cache; "
-                        "set train.shared_prefix=off")
+        raise TypeError(
+            f"the model's cache ({type(cache).__name__}) is not a per-layer key/value cache; "
+            "set train.shared_prefix=off"
+        )
     for layer in layers:
         layer.keys = layer.keys.expand(batch_size, *layer.keys.shape[1:])
         layer.values = layer.values.expand(batch_size, *layer.values.shape[1:])

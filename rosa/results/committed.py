@@ -18,6 +18,7 @@ setting gives another identity hash, hence another cell. ``python -m rosa.jobs s
 cells, runs the others from scratch (a run folder per code fingerprint, so a run of older code is
 never resumed or reused) and commits each one as it finishes; the report reads only this folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,10 +48,17 @@ def why_not_current(cell: Path, version: dict, split: str) -> str | None:
         return f"unreadable ({type(err).__name__}: {err})".splitlines()[0]
     if status.get("state") != "done":
         return f"committed in state {status.get('state')!r}"
-    if not (same_code(status.get("trained_with"), version) and same_code(metrics.get("trained_with"), version)
-            and same_code([metrics.get("code") or {}], version)):   # trained, and evaluated, by this code
-        trained = ", ".join(f"{e.get('code')}" + ("+dirty" if e.get("dirty") else "")
-                            for e in status.get("trained_with") or []) or "unknown code"
+    if not (
+        same_code(status.get("trained_with"), version)
+        and same_code(metrics.get("trained_with"), version)
+        and same_code([metrics.get("code") or {}], version)
+    ):  # trained, and evaluated, by this code
+        trained = (
+            ", ".join(
+                f"{e.get('code')}" + ("+dirty" if e.get("dirty") else "") for e in status.get("trained_with") or []
+            )
+            or "unknown code"
+        )
         return f"trained by code {trained}; the checkout's is {version.get('code')}"
     return None
 
@@ -61,10 +69,17 @@ def machine() -> dict:
 
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
-               platform.processor() or platform.machine())
-    return {"cpu": cpu, "isa": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
-            "torch": torch.__version__, "python": platform.python_version()}
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
+        platform.processor() or platform.machine(),
+    )
+    return {
+        "cpu": cpu,
+        "isa": torch.backends.cpu.get_cpu_capability(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _cpuinfo() -> list[str]:
@@ -87,9 +102,13 @@ def commit_cell(run_dir: Path, cell: Path) -> Path:
             shutil.copyfile(path, staging / path.name)
         for path in sorted(run_dir.glob("predictions-*.jsonl")):
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            (staging / path.name).write_text("".join(
-                json.dumps({k: v for k, v in row.items() if k != "prompt"}, ensure_ascii=False) + "\n" for row in rows))
-        if (run_dir / "adapter" / "adapter.json").exists():   # the method's state: e.g. RoSA's real density
+            (staging / path.name).write_text(
+                "".join(
+                    json.dumps({k: v for k, v in row.items() if k != "prompt"}, ensure_ascii=False) + "\n"
+                    for row in rows
+                )
+            )
+        if (run_dir / "adapter" / "adapter.json").exists():  # the method's state: e.g. RoSA's real density
             (staging / "adapter").mkdir()
             shutil.copyfile(run_dir / "adapter" / "adapter.json", staging / "adapter" / "adapter.json")
         (staging / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n")

@@ -11,6 +11,7 @@ of one rank of an (all-linear) LoRA run of the same model and dataset, rounded t
 spec's ``metrics`` (headline first; ``rosa/data/<name>.py``), then any other metric a run holds. Unfinished, failed and unevaluated
 runs, and unreadable metrics files (by path), are listed under the table; they never stop it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from rosa.methods import METHODS
 from rosa.provenance import changed_result_code
 from rosa.runs import find_runs, recover_status
 
@@ -46,9 +48,10 @@ class RunRow:
     metrics: dict = field(default_factory=dict)
     budget: str = ""
     budget_key: float = 0.0
-    code: str = "unknown"          # the code that trained it (code_label)
-    code_key: str | None = None    # its committed code fingerprint, None if unknown, dirty or resumed (code_key)
-    problem: str | None = None     # why the run is not in the table
+    kind: type | None = None  # its method's class (rosa.methods.METHODS): capabilities, table label
+    code: str = "unknown"  # the code that trained it (code_label)
+    code_key: str | None = None  # its committed code fingerprint, None if unknown, dirty or resumed (code_key)
+    problem: str | None = None  # why the run is not in the table
 
 
 def lower_is_better(metric: str) -> bool:
@@ -61,19 +64,21 @@ def read_run(run_dir: Path, split: str) -> RunRow:
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         fn = cfg.get("fnmodel") or {}
         row.dataset, row.model, row.method = cfg["dataset"]["name"], str(cfg["model"]["name"]), fn.get("name", "?")
-        row.rank, row.density = fn.get("rank"), fn.get("density")
-        if "peft_type" in fn:  # fnmodel=peft: name the PEFT method and its options, e.g. "peft:lora use_dora=True"
-            options = " ".join(f"{k}={v}" for k, v in sorted((fn.get("config") or {}).items()) if k != "r")
-            row.method = f"peft:{str(fn['peft_type']).lower()}" + (f" {options}" if options else "")
-            row.rank = (fn.get("config") or {}).get("r")
+        if row.method in METHODS:  # the method says how its runs are shown (label, rank, density)
+            shown = METHODS[row.method].table_row(fn)
+            row.method, row.rank, row.density = shown["method"], shown["rank"], shown["density"]
+            row.kind = METHODS[fn["name"]]
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as err:
         row.problem = f"unreadable config.yaml ({type(err).__name__})"
         return row
     row.density = adapter_density(run_dir, row.density)
     status = recover_status(run_dir) or {"state": "not started"}
     row.precision = status.get("precision", "?")
-    row.trainable, row.peak_mem_gb, row.train_time_s = (status.get("trainable_params"), status.get("peak_mem_gb"),
-                                                         status.get("train_time_s"))
+    row.trainable, row.peak_mem_gb, row.train_time_s = (
+        status.get("trainable_params"),
+        status.get("peak_mem_gb"),
+        status.get("train_time_s"),
+    )
     row.step_time_s = status.get("step_time_s")
     row.code, row.code_key = code_label(status.get("trained_with")), code_key(status.get("trained_with"))
     if status.get("state") == "done" and status.get("steps") == 0:
@@ -147,22 +152,29 @@ def assign_budgets(rows: list[RunRow]) -> None:
     """Budget group of every row, in LoRA-rank units where a LoRA run of the same model gives one."""
     units: dict[tuple, list[float]] = {}
     for r in rows:
-        if r.method == "lora" and r.trainable and isinstance(r.rank, (int, float)) and r.rank >= 1:
+        if (
+            r.kind is not None
+            and r.kind.budget_unit
+            and r.method != BASE
+            and r.trainable
+            and isinstance(r.rank, (int, float))
+            and r.rank >= 1
+        ):
             units.setdefault((r.dataset, r.model), []).append(r.trainable / r.rank)
     for r in rows:
         unit = units.get((r.dataset, r.model))
-        if r.method == "fft":
-            r.budget, r.budget_key = "full", math.inf
-        elif r.method == BASE:
+        if r.method == BASE:
             r.budget, r.budget_key = "none", -math.inf
+        elif r.kind is not None and r.kind.trains_base_weights:
+            r.budget, r.budget_key = "full", math.inf
         elif not r.trainable:
             r.budget, r.budget_key = "?", -1.0
         elif unit:
             k = round(math.log2(max(r.trainable / statistics.median(unit), 1e-9)))
-            r.budget, r.budget_key = (f"r~{2 ** k:g}" if k >= 0 else f"r~1/{2 ** -k:g}"), float(k)
+            r.budget, r.budget_key = (f"r~{2**k:g}" if k >= 0 else f"r~1/{2**-k:g}"), float(k)
         else:
             k = round(math.log10(r.trainable))
-            r.budget, r.budget_key = f"~{human(10 ** k)}", float(k)
+            r.budget, r.budget_key = f"~{human(10**k)}", float(k)
 
 
 def human(n: float | None) -> str:
@@ -206,12 +218,12 @@ def best_values(rows: list[RunRow], metrics: list[str]) -> dict[str, float]:
 class Table:
     dataset: str
     header: list[str]
-    rows: list[list[str]]          # formatted cells
-    raw: list[dict]                # unformatted values, for the CSV
-    bold: list[set[int]]           # per row: column indices to bold
-    groups: list[str]              # per row: its budget group (a rule between groups)
-    unlisted: list[str]            # "path: reason" of runs not in the table
-    warning: str | None = None     # the rows were trained by different code (mixed_code_warning)
+    rows: list[list[str]]  # formatted cells
+    raw: list[dict]  # unformatted values, for the CSV
+    bold: list[set[int]]  # per row: column indices to bold
+    groups: list[str]  # per row: its budget group (a rule between groups)
+    unlisted: list[str]  # "path: reason" of runs not in the table
+    warning: str | None = None  # the rows were trained by different code (mixed_code_warning)
 
 
 def build_tables(root: Path, split: str = "test") -> tuple[list[Table], list[str]]:
@@ -221,14 +233,37 @@ def build_tables(root: Path, split: str = "test") -> tuple[list[Table], list[str
     tables = []
     for dataset in sorted({r.dataset for r in rows if r.dataset != "?"}):
         mine = [r for r in rows if r.dataset == dataset]
-        listed = sorted((r for r in mine if r.problem is None),
-                        key=lambda r: (r.model, r.budget_key, r.method, r.trainable or 0, str(r.path)))
+        listed = sorted(
+            (r for r in mine if r.problem is None),
+            key=lambda r: (r.model, r.budget_key, r.method, r.trainable or 0, str(r.path)),
+        )
         metrics = metric_order(dataset, listed)
         best = best_values(listed, metrics)
-        header = ["model", "budget", "method", "rank", "density", "precision", "trainable", *metrics,
-                  "step time (s)", "peak mem (GiB)", "train time", "code", "run"]
-        table = Table(dataset, header, [], [], [], [], [f"{r.path}: {r.problem}" for r in mine if r.problem],
-                      mixed_code_warning(listed))
+        header = [
+            "model",
+            "budget",
+            "method",
+            "rank",
+            "density",
+            "precision",
+            "trainable",
+            *metrics,
+            "step time (s)",
+            "peak mem (GiB)",
+            "train time",
+            "code",
+            "run",
+        ]
+        table = Table(
+            dataset,
+            header,
+            [],
+            [],
+            [],
+            [],
+            [f"{r.path}: {r.problem}" for r in mine if r.problem],
+            mixed_code_warning(listed),
+        )
         for r in listed:
             cells = [r.model, r.budget, r.method, _num(r.rank), _num(r.density), r.precision, human(r.trainable)]
             bold = set()
@@ -237,17 +272,35 @@ def build_tables(root: Path, split: str = "test") -> tuple[list[Table], list[str
                 cells.append("" if value is None else f"{value:.4g}")
                 if value is not None and best.get(m) == value:
                     bold.add(7 + i)
-            cells += ["" if r.step_time_s is None else f"{r.step_time_s:.2f}",
-                      "" if r.peak_mem_gb is None else f"{r.peak_mem_gb:.2f}", duration(r.train_time_s), r.code,
-                      _relative(r.path, root)]
+            cells += [
+                "" if r.step_time_s is None else f"{r.step_time_s:.2f}",
+                "" if r.peak_mem_gb is None else f"{r.peak_mem_gb:.2f}",
+                duration(r.train_time_s),
+                r.code,
+                _relative(r.path, root),
+            ]
             table.rows.append(cells)
             table.bold.append(bold)
             table.groups.append(f"{r.model} {r.budget}")
-            table.raw.append({"dataset": dataset, "split": split, "run": str(r.path), "model": r.model,
-                              "budget": r.budget, "method": r.method, "rank": r.rank, "density": r.density,
-                              "precision": r.precision, "trainable_params": r.trainable, **r.metrics,
-                              "step_time_s": r.step_time_s, "peak_mem_gb": r.peak_mem_gb,
-                              "train_time_s": r.train_time_s, "code": r.code})
+            table.raw.append(
+                {
+                    "dataset": dataset,
+                    "split": split,
+                    "run": str(r.path),
+                    "model": r.model,
+                    "budget": r.budget,
+                    "method": r.method,
+                    "rank": r.rank,
+                    "density": r.density,
+                    "precision": r.precision,
+                    "trainable_params": r.trainable,
+                    **r.metrics,
+                    "step_time_s": r.step_time_s,
+                    "peak_mem_gb": r.peak_mem_gb,
+                    "train_time_s": r.train_time_s,
+                    "code": r.code,
+                }
+            )
         tables.append(table)
     return tables, orphans
 
@@ -300,8 +353,7 @@ def to_csv(tables: list[Table]) -> str:
 
 
 def _tex(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
-                 ("~", r"$\sim$")):
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("~", r"$\sim$")):
         text = text.replace(a, b)
     return text
 
@@ -312,12 +364,19 @@ def to_latex(tables: list[Table], split: str) -> str:
         if not t.rows:
             continue
         header = t.header[:-1]  # the run folder stays out of the paper table
-        out += [f"% {t.dataset} ({split})", "\\begin{tabular}{" + "l" * 6 + "r" * (len(header) - 6) + "}", "\\toprule",
-                " & ".join(_tex(h) for h in header) + " \\\\", "\\midrule"]
+        out += [
+            f"% {t.dataset} ({split})",
+            "\\begin{tabular}{" + "l" * 6 + "r" * (len(header) - 6) + "}",
+            "\\toprule",
+            " & ".join(_tex(h) for h in header) + " \\\\",
+            "\\midrule",
+        ]
         for i, (cells, bold) in enumerate(zip(t.rows, t.bold)):
             if i and t.groups[i] != t.groups[i - 1]:
                 out.append("\\midrule")
-            out.append(" & ".join(f"\\textbf{{{_tex(c)}}}" if j in bold else _tex(c)
-                                  for j, c in enumerate(cells[:-1])) + " \\\\")
+            out.append(
+                " & ".join(f"\\textbf{{{_tex(c)}}}" if j in bold else _tex(c) for j, c in enumerate(cells[:-1]))
+                + " \\\\"
+            )
         out += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(out)

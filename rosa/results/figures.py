@@ -7,6 +7,7 @@
   trainable parameters (log scale), coloured by method;
 - ``peak-memory.png``: peak training memory per method (the largest over its runs), per dataset.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -66,8 +67,14 @@ def loss_figure(dataset: str, rows: list[RunRow], colour: dict, out: Path) -> Pa
         for r, c in curves:
             if tag in c:
                 steps, values = c[tag]
-                ax.plot(steps, values, color=colour[r.method], marker="o" if len(steps) < 3 else None,
-                        label=None if r.method in labelled else r.method, alpha=0.8)
+                ax.plot(
+                    steps,
+                    values,
+                    color=colour[r.method],
+                    marker="o" if len(steps) < 3 else None,
+                    label=None if r.method in labelled else r.method,
+                    alpha=0.8,
+                )
                 labelled.add(r.method)
         ax.set(title=f"{dataset}: {title}", xlabel="step", ylabel="loss")
         if labelled:
@@ -83,8 +90,13 @@ def metric_figure(dataset: str, rows: list[RunRow], colour: dict, out: Path) -> 
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in sorted({r.method for r in points}):
         mine = sorted((r for r in points if r.method == method), key=lambda r: r.trainable)
-        ax.plot([r.trainable for r in mine], [r.metrics[metric] for r in mine], marker="o", color=colour[method],
-                label=method)
+        ax.plot(
+            [r.trainable for r in mine],
+            [r.metrics[metric] for r in mine],
+            marker="o",
+            color=colour[method],
+            label=method,
+        )
     ax.set_xscale("log")
     ax.set(title=f"{dataset}: {metric} vs trainable parameters", xlabel="trainable parameters", ylabel=metric)
     ax.legend()

@@ -11,6 +11,7 @@ seeds (only 3 here), so the interval is about these seeds' evaluation, not about
 Metrics must be functions of per-row counts summed over the corpus (``rosa.data.viggo.row_counts`` /
 ``metrics_from_counts``): a resample is a weighted sum, no re-parsing.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-Scorer = Callable[[Sequence[float], int], dict]   # (summed row counts, rows) -> {metric: value}
+Scorer = Callable[[Sequence[float], int], dict]  # (summed row counts, rows) -> {metric: value}
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -45,8 +46,14 @@ class Difference:
         return self.low > 0 or self.high < 0
 
 
-def paired_bootstrap(method: Sequence[np.ndarray], baseline: Sequence[np.ndarray], score: Scorer,
-                     metrics: Sequence[str], resamples: int = 2000, seed: int = 0) -> dict[str, Difference]:
+def paired_bootstrap(
+    method: Sequence[np.ndarray],
+    baseline: Sequence[np.ndarray],
+    score: Scorer,
+    metrics: Sequence[str],
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Difference]:
     """``method[s]`` and ``baseline[s]``: the per-row counts (rows x counts, rows in the same order) of
     seed ``s``; one :class:`Difference` per metric. Deterministic for a given ``seed``."""
     if len(method) != len(baseline) or not method:
@@ -72,5 +79,9 @@ def paired_bootstrap(method: Sequence[np.ndarray], baseline: Sequence[np.ndarray
         draw = diffs([rng.integers(0, len(a), len(a)) for a in method])
         for m in metrics:
             samples[m][i] = draw[m]
-    return {m: Difference(m, len(method), observed[m], float(np.percentile(samples[m], 2.5)),
-                          float(np.percentile(samples[m], 97.5))) for m in metrics}
+    return {
+        m: Difference(
+            m, len(method), observed[m], float(np.percentile(samples[m], 2.5)), float(np.percentile(samples[m], 97.5))
+        )
+        for m in metrics
+    }

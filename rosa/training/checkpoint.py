@@ -16,6 +16,7 @@ it; older ones are removed. A kill or a write error (a full disk) at any point l
 checkpoint; a failed write removes its ``.tmp`` folder. Resuming takes the newest checkpoint that
 loads and falls back to the previous one, naming the unreadable file (``usable_checkpoint``).
 """
+
 from __future__ import annotations
 
 import json
@@ -62,37 +63,40 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], trainer: dict, state: dict,
-                    keep: Path | None = None, write_once: tuple[str, set[str]] | None = None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    tensors: dict[str, torch.Tensor],
+    trainer: dict,
+    state: dict,
+    keep: Path | None = None,
+    write_once: tuple[str, set[str]] | None = None,
+) -> Path:
     """Write and check the checkpoint of ``step``, point ``latest.json`` at it, then remove every other
     checkpoint but ``keep`` (the previous good one). A failed write leaves no ``.tmp`` folder behind.
     ``write_once = (tag, names)``: those tensors go to ``once-<tag>.safetensors``, hard-linked from an
     existing checkpoint that holds the same tag (not written again) when there is one."""
     root = Path(run_dir) / CHECKPOINTS
     final = root / f"step-{step:07d}"
-    tmp = root / f"step-{step:07d}.tmp"
     tag, once_names = write_once or (None, set())
-    shutil.rmtree(tmp, ignore_errors=True)
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        save_file(
+            {n: t.detach().contiguous().cpu() for n, t in tensors.items() if n not in once_names},
+            str(tmp / "adapter.safetensors"),
+        )
+        if tag is not None:
+            _write_once(root, tmp / f"{ONCE_PREFIX}{tag}.safetensors", {n: tensors[n] for n in once_names})
+        atomic.torch_save(trainer, tmp / "trainer.pt")
+        atomic.write_json(tmp / "state.json", state)
+        for f in tmp.iterdir():
+            with open(f, "rb") as handle:
+                os.fsync(handle.fileno())
+        verify_checkpoint(tmp)
+
     # the error names the checkpoint and the space it needs, measured after its .tmp folder is gone
-    with atomic.writing(final, needed_bytes=atomic.tensor_bytes((tensors, trainer))):
-        try:
-            tmp.mkdir(parents=True)
-            save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items() if n not in once_names},
-                      str(tmp / "adapter.safetensors"))
-            if tag is not None:
-                _write_once(root, tmp / f"{ONCE_PREFIX}{tag}.safetensors", {n: tensors[n] for n in once_names})
-            atomic.torch_save(trainer, tmp / "trainer.pt")
-            atomic.write_json(tmp / "state.json", state)
-            for f in tmp.iterdir():
-                with open(f, "rb") as handle:
-                    os.fsync(handle.fileno())
-            verify_checkpoint(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    atomic.replace_dir(final, write, needed_bytes=atomic.tensor_bytes((tensors, trainer)))
     atomic.write_json(root / "latest.json", {"step": step, "path": final.name})
     for old in root.glob("step-*"):
         if old != final and (keep is None or old != Path(keep)):
@@ -109,7 +113,7 @@ def _write_once(root: Path, target: Path, tensors: dict[str, torch.Tensor]) -> N
             atomic.check_safetensors(existing)
             os.link(existing, target)
             return
-        except (OSError, ValueError):   # damaged, or a file system without hard links: write it
+        except (OSError, ValueError):  # damaged, or a file system without hard links: write it
             continue
     save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items()}, str(target))
 
@@ -118,8 +122,12 @@ def verify_checkpoint(path: Path) -> None:
     """Cheap structural checks (no tensor is loaded): the safetensors headers and their data sizes,
     the zip directory of trainer.pt, state.json's JSON. Raises CheckpointError naming the bad file."""
     once = [(f.name, atomic.check_safetensors) for f in sorted(Path(path).glob(f"{ONCE_PREFIX}*.safetensors"))]
-    for name, check in (("adapter.safetensors", atomic.check_safetensors), *once, ("trainer.pt", _check_zip),
-                        ("state.json", lambda f: json.loads(f.read_text(encoding="utf-8")))):
+    for name, check in (
+        ("adapter.safetensors", atomic.check_safetensors),
+        *once,
+        ("trainer.pt", _check_zip),
+        ("state.json", lambda f: json.loads(f.read_text(encoding="utf-8"))),
+    ):
         file = Path(path) / name
         try:
             check(file)
@@ -158,8 +166,10 @@ def usable_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tupl
             log.warning("warning: %s; resuming from the previous good checkpoint %s", "; ".join(errors), path)
         return path, loaded
     if errors:
-        raise CheckpointError(f"no usable checkpoint in {Path(run_dir) / CHECKPOINTS}: {errors[-1]} "
-                              "(and every newer one); move the checkpoints folder away to restart from step 0")
+        raise CheckpointError(
+            f"no usable checkpoint in {Path(run_dir) / CHECKPOINTS}: {errors[-1]} "
+            "(and every newer one); move the checkpoints folder away to restart from step 0"
+        )
     return None
 
 
@@ -175,9 +185,11 @@ def _complete(path: Path) -> bool:
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[dict, dict, dict]:
     """(tensors, trainer state, state); CheckpointError (one line, naming the file) when one is unreadable."""
     path = Path(path)
-    loaders = (("adapter.safetensors", lambda f: load_file(str(f), device=str(device))),
-               ("trainer.pt", lambda f: torch.load(f, map_location="cpu", weights_only=True)),
-               ("state.json", atomic.read_json))
+    loaders = (
+        ("adapter.safetensors", lambda f: load_file(str(f), device=str(device))),
+        ("trainer.pt", lambda f: torch.load(f, map_location="cpu", weights_only=True)),
+        ("state.json", atomic.read_json),
+    )
     once = [(f.name, loaders[0][1]) for f in sorted(path.glob(f"{ONCE_PREFIX}*.safetensors"))]
     out = []
     for name, load in (*loaders, *once):

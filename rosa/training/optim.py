@@ -9,12 +9,12 @@ The schedule is a plain function of the step (``lr_factor``) that the loop appli
 base learning rate before each optimizer step. Keeping it stateless makes resume trivial and lets a
 method rebuild the optimizer (new parameters after a ROSA resample) without touching the schedule.
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
-
 
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -24,11 +24,13 @@ def build_optimizer(groups: list[dict], train_cfg) -> torch.optim.Optimizer:
     groups = [dict(g, base_lr=g["lr"]) for g in groups if g["params"]]
     name = getattr(opt, "name", "adamw")
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=train_cfg.lr, betas=tuple(opt.betas), eps=opt.eps,
-                                 weight_decay=opt.weight_decay, foreach=True)
+        return torch.optim.AdamW(
+            groups, lr=train_cfg.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay, foreach=True
+        )
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=train_cfg.lr, momentum=getattr(opt, "momentum", 0.0),
-                               weight_decay=opt.weight_decay, foreach=True)
+        return torch.optim.SGD(
+            groups, lr=train_cfg.lr, momentum=getattr(opt, "momentum", 0.0), weight_decay=opt.weight_decay, foreach=True
+        )
     raise ValueError(f"train.optimizer.name={name!r} is unknown; choose one of: {', '.join(OPTIMIZERS)}")
 
 

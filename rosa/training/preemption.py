@@ -14,15 +14,15 @@ calls it *after* our checkpoint is on disk, so the requeued job finds the run fo
 checkpoint and TensorBoard purges the steps after it. Outside submitit nothing is chained: the run ends
 with status ``interrupted`` (exit 3) and the same command resumes it.
 """
+
 from __future__ import annotations
 
 import logging
-import os
 import signal
 
 log = logging.getLogger("rosa")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)   # SIGINT: Ctrl-C, treated as SIGTERM
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)  # SIGINT: Ctrl-C, treated as SIGTERM
 
 
 class StopRequested(BaseException):
@@ -55,41 +55,23 @@ def install_startup() -> dict:
     raised = []
 
     def stop_now(signum, _frame):
-        if not raised:   # a second signal while the first one's clean-up runs is ignored
+        if not raised:  # a second signal while the first one's clean-up runs is ignored
             raised.append(signum)
             raise StopRequested(signum)
+
     return _set_handlers(stop_now)
 
 
 def install(trainer, original: dict | None = None) -> dict:
     """Make the stop signals set ``trainer.stop_signal``; ``trainer.previous_signal_handlers`` holds
     the ``original`` handlers (those :func:`install_startup` replaced) or else the replaced ones."""
+
     def request_stop(signum, _frame):
         trainer.stop_signal = signum
 
     previous = _set_handlers(request_stop)
     trainer.previous_signal_handlers = original if original is not None else previous
     return trainer.previous_signal_handlers
-
-
-TEST_SIGNAL_ENV = "ROSA_TEST_SIGNAL_AT_STEP"
-
-
-def test_signal(point: int | str) -> None:
-    """Test hook: ``ROSA_TEST_SIGNAL_AT_STEP=N:SIGNAME[,M:SIGNAME]`` makes the run send itself SIGNAME
-    when it reaches ``point`` N (a step number: the end of that step, before its checkpoint). Tests
-    stop a run at a chosen step this way, with no timing involved. ``raise_signal`` runs a Python
-    handler before it returns, so the signal has been handled when this returns. ``N:SIGNAME:first``
-    signals only in a SLURM job's first attempt (not after a requeue): e.g. SIGSTOP holds a run
-    "running" until the test requeues it, and the requeued run goes on."""
-    spec = os.environ.get(TEST_SIGNAL_ENV)
-    if not spec:
-        return
-    requeued = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
-    for item in spec.split(","):
-        at, name, *when = (part.strip() for part in item.split(":"))
-        if at == str(point) and not (when == ["first"] and requeued):
-            signal.raise_signal(signal.Signals[name])
 
 
 def restore(previous: dict) -> None:
@@ -112,7 +94,6 @@ def hand_over(signum: int | None, handlers: dict, step: int) -> None:
     previous = handlers.get(signum)
     if signum is None or signum == signal.SIGTERM or not is_submitit_handler(previous):
         return
-    log.info("checkpoint saved at step %d; handing signal %s to submitit (requeue)", step,
-             signal.Signals(signum).name)
+    log.info("checkpoint saved at step %d; handing signal %s to submitit (requeue)", step, signal.Signals(signum).name)
     restore(handlers)
     previous(signum, None)  # submitit: checkpoint() -> requeue -> sys.exit

@@ -9,10 +9,12 @@ with one line and exit status 2 and leaves no run folder behind:
   with ``model.chat_template=true``, its tokenizer has a template;
 - the method fits the model: the model is built on the ``meta`` device (shapes, no weights), so
   ``fnmodel.target_modules`` must match a linear layer and ranks must fit the layers' shapes
-  (``Method.check_layers``; rosa-robust also reads ``fnmodel.mask_path``);
+  (``Method.check_layers``; rosa-robust also reads and checks ``fnmodel.mask_path``), and the
+  method can run on the device (``Method.check_device``: rosa-robust's ``fnmodel.impl``);
 - every split the run reads loads (files present, readable, decodable, with valid rows);
 - an unfinished run in the same folder was started with the same training settings.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 
 from rosa.config import ConfigError, RunConfig, validate
-from rosa.runs import run_identity
+from rosa.runs import flat_keys, run_identity
 
 log = logging.getLogger("rosa")
 
@@ -41,12 +43,16 @@ def preflight(run: RunConfig, run_dir: Path) -> None:
         check_data(run)
     except (ModelSourceError, DataError) as err:
         raise PreflightError(str(err)) from None
-    if shapes is not None:
-        from rosa.methods import get_method
-        try:
-            get_method(run.fnmodel, seed=run.seed).check_layers(shapes)
-        except ValueError as err:
-            raise PreflightError(str(err)) from None
+    from rosa.methods import get_method
+    from rosa.models import resolve_device
+
+    method = get_method(run.fnmodel, seed=run.seed)
+    try:
+        method.check_device(resolve_device(run.device))
+        if shapes is not None:
+            method.check_layers(shapes)
+    except ValueError as err:
+        raise PreflightError(str(err)) from None
     check_same_settings(run, run_dir)
 
 
@@ -57,8 +63,10 @@ def check_device(device: str) -> None:
     index = int(device.partition(":")[2] or 0)
     if index >= count:
         have = f"{count} CUDA device(s)" if count else "no CUDA (torch.cuda.is_available() is false)"
-        raise PreflightError(f"device={device!r} is not available on this machine ({have}); allowed: auto, cpu"
-                             + (f" or cuda:0..cuda:{count - 1}" if count else ""))
+        raise PreflightError(
+            f"device={device!r} is not available on this machine ({have}); allowed: auto, cpu"
+            + (f" or cuda:0..cuda:{count - 1}" if count else "")
+        )
 
 
 def target_layer_shapes(run: RunConfig) -> dict[str, tuple[int, int]] | None:
@@ -74,8 +82,10 @@ def target_layer_shapes(run: RunConfig) -> dict[str, tuple[int, int]] | None:
         model = meta_model(run.model)
     except (OSError, ValueError, KeyError) as err:  # a config.json transformers cannot read
         reason = (str(err).strip().splitlines() or [""])[0]
-        raise ModelSourceError(f"model.name={run.model.name}: its config cannot be read ({type(err).__name__}: "
-                               f"{reason}); allowed: a causal LM that transformers knows") from None
+        raise ModelSourceError(
+            f"model.name={run.model.name}: its config cannot be read ({type(err).__name__}: "
+            f"{reason}); allowed: a causal LM that transformers knows"
+        ) from None
     target_modules = getattr(run.fnmodel, "target_modules", None)
     if target_modules is None:
         return None
@@ -96,8 +106,12 @@ def meta_model(model_cfg) -> torch.nn.Module:
             return tiny_model(tiny_tokenizer())
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        config = AutoConfig.from_pretrained(model_source(model_cfg), revision=model_cfg.revision,
-                                            cache_dir=model_cfg.cache, trust_remote_code=model_cfg.trust_remote_code)
+        config = AutoConfig.from_pretrained(
+            model_source(model_cfg),
+            revision=model_cfg.revision,
+            cache_dir=model_cfg.cache,
+            trust_remote_code=model_cfg.trust_remote_code,
+        )
         return AutoModelForCausalLM.from_config(config, trust_remote_code=model_cfg.trust_remote_code)
 
 
@@ -127,20 +141,12 @@ def check_same_settings(run: RunConfig, run_dir: Path) -> None:
     except (ConfigError, yaml.YAMLError, UnicodeDecodeError, TypeError, AttributeError) as err:
         log.warning("%s: cannot compare with the stored settings (%s)", stored_path, err)
         return
-    before, now = _flat(run_identity(stored)), _flat(run_identity(run))
+    before, now = flat_keys(run_identity(stored)), flat_keys(run_identity(run))
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
         diff = ", ".join(f"{k}={before.get(k)!r} there, {now.get(k)!r} now" for k in changed[:4])
-        raise PreflightError(f"run folder {run_dir} holds an unfinished run with other training settings ({diff}"
-                             f"{', ...' if len(changed) > 4 else ''}); allowed: the same settings to resume it, "
-                             "or another output.name or output.path for a new run")
-
-
-def _flat(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
+        raise PreflightError(
+            f"run folder {run_dir} holds an unfinished run with other training settings ({diff}"
+            f"{', ...' if len(changed) > 4 else ''}); allowed: the same settings to resume it, "
+            "or another output.name or output.path for a new run"
+        )

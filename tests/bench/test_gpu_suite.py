@@ -1,6 +1,7 @@
 """bench/gpu_suite.sh on a CPU machine: the refusal (exit 2, one line, docs untouched), the dry run on
 the meta device, the report writing (only its own marked section of docs/benchmarks.md changes), and
 what a part counts as ok: out of memory only for fft, a kernel exception (Triton's) never a blank cell."""
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,15 @@ def outputs() -> tuple[bytes, bytes | None]:
 
 
 def suite(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}   # no GPU, even on a GPU machine
-    return subprocess.run(["bash", str(REPO / "bench" / "gpu_suite.sh"), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}  # no GPU, even on a GPU machine
+    return subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_suite.sh"), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_refuses_without_cuda_in_one_line():
@@ -58,12 +65,14 @@ def test_dry_run_on_meta_plans_every_part_and_method():
 
 
 def test_replace_section_touches_only_its_markers():
-    doc = ("# Benchmarks\n\nintro\n\n<!-- bench:other -->\nkeep me\n<!-- /bench:other -->\n\n"
-           "<!-- bench:gpu-suite -->\n(not yet run on a GPU)\n<!-- /bench:gpu-suite -->\n\ntail text\n")
+    doc = (
+        "# Benchmarks\n\nintro\n\n<!-- bench:other -->\nkeep me\n<!-- /bench:other -->\n\n"
+        "<!-- bench:gpu-suite -->\n(not yet run on a GPU)\n<!-- /bench:gpu-suite -->\n\ntail text\n"
+    )
     block = "<!-- bench:gpu-suite -->\nnew figures\n<!-- /bench:gpu-suite -->"
     out = record.replace_section(doc, "gpu-suite", block)
     assert out == doc.replace("(not yet run on a GPU)", "new figures")
-    assert record.replace_section(out, "gpu-suite", block) == out   # idempotent
+    assert record.replace_section(out, "gpu-suite", block) == out  # idempotent
     appended = record.replace_section("# Benchmarks\n", "gpu-suite", block)
     assert appended == f"# Benchmarks\n\n## gpu-suite\n\n{block}\n"
 
@@ -71,11 +80,15 @@ def test_replace_section_touches_only_its_markers():
 def test_suite_runs_parts_under_the_budget_and_writes_its_section(tmp_path, monkeypatch):
     """The driver with stand-in parts (no GPU needed): ok, failed and timed-out parts are all reported,
     the doc's other text is kept byte for byte, and the JSON holds the same results."""
-    monkeypatch.setattr(gpu_suite, "PARTS", {
-        "kernels": (30, ["-c", "print('kernel table')"], "Kernels"),
-        "nf4": (30, ["-c", "import sys; print('half'); sys.exit(3)"], "NF4"),
-        "triton-bf16": (1, ["-c", "import time; time.sleep(5)"], "Check"),
-    })
+    monkeypatch.setattr(
+        gpu_suite,
+        "PARTS",
+        {
+            "kernels": (30, ["-c", "print('kernel table')"], "Kernels"),
+            "nf4": (30, ["-c", "import sys; print('half'); sys.exit(3)"], "NF4"),
+            "triton-bf16": (1, ["-c", "import time; time.sleep(5)"], "Check"),
+        },
+    )
     monkeypatch.setattr(gpu_suite, "MIN_PART_S", 0.5)
     report = gpu_suite.run_suite(budget=60, parts=["kernels", "nf4", "triton-bf16"])
     report["env"] = {"date": "today", "torch": "T", "cuda": "C", "triton": "X", "gpu": "G"}
@@ -85,8 +98,10 @@ def test_suite_runs_parts_under_the_budget_and_writes_its_section(tmp_path, monk
     assert parts["triton-bf16"]["status"] == "timeout after 1 s"
 
     doc = tmp_path / "benchmarks.md"
-    text = ("# Benchmarks\n\n<!-- bench:kernels -->\nold kernels\n<!-- /bench:kernels -->\n\n"
-            "<!-- bench:gpu-suite -->\n(not yet run on a GPU)\n<!-- /bench:gpu-suite -->\nafter\n")
+    text = (
+        "# Benchmarks\n\n<!-- bench:kernels -->\nold kernels\n<!-- /bench:kernels -->\n\n"
+        "<!-- bench:gpu-suite -->\n(not yet run on a GPU)\n<!-- /bench:gpu-suite -->\nafter\n"
+    )
     doc.write_text(text)
     gpu_suite.write_outputs(report, doc, tmp_path / "gpu-suite.json")
     written = doc.read_text()
@@ -107,20 +122,34 @@ def test_parts_past_the_budget_are_skipped(monkeypatch):
 
 # ----------------------------------------------------------------------------- what a part counts as ok
 def memory_rows(oom: str | None) -> list[dict]:
-    rows = [{"method": m, "status": "ok", "trainable": 1, "peak_gb": 19.0, "reserved_gb": 20.0,
-             "device_gb": 20.5, "step_s": 1.0} for m in gpu_suite.METHODS]
+    rows = [
+        {
+            "method": m,
+            "status": "ok",
+            "trainable": 1,
+            "peak_gb": 19.0,
+            "reserved_gb": 20.0,
+            "device_gb": 20.5,
+            "step_s": 1.0,
+        }
+        for m in gpu_suite.METHODS
+    ]
     for r in rows:
         if r["method"] == oom:
             r.update(status="OOM", error="CUDA out of memory. Tried to allocate 1 GiB", step_s=None)
     return rows
 
 
-@pytest.mark.parametrize("oom, status", [(None, "ok"), ("fft", "ok"), ("lora", "failed"),
-                                         ("rosa-robust", "failed"), ("spa", "failed")])
+@pytest.mark.parametrize(
+    "oom, status", [(None, "ok"), ("fft", "ok"), ("lora", "failed"), ("rosa-robust", "failed"), ("spa", "failed")]
+)
 def test_memory_part_accepts_out_of_memory_for_fft_only(monkeypatch, oom, status):
     import torch
+
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "GPU")
-    monkeypatch.setattr(memory, "run_methods", lambda names, *a, **k: [r for r in memory_rows(oom) if r["method"] in names])
+    monkeypatch.setattr(
+        memory, "run_methods", lambda names, *a, **k: [r for r in memory_rows(oom) if r["method"] in names]
+    )
     result = gpu_suite.run_memory(deadline=float("inf"))
     assert result["status"] == status
     assert "compared with torch.cuda.max_memory_reserved" in result["output"]
@@ -131,7 +160,7 @@ def test_memory_part_accepts_out_of_memory_for_fft_only(monkeypatch, oom, status
 
 def test_memory_table_reports_reserved_beside_allocated_and_compares_reserved():
     rows = memory_rows(None)
-    rows[0].update(peak_gb=18.0, reserved_gb=21.63)      # lora: allocated below the paper's 20.6, reserved above
+    rows[0].update(peak_gb=18.0, reserved_gb=21.63)  # lora: allocated below the paper's 20.6, reserved above
     lines = memory.table(rows, dry=False)
     assert lines[0].split()[3:6] == ["alloc", "GB", "reserved"]
     assert "lora         ok                 1    18.00    21.63    20.50     20.6     1.05" in lines[1]
@@ -141,11 +170,14 @@ def test_memory_table_reports_reserved_beside_allocated_and_compares_reserved():
 def test_a_kernel_exception_propagates_triton_included():
     def fails():
         raise RuntimeError("triton: out of resources: shared memory")
+
     with pytest.raises(RuntimeError, match="out of resources"):
         kernels.measure_row({"dense": lambda: None, "triton": fails}, kernels.torch.device("cpu"), 1, 2)
-    for kind in ("torch", "dense-S", "W0+S"):     # ours: never "n/a", even for a "not implemented" message
+    for kind in ("torch", "dense-S", "W0+S"):  # ours: never "n/a", even for a "not implemented" message
+
         def missing():
             raise NotImplementedError("not implemented for 'BFloat16'")
+
         with pytest.raises(NotImplementedError):
             kernels.measure_row({kind: missing}, kernels.torch.device("cpu"), 1, 2)
 
@@ -154,13 +186,14 @@ def test_only_torchs_own_baseline_may_be_not_applicable_with_its_reason():
     cpu = kernels.torch.device("cpu")
 
     def unsupported():
-        raise RuntimeError('"addmm_sparse_csr" not implemented for \'BFloat16\'')
+        raise RuntimeError("\"addmm_sparse_csr\" not implemented for 'BFloat16'")
 
     def crashes():
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
     times, skipped = kernels.measure_row({"dense": lambda: None, "sp.mm": unsupported}, cpu, 1, 2)
     assert list(times) == ["dense"]
-    assert skipped == {"sp.mm": 'RuntimeError: "addmm_sparse_csr" not implemented for \'BFloat16\''}
+    assert skipped == {"sp.mm": "RuntimeError: \"addmm_sparse_csr\" not implemented for 'BFloat16'"}
     with pytest.raises(RuntimeError, match="illegal memory access"):
         kernels.measure_row({"dense": lambda: None, "sp.mm": crashes}, cpu, 1, 2)
 
@@ -170,5 +203,17 @@ def test_kernel_cases_are_interleaved_in_rotated_rounds():
     steps = {k: (lambda k=k: calls.append(k)) for k in ("dense", "torch", "sp.mm")}
     times, skipped = kernels.measure_row(steps, kernels.torch.device("cpu"), warmup=1, reps=3)
     assert not skipped and set(times) == set(steps)
-    assert calls == ["dense", "torch", "sp.mm",                                   # warm-up
-                     "dense", "torch", "sp.mm", "torch", "sp.mm", "dense", "sp.mm", "dense", "torch"]
+    assert calls == [
+        "dense",
+        "torch",
+        "sp.mm",  # warm-up
+        "dense",
+        "torch",
+        "sp.mm",
+        "torch",
+        "sp.mm",
+        "dense",
+        "sp.mm",
+        "dense",
+        "torch",
+    ]

@@ -1,6 +1,7 @@
 """bench/mini_report.py: the page from committed cells alone: n, mean +- std, paired intervals, a
 ranking only where an interval excludes 0, a warning when the cells come from different code, and
 --verify's last-digit comparison of a rerun with its cell."""
+
 from __future__ import annotations
 
 import json
@@ -27,20 +28,53 @@ def cell(folder: Path, method: str, seed: int, right: float, code: str = "f1", s
     rng = random.Random(f"{method}{seed}")
     preds = [g if rng.random() < right else WRONG for g in GOLD]
     trained_with = [{"commit": code * 20, "dirty": [], "code": code, "from_step": 0}]
-    (path / "config.yaml").write_text(json.dumps({
-        "model": {"name": "smollm2-135m"}, "dataset": {"name": "viggo"}, "fnmodel": {"name": method, "rank": 8},
-        "seed": seed, "threads": 2, "eval": {"split": "validation"}}))
-    (path / "status.json").write_text(json.dumps({
-        "state": "done", "steps": steps, "trainable_params": 2442240, "trained_with": trained_with, "precision": "fp32",
-        "started": "2026-12-05T10:00:00", "train_time_s": 600.0, "step_time_s": 3.0, "peak_mem_gb": 4.0,
-        "final_val_loss": 0.1}))
+    (path / "config.yaml").write_text(
+        json.dumps(
+            {
+                "model": {"name": "smollm2-135m"},
+                "dataset": {"name": "viggo"},
+                "fnmodel": {"name": method, "rank": 8},
+                "seed": seed,
+                "threads": 2,
+                "eval": {"split": "validation"},
+            }
+        )
+    )
+    (path / "status.json").write_text(
+        json.dumps(
+            {
+                "state": "done",
+                "steps": steps,
+                "trainable_params": 2442240,
+                "trained_with": trained_with,
+                "precision": "fp32",
+                "started": "2026-12-05T10:00:00",
+                "train_time_s": 600.0,
+                "step_time_s": 3.0,
+                "peak_mem_gb": 4.0,
+                "final_val_loss": 0.1,
+            }
+        )
+    )
     from rosa.data.viggo import score
-    (path / "metrics-validation.json").write_text(json.dumps({
-        "metrics": score(preds, [[g] for g in GOLD]), "n_examples": len(GOLD), "evaluated": "2026-12-05T10:15:00",
-        "code": trained_with[0], "trained_with": trained_with}))
-    (path / "predictions-validation.jsonl").write_text("".join(
-        json.dumps({"id": f"viggo:validation:{i:03d}", "generated": p, "prediction": p, "references": [g]}) + "\n"
-        for i, (p, g) in enumerate(zip(preds, GOLD))))
+
+    (path / "metrics-validation.json").write_text(
+        json.dumps(
+            {
+                "metrics": score(preds, [[g] for g in GOLD]),
+                "n_examples": len(GOLD),
+                "evaluated": "2026-12-05T10:15:00",
+                "code": trained_with[0],
+                "trained_with": trained_with,
+            }
+        )
+    )
+    (path / "predictions-validation.jsonl").write_text(
+        "".join(
+            json.dumps({"id": f"viggo:validation:{i:03d}", "generated": p, "prediction": p, "references": [g]}) + "\n"
+            for i, (p, g) in enumerate(zip(preds, GOLD))
+        )
+    )
     return path
 
 
@@ -48,21 +82,21 @@ def cell(folder: Path, method: str, seed: int, right: float, code: str = "f1", s
 def folder(tmp_path):
     for seed in (1, 2, 3):
         cell(tmp_path, "lora", seed, 0.5)
-        cell(tmp_path, "rosa-robust", seed, 0.9)      # far better: resolved
-        cell(tmp_path, "spa", seed, 0.5)              # the same rate: not resolved
+        cell(tmp_path, "rosa-robust", seed, 0.9)  # far better: resolved
+        cell(tmp_path, "spa", seed, 0.5)  # the same rate: not resolved
     return tmp_path
 
 
 def test_the_page_shows_seeds_intervals_and_only_resolved_rankings(folder):
     text = mini_report.render(folder, figures=None)
     assert "> warning" not in text
-    assert "| lora | 3 | 2,442,240 |" in text and " ± " in text                      # n and mean +- std
+    assert "| lora | 3 | 2,442,240 |" in text and " ± " in text  # n and mean +- std
     assert "- rosa-robust > lora on exact match: +0." in text
     spa = next(line for line in text.splitlines() if line.startswith("- spa vs lora on exact match"))
     assert spa.endswith("not resolved")
-    assert "| rosa-robust | 3 | +0." in text                                        # the difference table
-    assert "0.934 (RoSA r=4, d=0.45%)" in text                                      # the paper beside ours
-    assert "2.25 h of wall time for 9 cells" in text                                # 9 x 900 s
+    assert "| rosa-robust | 3 | +0." in text  # the difference table
+    assert "0.934 (RoSA r=4, d=0.45%)" in text  # the paper beside ours
+    assert "2.25 h of wall time for 9 cells" in text  # 9 x 900 s
     assert "0 of 17 cells" in text and "committed but not in the grids" in text
 
 
@@ -76,7 +110,10 @@ def test_the_page_warns_when_cells_come_from_different_code(folder):
 def test_the_figures_are_written(folder, tmp_path):
     mini_report.render(folder, figures=tmp_path / "figures")
     assert {p.name for p in (tmp_path / "figures").iterdir()} == {
-        "mini-viggo.png", "mini-viggo-vs-lora.png", "mini-learning-curve.png"}
+        "mini-viggo.png",
+        "mini-viggo-vs-lora.png",
+        "mini-learning-curve.png",
+    }
 
 
 def test_verify_compares_a_rerun_to_the_last_digit(folder, tmp_path):
@@ -84,6 +121,7 @@ def test_verify_compares_a_rerun_to_the_last_digit(folder, tmp_path):
     rerun = tmp_path / "rerun" / "viggo" / "lora" / committed.name
     rerun.parent.mkdir(parents=True)
     import shutil
+
     shutil.copytree(committed, rerun)
     assert mini_report.verify(rerun, folder / "grid") == ("viggo/lora/smollm2-135m-lora-s1", True, "")
     record = json.loads((rerun / "metrics-validation.json").read_text())

@@ -1,5 +1,6 @@
 """bench/record.py stamps every section with the commit it was measured at (and whether the tree had
 uncommitted code changes), so a stale section shows as such; every section in docs/ carries one."""
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,12 @@ SECTION = re.compile(r"<!-- bench:([\w.-]+) -->(.*?)<!-- /bench:\1 -->", re.S)
 
 
 def git(root, *args) -> str:
-    return subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def last_line(section_text: str) -> str:
@@ -40,12 +45,12 @@ def repo(tmp_path):
 def test_stamp_names_the_commit_and_the_changed_code(repo):
     head = git(repo, "rev-parse", "--short", "HEAD")
     assert record.commit_stamp(repo) == f"Commit: {head} (clean)"
-    (repo / "docs" / "benchmarks.md").write_text("# Benchmarks\n\nrecorded\n")   # docs/ does not count
-    (repo / "notes.txt").write_text("untracked\n")                             # nor untracked files
+    (repo / "docs" / "benchmarks.md").write_text("# Benchmarks\n\nrecorded\n")  # docs/ does not count
+    (repo / "notes.txt").write_text("untracked\n")  # nor untracked files
     assert record.commit_stamp(repo) == f"Commit: {head} (clean)"
     (repo / "bench.py").write_text("x = 2\n")
     assert record.commit_stamp(repo) == f"Commit: {head} (dirty: bench.py)"
-    git(repo, "add", "bench.py")                                                # staged is still uncommitted
+    git(repo, "add", "bench.py")  # staged is still uncommitted
     assert record.commit_stamp(repo) == f"Commit: {head} (dirty: bench.py)"
 
 
@@ -56,7 +61,7 @@ def test_stamp_outside_git(tmp_path):
 def test_written_section_ends_with_the_commit_line(tmp_path):
     doc = tmp_path / "benchmarks.md"
     record.write("demo", "a table", command="python bench/demo.py --record", doc=doc)
-    (name, body), = SECTION.findall(doc.read_text())
+    ((name, body),) = SECTION.findall(doc.read_text())
     head = git(REPO, "rev-parse", "--short", "HEAD")
     assert name == "demo" and "a table" in body
     assert body.startswith("\nCommand: `python bench/demo.py --record`")
@@ -81,7 +86,7 @@ def test_recording_takes_the_stamp_before_the_body_runs(tmp_path, monkeypatch):
     doc = tmp_path / "benchmarks.md"
     with record.recording("demo", doc=doc):
         print("the output")
-    (_, body), = SECTION.findall(doc.read_text())
+    ((_, body),) = SECTION.findall(doc.read_text())
     assert "Command: `python bench/x.py --n 3 --record`" in body and "the output" in body
     assert re.search(r"\nLoad average: [\d.]+ at the start, [\d.]+ at the end  \n", body)
     assert last_line(body) == "Commit: aaaaaaa (clean)"
@@ -93,11 +98,15 @@ def test_every_section_in_docs_ends_with_a_commit_line():
     for page in pages:
         for name, body in SECTION.findall(page.read_text()):
             found += 1
-            assert last_line(body).startswith("Commit: "), f"{page.name}: section {name!r} has no commit line at its end"
+            assert last_line(body).startswith("Commit: "), (
+                f"{page.name}: section {name!r} has no commit line at its end"
+            )
     assert found
 
 
 def test_every_recorded_benchmark_says_how_its_cases_were_timed():
     """Interleaved rounds or one case after another: a reader must know which before trusting a ratio."""
     for name, body in SECTION.findall((REPO / "docs" / "benchmarks.md").read_text()):
-        assert re.search(r"interleaved|one after another", body), f"section {name!r} does not say how its cases were timed"
+        assert re.search(r"interleaved|one after another", body), (
+            f"section {name!r} does not say how its cases were timed"
+        )

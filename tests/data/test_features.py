@@ -142,7 +142,9 @@ class NoBosTokenizer(BosTokenizer):
 
 
 def test_no_bos_when_the_tokenizer_does_not_add_one(tokenizer):
-    features, _ = build_train_features([example("Input: a Output:", "b")], NoBosTokenizer(tokenizer), get_spec("e2e"), 64)
+    features, _ = build_train_features(
+        [example("Input: a Output:", "b")], NoBosTokenizer(tokenizer), get_spec("e2e"), 64
+    )
     assert 2 not in features[0]["input_ids"]
     assert prompt_ids(NoBosTokenizer(tokenizer), ["Input: a Output:"])[0] == features[0]["input_ids"][:16]
 
@@ -151,8 +153,9 @@ def test_chat_template_renders_prompts_in_training_and_generation(tokenizer):
     from rosa.data.features import render_prompts
 
     chat = copy.deepcopy(tokenizer)
-    chat.chat_template = ("{% for m in messages %}<u>{{ m['content'] }}</u>{% endfor %}"
-                          "{% if add_generation_prompt %}<a>{% endif %}")
+    chat.chat_template = (
+        "{% for m in messages %}<u>{{ m['content'] }}</u>{% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
+    )
     chat.use_chat_template = True
     assert render_prompts(tokenizer, ["Input: a"]) == ["Input: a"]  # unmarked: the plain prompt
     assert render_prompts(chat, ["Input: a"]) == ["<u>Input: a</u><a>"]

@@ -66,19 +66,27 @@ def test_unbalanced_quote_merging_rows_is_reported(tmp_path):
     """An unbalanced quote swallows the next line into one cell: the row is kept but counted and logged."""
     examples, report = _e2e_train(tmp_path, b'mr,ref\nname[A],"A is a pub.\nname[B],B is a bar.\nname[C],C.\n')
     assert len(examples) == 1 and report.suspect == 1
-    assert "1 kept rows to check (first: row 1: a cell spans 3 lines (an unbalanced quote merges rows))" in report.summary()
+    assert (
+        "1 kept rows to check (first: row 1: a cell spans 3 lines (an unbalanced quote merges rows))"
+        in report.summary()
+    )
 
 
 def test_stray_quote_is_reported(tmp_path):
     examples, report = _e2e_train(tmp_path, b'mr,ref\nname[A],A is 5" tall.\nname[B],"B said ""hi""."\n')
     assert [e.target for e in examples] == ['A is 5" tall.', 'B said "hi".']  # doubled quotes are valid CSV
-    assert report.suspect == 1 and report.first_suspect_row == 1 and "invalid CSV quoting" in report.first_suspect_reason
+    assert (
+        report.suspect == 1 and report.first_suspect_row == 1 and "invalid CSV quoting" in report.first_suspect_reason
+    )
 
 
-@pytest.mark.parametrize("name, split, data, line", [
-    ("e2e", "train", b"mr,ref\nname[A],A.\nname[B],B \xe9t\xe9.\n", 3),
-    ("gsm8k", "test", b'{"question": "q", "answer": "#### 1"}\n{"question": "\xff", "answer": "#### 2"}\n', 2),
-])
+@pytest.mark.parametrize(
+    "name, split, data, line",
+    [
+        ("e2e", "train", b"mr,ref\nname[A],A.\nname[B],B \xe9t\xe9.\n", 3),
+        ("gsm8k", "test", b'{"question": "q", "answer": "#### 1"}\n{"question": "\xff", "answer": "#### 2"}\n', 2),
+    ],
+)
 def test_non_utf8_names_file_and_line(tmp_path, name, split, data, line):
     file = {"e2e": "trainset.csv", "gsm8k": "test.jsonl"}[name]
     (tmp_path / file).write_bytes(data)

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 import rosa.data
-from rosa.data import DATASETS, DataError, DatasetSpec
-from rosa.data import registry
+from rosa.data import DATASETS, DataError, DatasetSpec, registry
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,8 @@ import json
 import datasets
 import pytest
 
-from rosa.data import eval_examples, get_spec, load_examples
-from rosa.data import loading, sql
-from rosa.data.schema import MatchedSplit
+from rosa.data import eval_examples, get_spec, load_examples, loading, sql
+from rosa.data.spec import MatchedSplit
 from tests.data.conftest import dataset_cfg
 
 ROSA_SPLITS = {"train": "train", "validation": "carve:train", "test": "rosa-valid"}  # the RoSA presets'
@@ -22,19 +21,28 @@ def chat_row(context: str, question: str, query: str) -> dict:
 
 
 def plain_rows(n: int) -> list[dict]:
-    return [{"question": f"How many heads are older than {i}?", "context": "CREATE TABLE head (age INTEGER)",
-             "answer": f"SELECT COUNT(*) FROM head WHERE age > {i}"} for i in range(n)]
+    return [
+        {
+            "question": f"How many heads are older than {i}?",
+            "context": "CREATE TABLE head (age INTEGER)",
+            "answer": f"SELECT COUNT(*) FROM head WHERE age > {i}",
+        }
+        for i in range(n)
+    ]
 
 
 def test_chat_rows_read_as_release_rows(tmp_path):
-    rows = [chat_row("CREATE TABLE t (a VARCHAR)", "What is a?", "SELECT a FROM t"),
-            {"messages": [{"role": "user", "content": "Translate this."}, {"role": "assistant", "content": "x"}]},
-            {"messages": "not a list"}]
+    rows = [
+        chat_row("CREATE TABLE t (a VARCHAR)", "What is a?", "SELECT a FROM t"),
+        {"messages": [{"role": "user", "content": "Translate this."}, {"role": "assistant", "content": "x"}]},
+        {"messages": "not a list"},
+    ]
     (tmp_path / "valid.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     cfg = dataset_cfg("sql", source="local", path=str(tmp_path), splits=ROSA_SPLITS)
     examples, report = load_examples(cfg, "test")
-    assert [(e.meta["context"], e.meta["question"], e.target) for e in examples] == \
-        [("CREATE TABLE t (a VARCHAR)", "What is a?", "SELECT a FROM t")]
+    assert [(e.meta["context"], e.meta["question"], e.target) for e in examples] == [
+        ("CREATE TABLE t (a VARCHAR)", "What is a?", "SELECT a FROM t")
+    ]
     assert examples[0].prompt == rows[0]["messages"][0]["content"] + "\n\n answer:"  # RoSA's content + its suffix
     assert (report.malformed, report.first_bad_row) == (2, 2)  # not RoSA's prompt; not a chat row
 
@@ -61,8 +69,12 @@ def hub_with_rosa_rows(tmp_path, monkeypatch):
     rows = plain_rows(30)
     picked = [rows[20], rows[5], rows[11]]
     fingerprints = tmp_path / "fingerprints.txt"
-    fingerprints.write_text("\n".join(sql.fingerprint(r) for r in picked) + "\n" + "0" * 16 + "\n")  # one not on the hub
-    spec = dataclasses.replace(get_spec("sql"), matched_splits={"rosa-valid": MatchedSplit("train", fingerprints, sql.fingerprint)})
+    fingerprints.write_text(
+        "\n".join(sql.fingerprint(r) for r in picked) + "\n" + "0" * 16 + "\n"
+    )  # one not on the hub
+    spec = dataclasses.replace(
+        get_spec("sql"), matched_splits={"rosa-valid": MatchedSplit("train", fingerprints, sql.fingerprint)}
+    )
     monkeypatch.setattr(loading, "get_spec", lambda name: spec)
     monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None, *, split, cache_dir=None: list(rows))
     return [r["answer"] for r in picked]

@@ -1,4 +1,5 @@
 """eval.py on a tiny trained run: writes predictions/metrics, skips, --force, bad runs, exit codes."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -43,8 +44,13 @@ def runs(tmp_path_factory, tmp_path):
 
 
 def test_no_runs_is_one_line_and_exit_2(tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "eval.py"), str(tmp_path)], capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, str(REPO / "eval.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "no runs below" in result.stderr
 
@@ -65,6 +71,7 @@ def test_evaluates_then_skips_then_force_redoes(runs, eval_main, capsys):
     assert all(p["references"] and "\n" not in p["generated"] for p in predictions)
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
     acc.Reload()
     assert "eval/test/bleu" in acc.Tags()["scalars"] and "train/loss" in acc.Tags()["scalars"]
@@ -107,12 +114,13 @@ def test_garbage_metrics_truncated_adapter_and_half_written_run(tmp_path_factory
     status, no checkpoint or adapter) is skipped; a finished run whose status.json is lost is
     evaluated (its record is in adapter/); the others evaluate, and compile_results tables them."""
     from tests.results.test_compile import compile_main
+
     root = tmp_path / "runs"
     garbage = only_run(copy_runs(tmp_path_factory, root / "garbage"))
     truncated = only_run(copy_runs(tmp_path_factory, root / "truncated"))
     half = only_run(copy_runs(tmp_path_factory, root / "half"))
     lost = only_run(copy_runs(tmp_path_factory, root / "lost"))
-    (lost / "status.json").unlink()   # a finished run: its record is in adapter/
+    (lost / "status.json").unlink()  # a finished run: its record is in adapter/
     (garbage / "metrics-test.json").write_text('{"metrics": {"bleu": 0.9')
     adapter_file = truncated / "adapter" / "adapter.safetensors"
     adapter_file.write_bytes(adapter_file.read_bytes()[:1000])
@@ -125,13 +133,21 @@ def test_garbage_metrics_truncated_adapter_and_half_written_run(tmp_path_factory
     assert f"{garbage}: test bleu=" in captured.out
     assert f"{lost}: test bleu=" in captured.out and read_status(lost)["state"] == "done"
     assert f"{garbage / 'metrics-test.json'} is not a metrics record" in captured.err
-    assert read_status(garbage)["state"] == "done" and "bleu" in json.loads((garbage / "metrics-test.json").read_text())["metrics"]
+    assert (
+        read_status(garbage)["state"] == "done"
+        and "bleu" in json.loads((garbage / "metrics-test.json").read_text())["metrics"]
+    )
     failed = [line for line in captured.err.splitlines() if str(truncated) in line]
     assert len(failed) == 1 and f"{adapter_file} is unreadable" in failed[0], captured.err
     assert f"{half}: skipped (corrupt: unreadable {half / 'status.json'})" in captured.out
     assert compile_main([str(root), "--out", str(tmp_path / "out")]) == 0
     markdown = capsys.readouterr().out
-    assert "garbage/e2e/" in markdown and "lost/e2e/" in markdown and f"{truncated}: not evaluated" in markdown and f"{half}: corrupt" in markdown
+    assert (
+        "garbage/e2e/" in markdown
+        and "lost/e2e/" in markdown
+        and f"{truncated}: not evaluated" in markdown
+        and f"{half}: corrupt" in markdown
+    )
 
 
 def test_export_merged_saves_a_plain_hf_model_with_the_adapters_logits(runs, eval_main, tmp_path, capsys):
@@ -148,21 +164,23 @@ def test_export_merged_saves_a_plain_hf_model_with_the_adapters_logits(runs, eva
     run = only_run(runs)
     adapter_file = run / "adapter" / "adapter.safetensors"
     generator = torch.Generator().manual_seed(0)
-    save_file({name: torch.randn(t.shape, generator=generator) * 0.1 for name, t in load_file(adapter_file).items()},
-              adapter_file)
-    assert eval_main([str(runs), "--export-merged", str(tmp_path / "x")]) == 2   # a tree, not one run
+    save_file(
+        {name: torch.randn(t.shape, generator=generator) * 0.1 for name, t in load_file(adapter_file).items()},
+        adapter_file,
+    )
+    assert eval_main([str(runs), "--export-merged", str(tmp_path / "x")]) == 2  # a tree, not one run
     assert "needs one run folder" in capsys.readouterr().err
     assert eval_main([str(run), "--export-merged", str(tmp_path / "merged")]) == 0
     assert not (tmp_path / "merged.tmp").exists()
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
     adapted = load_run(run, "cpu", merge=False)
-    torch.manual_seed(adapted.run.seed)   # the tiny model's weights come from the run's seed, as in load_run
+    torch.manual_seed(adapted.run.seed)  # the tiny model's weights come from the run's seed, as in load_run
     base = load_model(adapted.run.model, adapted.tokenizer).eval()
     x = torch.randint(3, 200, (2, 12))
     with torch.no_grad():
         reference, got, without = (m(input_ids=x).logits for m in (adapted.model, exported, base))
     effect, error = float((reference - without).abs().max()), float((got - reference).abs().max())
-    assert effect > 0.5, effect                 # the adapter changes the model far beyond bf16's rounding
+    assert effect > 0.5, effect  # the adapter changes the model far beyond bf16's rounding
     assert error < 0.02 * effect, (error, effect)
 
 

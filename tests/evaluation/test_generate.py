@@ -1,4 +1,5 @@
 """Batched generation: same output as one prompt at a time, stop strings, decoding per dataset."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,7 +7,6 @@ import torch
 
 from rosa.config import compose, validate
 from rosa.data import eval_examples, get_spec, load_examples
-from rosa.data.features import prompt_ids
 from rosa.evaluation.generate import cut_at_stop, decoding_for, generate, left_pad
 from rosa.models.tiny import tiny_model, tiny_tokenizer
 
@@ -54,7 +54,7 @@ def test_generation_stops_at_a_stop_string_and_cuts_it(model_and_tokenizer):
     prompt, full, k = found[0]
     stop = full[k]
     cut = generate(model, tokenizer, [prompt], max_new_tokens=24, stop_strings=[stop])
-    assert cut.texts[0] == cut_at_stop(full, [stop]) == full[:full.index(stop)]
+    assert cut.texts[0] == cut_at_stop(full, [stop]) == full[: full.index(stop)]
     assert cut.new_tokens < 24  # stopped early, not merely cut afterwards
 
 

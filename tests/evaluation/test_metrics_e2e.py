@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rosa.evaluation.metrics import compute_metrics
+from rosa.evaluation.scoring import compute_metrics
 from rosa.metrics import e2e
 from rosa.metrics.rouge import lcs_length, rouge_l_segment
 from rosa.metrics.tokenizers import ptb_tokenize, tokenize_13a
@@ -45,10 +45,22 @@ def test_13a_empty_is_one_empty_token():
 @pytest.mark.parametrize(
     "text, tokens",
     [
-        ("The Vaults is a pub. It's near Café Adriatic!", ["the", "vaults", "is", "a", "pub", "it", "'s", "near", "café", "adriatic"]),
-        ("Don't -- it cannot be family-friendly (kids)", ["do", "n't", "it", "can", "not", "be", "family-friendly", "kids"]),
-        ("costs £20-25, 3.5 stars, 1,000 seats; e.g. U.S.", ["costs", "#", "20-25", "3.5", "stars", "1,000", "seats", "e.g.", "u.s."]),
-        ("a 5-star pub, 5of5, 20£-25, city center., near", ["a", "5-star", "pub", "5of5", "20", "#", "-25", "city", "center.", "near"]),
+        (
+            "The Vaults is a pub. It's near Café Adriatic!",
+            ["the", "vaults", "is", "a", "pub", "it", "'s", "near", "café", "adriatic"],
+        ),
+        (
+            "Don't -- it cannot be family-friendly (kids)",
+            ["do", "n't", "it", "can", "not", "be", "family-friendly", "kids"],
+        ),
+        (
+            "costs £20-25, 3.5 stars, 1,000 seats; e.g. U.S.",
+            ["costs", "#", "20-25", "3.5", "stars", "1,000", "seats", "e.g.", "u.s."],
+        ),
+        (
+            "a 5-star pub, 5of5, 20£-25, city center., near",
+            ["a", "5-star", "pub", "5of5", "20", "#", "-25", "city", "center.", "near"],
+        ),
         ('She said "yes"... Mr. Smith\'s', ["she", "said", "yes", "mr.", "smith", "'s"]),
         ("", []),
     ],
@@ -58,7 +70,15 @@ def test_ptb_tokenize(text, tokens):
 
 
 def test_ptb_tokenize_keeps_punct_when_asked():
-    assert ptb_tokenize('"Hi" (there).', lower=False, drop_punct=False) == ["``", "Hi", "''", "-LRB-", "there", "-RRB-", "."]
+    assert ptb_tokenize('"Hi" (there).', lower=False, drop_punct=False) == [
+        "``",
+        "Hi",
+        "''",
+        "-LRB-",
+        "there",
+        "-RRB-",
+        ".",
+    ]
 
 
 # ----------------------------------------------------------------------------------- BLEU
@@ -102,7 +122,10 @@ def _sacrebleu(preds, refs):
 
     k = max(map(len, refs))
     streams = [[r[i] if i < len(r) else None for r in refs] for i in range(k)]
-    return sacrebleu.corpus_bleu(preds, streams, tokenize="13a", lowercase=True, smooth_method="none", force=True).score / 100
+    return (
+        sacrebleu.corpus_bleu(preds, streams, tokenize="13a", lowercase=True, smooth_method="none", force=True).score
+        / 100
+    )
 
 
 def _nltk_bleu(preds, refs):
@@ -216,7 +239,7 @@ def test_compute_metrics_e2e_keys_and_identity():
 
 
 def test_postprocess_e2e():
-    from rosa.evaluation.metrics import postprocess
+    from rosa.evaluation.scoring import postprocess
 
     assert postprocess("e2e", "  \n The Vaults is a pub. \nInput: x") == "The Vaults is a pub."
 
@@ -262,7 +285,9 @@ def test_e2e_real_references_leave_one_out():
     # a prediction equal to one of its references is a perfect BLEU / ROUGE-L
     first, every = [r[0] for r in groups.values()], list(groups.values())
     assert e2e.bleu(first, every) == pytest.approx(1.0)
-    assert e2e.rouge_l([ptb_tokenize(p) for p in first], [[ptb_tokenize(r) for r in rr] for rr in every]) == pytest.approx(1.0)
+    assert e2e.rouge_l(
+        [ptb_tokenize(p) for p in first], [[ptb_tokenize(r) for r in rr] for rr in every]
+    ) == pytest.approx(1.0)
 
 
 def test_bleu_and_rouge_l_are_sums_of_row_counts():
@@ -272,9 +297,11 @@ def test_bleu_and_rouge_l_are_sums_of_row_counts():
 
     from rosa.metrics import e2e
 
-    refs = [["The Eagle is a cheap coffee shop near Burger King.", "Cheap coffee shop The Eagle is by Burger King."],
-            ["Zizzi is a pub in the city centre.", "In the city centre there is a pub called Zizzi."],
-            ["Green Man serves Italian food.", "Italian food is served at the Green Man."]]
+    refs = [
+        ["The Eagle is a cheap coffee shop near Burger King.", "Cheap coffee shop The Eagle is by Burger King."],
+        ["Zizzi is a pub in the city centre.", "In the city centre there is a pub called Zizzi."],
+        ["Green Man serves Italian food.", "Italian food is served at the Green Man."],
+    ]
     preds = ["The Eagle is a cheap coffee shop.", "Zizzi is a pub in the riverside area.", "Italian food at Green Man."]
     full = e2e.score(preds, refs, with_meteor=False)
     counts = np.array([e2e.row_counts(p, r) for p, r in zip(preds, refs)])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rosa.evaluation.metrics import compute_metrics
+from rosa.evaluation.scoring import compute_metrics
 from rosa.metrics import e2e
 from rosa.metrics import meteor as meteor_module
 from rosa.metrics.meteor import MeteorUnavailable, meteor_command
@@ -21,10 +21,20 @@ from rosa.metrics.tokenizers import PTB_DROPPED_PUNCT, ptb_tokenize
 CI = os.environ.get("CI", "").lower() == "true"
 FIXTURE = Path(__file__).parent / "data" / "e2e_official"
 OFFICIAL = {  # measure_scores.py -p, full precision
-    "template": {"bleu": 0.5000395489455606, "nist": 6.401240607480333, "meteor": 0.4075557319599282,
-                 "rouge_l": 0.5962503958503766, "cider": 2.2829140060080544},
-    "short": {"bleu": 0.19836258347190672, "nist": 0.08320022665790403, "meteor": 0.15837730527546903,
-              "rouge_l": 0.4464095524735837, "cider": 0.609133984773947},
+    "template": {
+        "bleu": 0.5000395489455606,
+        "nist": 6.401240607480333,
+        "meteor": 0.4075557319599282,
+        "rouge_l": 0.5962503958503766,
+        "cider": 2.2829140060080544,
+    },
+    "short": {
+        "bleu": 0.19836258347190672,
+        "nist": 0.08320022665790403,
+        "meteor": 0.15837730527546903,
+        "rouge_l": 0.4464095524735837,
+        "cider": 0.609133984773947,
+    },
 }
 
 
@@ -40,7 +50,9 @@ def java_meteor():
 
 
 def fixture_references() -> list[list[str]]:
-    return [block.splitlines() for block in (FIXTURE / "references.txt").read_text(encoding="utf-8").strip().split("\n\n")]
+    return [
+        block.splitlines() for block in (FIXTURE / "references.txt").read_text(encoding="utf-8").strip().split("\n\n")
+    ]
 
 
 def fixture_outputs(system: str) -> list[str]:
@@ -92,8 +104,14 @@ STANFORD_CASES = [  # constructs where a simpler PTB tokeniser parts from Stanfo
 def stanford_tokens(sentences: list[str], java_cp: Path) -> list[list[str]]:
     """The official pipeline's tokens: Stanford PTBTokenizer -preserveLines -lowerCase, punctuation dropped."""
     text = "\n".join(s.replace("\n", " ") for s in sentences)
-    out = subprocess.run(["java", "-cp", str(java_cp), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines",
-                          "-lowerCase"], input=text, capture_output=True, text=True, encoding="utf-8", check=True)
+    out = subprocess.run(
+        ["java", "-cp", str(java_cp), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase"],
+        input=text,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        check=True,
+    )
     lines = out.stdout.split("\n")[: len(sentences)]
     return [[t for t in line.split(" ") if t and t.lower() not in PTB_DROPPED_PUNCT] for line in lines]
 

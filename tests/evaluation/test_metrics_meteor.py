@@ -87,7 +87,9 @@ def test_meteor_stemming_and_best_reference(wordnet):
 
 def test_meteor_nltk_defaults_reproduce_nltk_docs(wordnet):
     # NLTK's documented example (alpha .9, beta 3, gamma .5) -> 0.6944
-    hyp = "It is a guide to action which ensures that the military always obeys the commands of the party".lower().split()
+    hyp = (
+        "It is a guide to action which ensures that the military always obeys the commands of the party".lower().split()
+    )
     ref = "It is a guide to action that ensures that the military will forever heed Party commands".lower().split()
     got = e2e.meteor_nltk([hyp], [[ref]], wordnet=wordnet, alpha=0.9, beta=3.0, gamma=0.5)
     assert round(got, 4) == 0.6944
@@ -96,7 +98,9 @@ def test_meteor_nltk_defaults_reproduce_nltk_docs(wordnet):
 def test_e2e_meteor_is_a_number_offline(wordnet, monkeypatch):
     monkeypatch.setattr(e2e, "meteor", _no_java)
     with pytest.warns(RuntimeWarning, match="Meteor 1.5 cannot run"):
-        scores = e2e.score(["The Vaults is a cheap pub."], [["The Vaults is an inexpensive pub.", "Cheap pub: The Vaults."]])
+        scores = e2e.score(
+            ["The Vaults is a cheap pub."], [["The Vaults is an inexpensive pub.", "Cheap pub: The Vaults."]]
+        )
     assert 0 < scores["meteor_nltk"] < 1 and "meteor" not in scores
 
 

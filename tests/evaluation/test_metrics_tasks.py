@@ -1,4 +1,4 @@
-"""GSM8k, ViGGO, SQL and ELI5 metrics (in their dataset modules), and the public API of rosa.evaluation.metrics."""
+"""GSM8k, ViGGO, SQL and ELI5 metrics (in their dataset modules), and the public API of rosa.evaluation.scoring."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from dataclasses import replace
 import pytest
 
 import rosa.data.registry as registry
-from rosa.data import DATASETS, get_spec
-from rosa.data import gsm8k, sql, viggo
+from rosa.data import DATASETS, get_spec, gsm8k, sql, viggo
 from rosa.evaluation.generate import cut_at_stop
-from rosa.evaluation.metrics import compute_metrics, lm_metrics, postprocess
+from rosa.evaluation.scoring import compute_metrics, lm_metrics, postprocess
 
 # ----------------------------------------------------------------------------------- GSM8k
 GOLD = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"
@@ -41,7 +40,15 @@ def test_gsm8k_extraction(output, strict, flexible):
 
 @pytest.mark.parametrize(
     "raw, normal",
-    [("1,234", "1234"), ("$5", "5"), ("72.", "72"), ("3.50", "3.50"), ("[invalid]", "[invalid]"), ("x #### 7", "7"), ("ABC", "abc")],
+    [
+        ("1,234", "1234"),
+        ("$5", "5"),
+        ("72.", "72"),
+        ("3.50", "3.50"),
+        ("[invalid]", "[invalid]"),
+        ("x #### 7", "7"),
+        ("ABC", "abc"),
+    ],
 )
 def test_gsm8k_normalize(raw, normal):
     assert gsm8k.normalize(raw) == normal
@@ -68,7 +75,9 @@ def test_gsm8k_gold_and_postprocess():
 
 def test_gsm8k_answer_after_a_blank_line_is_scored():
     # lm-eval's current stop list (Question:, </s>, <|im_end|>); the old "\n\n" cut this answer away
-    generated = cut_at_stop("Let me think.\n\nShe has 3 + 4 = 7 apples.\n#### 7\n\nQuestion: next", get_spec("gsm8k").stop_strings)
+    generated = cut_at_stop(
+        "Let me think.\n\nShe has 3 + 4 = 7 apples.\n#### 7\n\nQuestion: next", get_spec("gsm8k").stop_strings
+    )
     assert generated == "Let me think.\n\nShe has 3 + 4 = 7 apples.\n#### 7\n\n"
     scores = compute_metrics("gsm8k", [postprocess("gsm8k", generated)], [["3 + 4 = 7\n#### 7"]])
     assert scores == {"exact_match_strict": 1.0, "exact_match_flexible": 1.0}
@@ -82,8 +91,12 @@ def test_viggo_parse():
     act, pairs = viggo.parse_mr("request_attribute(player_perspective[])")
     assert act == "request_attribute" and pairs == [("player_perspective", "")]
     assert viggo.mr_pairs(GOLD_MR) == {
-        ("__da__", "inform"), ("name", "Tomb Raider"), ("release_year", "1999"),
-        ("genres", "action-adventure"), ("genres", "puzzle"), ("has_multiplayer", "no"),
+        ("__da__", "inform"),
+        ("name", "Tomb Raider"),
+        ("release_year", "1999"),
+        ("genres", "action-adventure"),
+        ("genres", "puzzle"),
+        ("has_multiplayer", "no"),
     }
     assert viggo.mr_pairs("The game is fun.") == set()
     assert viggo.mr_pairs("inform(esrb[T (for Teen)])") == {("__da__", "inform"), ("esrb", "T (for Teen)")}
@@ -125,13 +138,15 @@ def test_sql_query_after_a_leading_newline_is_scored():
     # RoSA's sql_eval.py: the first "SELECT ..." line anywhere in the generation (no newline stop first)
     generated = cut_at_stop("\nSELECT a FROM t WHERE b = 1\n\n answer: SELECT c", get_spec("sql").stop_strings)
     assert postprocess("sql", generated) == "SELECT a FROM t WHERE b = 1"
-    assert compute_metrics("sql", [postprocess("sql", generated)], [["SELECT a FROM t WHERE b = 1"]])["exact_match"] == 1.0
+    assert (
+        compute_metrics("sql", [postprocess("sql", generated)], [["SELECT a FROM t WHERE b = 1"]])["exact_match"] == 1.0
+    )
 
 
 @pytest.mark.parametrize(
     "a, b",
     [
-        ('select COUNT(name) from table_1 where age > 30', "SELECT COUNT(name) FROM table_1 WHERE age > 30"),
+        ("select COUNT(name) from table_1 where age > 30", "SELECT COUNT(name) FROM table_1 WHERE age > 30"),
         ('SELECT  name\nFROM t WHERE city = "Paris"', "SELECT name FROM t WHERE city = 'Paris'"),
         ("SELECT MAX ( score ) FROM t ;", "SELECT MAX(score) FROM t"),
         ('SELECT a FROM t WHERE b = "O\'Brien"', "SELECT a FROM t WHERE b = 'O''Brien'"),
@@ -176,7 +191,13 @@ def test_lm_metrics():
 def test_headline_is_first_metric():
     headline = {name: spec.headline_metric for name, spec in DATASETS.items()}
     # ELI5 is language modelling: its headline is validation perplexity (ROSA's ELI5 table), not ROUGE-L
-    assert headline == {"e2e": "bleu", "gsm8k": "exact_match_strict", "viggo": "exact_match", "sql": "exact_match", "eli5": "ppl"}
+    assert headline == {
+        "e2e": "bleu",
+        "gsm8k": "exact_match_strict",
+        "viggo": "exact_match",
+        "sql": "exact_match",
+        "eli5": "ppl",
+    }
     assert all(DATASETS[d].metrics[0] == headline[d] for d in headline)
 
 
@@ -190,7 +211,9 @@ def test_eli5_metrics_list_what_evaluation_reports():
 
 def test_scorer_names_must_be_the_specs(monkeypatch):
     spec = get_spec("sql")
-    monkeypatch.setitem(registry._discover(), "sql", replace(spec, score=lambda p, r: {"exact_match": 1.0, "bleu": 0.5}))
+    monkeypatch.setitem(
+        registry._discover(), "sql", replace(spec, score=lambda p, r: {"exact_match": 1.0, "bleu": 0.5})
+    )
     with pytest.raises(ValueError, match="reports bleu"):
         compute_metrics("sql", ["a"], [["a"]])
     monkeypatch.setitem(registry._discover(), "sql", replace(spec, score=lambda p, r: {"exact_match": 1.0}))

@@ -3,6 +3,7 @@
 ``trained_runs(tmp_path_factory)`` trains it once (3 LoRA steps on the built-in tiny model and the
 E2E sample, in a subprocess) and returns its output folder; ``copy_runs(dest)`` gives a test its
 own copy, since evaluation writes into the run folder."""
+
 from __future__ import annotations
 
 import shutil
@@ -11,8 +12,13 @@ from pathlib import Path
 from tests.conftest import run_train
 
 _CACHE: dict[str, Path] = {}
-TRAIN_OVERRIDES = ("train.max_steps=3", "dataset.sample_rows.train=32", "dataset.sample_rows.validation=8",
-                   "dataset.sample_rows.test=8", "train.eval_at_end=false")
+TRAIN_OVERRIDES = (
+    "train.max_steps=3",
+    "dataset.sample_rows.train=32",
+    "dataset.sample_rows.validation=8",
+    "dataset.sample_rows.test=8",
+    "train.eval_at_end=false",
+)
 
 
 def trained_runs(tmp_path_factory) -> Path:

@@ -66,11 +66,7 @@ def refs(mask, values, x, g):
     S[mask] = values.double()
     x2 = x.double().reshape(-1, m)
     g2 = g.double().reshape(-1, n)
-    return (
-        (x2 @ S.T).reshape(*x.shape[:-1], n),
-        (g2 @ S).reshape(*g.shape[:-1], m),
-        (g2.T @ x2)[mask],
-    )
+    return ((x2 @ S.T).reshape(*x.shape[:-1], n), (g2 @ S).reshape(*g.shape[:-1], m), (g2.T @ x2)[mask])
 
 
 TOL = {

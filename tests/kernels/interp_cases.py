@@ -10,9 +10,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("needs TRITON_INTERPRET=1 set before triton is imported", allow_module_level=True)
 triton = pytest.importorskip("triton")
 
-from rosa.kernels import (dense_plus_sparse_linear, sddmm, sparse_linear, spmm,  # noqa: E402
-                          spmm_t, triton_ops)
-
+from rosa.kernels import dense_plus_sparse_linear, sddmm, sparse_linear, spmm, spmm_t, triton_ops  # noqa: E402
 from tests.kernels._cases import CASE_IDS, CASES, SDDMM_TOL, TOL, close, refs, setup  # noqa: E402
 
 
@@ -59,7 +57,7 @@ def test_sddmm_work_list():
     offs = csr.row_offsets.long()
     for r, s in zip(blk_row.tolist(), blk_start.tolist()):
         assert offs[r] <= s < offs[r + 1]
-        covered[s:min(s + 32, int(offs[r + 1]))] += 1
+        covered[s : min(s + 32, int(offs[r + 1]))] += 1
     assert torch.equal(covered, torch.ones_like(covered))
     # heaviest rows first
     assert counts[blk_row[0].long()] == counts.max()

@@ -68,8 +68,15 @@ def test_transposed_structure(kind, shape):
 def test_buffers_round_trip(kind, shape, tmp_path):
     csr = CSRMatrix.from_mask(make_mask(kind, shape))
     bufs = csr.buffers()
-    assert set(bufs) == {"row_offsets", "col_indices", "row_order", "t_row_offsets",
-                         "t_col_indices", "t_row_order", "t_perm"}
+    assert set(bufs) == {
+        "row_offsets",
+        "col_indices",
+        "row_order",
+        "t_row_offsets",
+        "t_col_indices",
+        "t_row_order",
+        "t_perm",
+    }
     torch.save(bufs, tmp_path / "b.pt")
     back = CSRMatrix.from_buffers(torch.load(tmp_path / "b.pt"), shape)
     for k, v in bufs.items():

@@ -1,9 +1,7 @@
 import pytest
 import torch
 
-from rosa.kernels import (dense_plus_sparse_linear, resolve_impl, sddmm,
-                          sparse_linear, spmm, spmm_t)
-from rosa.kernels import torch_ops
+from rosa.kernels import dense_plus_sparse_linear, resolve_impl, sddmm, sparse_linear, spmm, spmm_t, torch_ops
 
 from ._cases import CASE_IDS, CASES, SDDMM_TOL, TOL, close, refs, setup
 
@@ -60,29 +58,30 @@ def test_zero_tokens():
 
 
 GRADCHECK_CASES = [c for c in CASES if c[1][0] * c[1][1] <= 400] + [
-    ("random", (12, 20)), ("empty_rows", (10, 14)), ("skewed", (16, 16))]
+    ("random", (12, 20)),
+    ("empty_rows", (10, 14)),
+    ("skewed", (16, 16)),
+]
 
 
-@pytest.mark.parametrize("kind,shape", GRADCHECK_CASES,
-                         ids=[f"{k}-{s[0]}x{s[1]}" for k, s in GRADCHECK_CASES])
+@pytest.mark.parametrize("kind,shape", GRADCHECK_CASES, ids=[f"{k}-{s[0]}x{s[1]}" for k, s in GRADCHECK_CASES])
 def test_gradcheck_sparse_linear(kind, shape):
     _, csr, v, x, _ = setup(kind, shape, torch.float64, T=4)
     x.requires_grad_(True)
     v.requires_grad_(True)
     fast = x.numel() + v.numel() + x.shape[0] * shape[0] > 150  # fast mode for larger cases
-    assert torch.autograd.gradcheck(lambda a, b: sparse_linear(a, b, csr, "torch"), (x, v),
-                                    fast_mode=fast)
+    assert torch.autograd.gradcheck(lambda a, b: sparse_linear(a, b, csr, "torch"), (x, v), fast_mode=fast)
 
 
-@pytest.mark.parametrize("kind,shape", [("random", (9, 13)), ("empty_rows", (8, 6)), ("empty", (5, 4)),
-                                        ("full", (4, 5))])
+@pytest.mark.parametrize(
+    "kind,shape", [("random", (9, 13)), ("empty_rows", (8, 6)), ("empty", (5, 4)), ("full", (4, 5))]
+)
 def test_gradcheck_dense_plus_sparse(kind, shape):
     _, csr, v, x, _ = setup(kind, shape, torch.float64, T=3)
     w = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     x.requires_grad_(True)
     v.requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda a, b, c: dense_plus_sparse_linear(a, c, b, csr, impl="torch"), (x, v, w))
+    assert torch.autograd.gradcheck(lambda a, b, c: dense_plus_sparse_linear(a, c, b, csr, impl="torch"), (x, v, w))
 
 
 @pytest.mark.parametrize("impl", ["torch", "dense"])
@@ -166,6 +165,7 @@ def test_dense_plus_sparse_4bit_weight_saves_codes_not_a_dequantised_copy():
     from torch import nn
 
     from rosa.models.quantize import is_nf4, quantize_model
+
     layer = nn.Linear(128, 64, bias=False).to(torch.bfloat16)
     layer.weight.requires_grad_(False)
     quantize_model(nn.Sequential(layer))

@@ -1,4 +1,5 @@
 """The method contract of rosa/methods/base.py: registration and what counts as adapter state."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,5 +1,6 @@
 """DoRA: starts at the pretrained function, equals its dense reference (norm detached), merges exactly,
 matches PEFT's DoRA (export loaded by PEFT, and the forward with dropout), trains through train.py."""
+
 import json
 from types import SimpleNamespace
 
@@ -18,8 +19,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op
 
 
 def dora_cfg(**kw):
-    return SimpleNamespace(**{"name": "dora", "rank": 4, "alpha": 8.0, "dropout": 0.0, "rslora": False,
-                              "target_modules": "all-linear", **kw})
+    return SimpleNamespace(
+        **{
+            "name": "dora",
+            "rank": 4,
+            "alpha": 8.0,
+            "dropout": 0.0,
+            "rslora": False,
+            "target_modules": "all-linear",
+            **kw,
+        }
+    )
 
 
 def randomise(model_or_layer, seed=0):
@@ -43,11 +53,13 @@ def reference(layer: DoRALayer, x: torch.Tensor) -> torch.Tensor:
 
 def tiny_llama(tiny_tokenizer):
     from rosa.models.tiny import tiny_model
+
     return tiny_model(tiny_tokenizer).eval()
 
 
 def gpt2_factory():
     from transformers import GPT2Config, GPT2LMHeadModel
+
     config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=64)
     torch.manual_seed(0)
     state = GPT2LMHeadModel(config).state_dict()
@@ -56,6 +68,7 @@ def gpt2_factory():
         model = GPT2LMHeadModel(config).eval()
         model.load_state_dict(state)
         return model
+
     return fresh
 
 
@@ -75,6 +88,7 @@ def test_starts_at_the_pretrained_function(tiny_tokenizer):
 @pytest.mark.parametrize("kind", ["linear", "conv1d"])
 def test_layer_equals_dense_reference_with_detached_norm(kind):
     from transformers.pytorch_utils import Conv1D
+
     torch.manual_seed(0)
     base = nn.Linear(12, 10) if kind == "linear" else Conv1D(10, 12)
     layer = DoRALayer(base, rank=3, alpha=6.0, dropout=0.0, rslora=False, generator=torch.Generator().manual_seed(0))
@@ -102,10 +116,12 @@ def test_dropout_forward_is_peft_s(monkeypatch):
     """Training with dropout d: y = W0 x + b + (g - 1) W0 d(x) + g s B A d(x) (PEFT, the paper's code);
     in eval mode the dropout is off."""
     import rosa.methods.dora as dora
+
     torch.manual_seed(0)
     p = 0.25
-    layer = DoRALayer(nn.Linear(12, 10), rank=3, alpha=6.0, dropout=p, rslora=False,
-                      generator=torch.Generator().manual_seed(0))
+    layer = DoRALayer(
+        nn.Linear(12, 10), rank=3, alpha=6.0, dropout=p, rslora=False, generator=torch.Generator().manual_seed(0)
+    )
     randomise(layer)
     x = torch.randn(4, 12)
     keep = torch.rand(x.shape) >= p
@@ -170,6 +186,7 @@ def test_training_forward_with_dropout_matches_peft(tmp_path, tiny_tokenizer, mo
     """Same dropout masks in both (a fixed mask per input shape): PEFT's training-mode logits."""
     peft = pytest.importorskip("peft")
     import rosa.methods.dora as dora
+
     p = 0.3
 
     def mask(shape):
@@ -192,13 +209,20 @@ def test_training_forward_with_dropout_matches_peft(tmp_path, tiny_tokenizer, mo
     with torch.no_grad():
         ours = model.train()(input_ids=ids).logits
         theirs = peft_model.train()(input_ids=ids).logits
-        assert (ours - model.eval()(input_ids=ids).logits).abs().max() > 1e-3   # the dropout acted
+        assert (ours - model.eval()(input_ids=ids).logits).abs().max() > 1e-3  # the dropout acted
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
 
 
 def test_train_py_trains_and_evaluates_merged(tmp_path):
-    result = run_train("fnmodel=dora", "train.max_steps=3", "eval.limit=2", "threads=1", "train.sample_at_eval=false",
-                       f"output.path={tmp_path}/runs", env={"OMP_NUM_THREADS": "1"})
+    result = run_train(
+        "fnmodel=dora",
+        "train.max_steps=3",
+        "eval.limit=2",
+        "threads=1",
+        "train.sample_at_eval=false",
+        f"output.path={tmp_path}/runs",
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     run = only_run(tmp_path / "runs")
     status = json.loads((run / "status.json").read_text())
@@ -210,4 +234,6 @@ def test_train_py_trains_and_evaluates_merged(tmp_path):
 
 
 def test_rank_zero_is_a_one_line_error(capsys):
-    assert "fnmodel.rank=0 is out of range; allowed: an integer >= 1" in rejected(capsys, "fnmodel=dora", "fnmodel.rank=0")
+    assert "fnmodel.rank=0 is out of range; allowed: an integer >= 1" in rejected(
+        capsys, "fnmodel=dora", "fnmodel.rank=0"
+    )

@@ -3,6 +3,7 @@
 prompt-learning types (virtual tokens) get PEFT's own loss, generate what their training forward
 predicts (batched and left padded, greedy and beam search), and their checkpoint state rebuilds the
 same model."""
+
 from __future__ import annotations
 
 import json
@@ -22,26 +23,54 @@ from rosa.methods.peft_baseline import VIRTUAL_TOKEN_TYPES, PeftBaseline, PeftMe
 from rosa.models.loss import token_loss_sum
 from rosa.models.tiny import tiny_model, tiny_tokenizer
 from rosa.runs import read_status, run_dir_for
-from rosa.training import loop
+from rosa.training import lifecycle
 from tests.conftest import REPO
 from tests.models.test_loss import Headless, batch_with_prompts
 
 VIRTUAL = ["fnmodel.config.num_virtual_tokens=4"]
 TYPES = {  # PEFT type -> the least config it needs on the tiny model (nothing: PEFT's defaults fit it)
-    "LORA": [], "ADALORA": ["fnmodel.config.total_step=2"], "VERA": [], "IA3": [], "LOHA": [], "LOKR": [],
-    "OFT": [], "BOFT": [], "HRA": [], "SHIRA": [], "HIRA": [], "SUPERTUNING": [],
-    "PROMPT_TUNING": VIRTUAL, "PREFIX_TUNING": VIRTUAL, "P_TUNING": VIRTUAL, "CARTRIDGE": VIRTUAL,
+    "LORA": [],
+    "ADALORA": ["fnmodel.config.total_step=2"],
+    "VERA": [],
+    "IA3": [],
+    "LOHA": [],
+    "LOKR": [],
+    "OFT": [],
+    "BOFT": [],
+    "HRA": [],
+    "SHIRA": [],
+    "HIRA": [],
+    "SUPERTUNING": [],
+    "PROMPT_TUNING": VIRTUAL,
+    "PREFIX_TUNING": VIRTUAL,
+    "P_TUNING": VIRTUAL,
+    "CARTRIDGE": VIRTUAL,
 }
 PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment" / "baselines").glob("*.yaml"))
 # SQL: short prompts and a scorer without start-up cost (E2E's METEOR starts Java); 2 beams, so that
 # beam search runs on the 2 test rows (prompts of 239 and 237 tokens: left padded) in one batch.
 # lr 1e-2: two steps move every adapter enough for the validation-loss check to see a wrong model.
-TINY = ["dataset=sql", "threads=1", "dataset.sample_rows.train=8", "dataset.sample_rows.validation=2",
-        "dataset.sample_rows.test=2", "dataset.max_length=256", "train.max_steps=2", "train.batch_size=2",
-        "train.micro_batch_size=2", "train.lr=1e-2", "train.eval_batches=1", "train.eval_at_end=false",
-        "train.sample_at_eval=false", "eval.limit=2", "eval.max_new_tokens=4", "eval.num_beams=2"]
-CASES = ([pytest.param(t, ["fnmodel=peft", f"fnmodel.peft_type={t}", *extra], id=t) for t, extra in TYPES.items()]
-         + [pytest.param(None, [f"+experiment=baselines/{p}"], id=f"baselines/{p}") for p in PRESETS])
+TINY = [
+    "dataset=sql",
+    "threads=1",
+    "dataset.sample_rows.train=8",
+    "dataset.sample_rows.validation=2",
+    "dataset.sample_rows.test=2",
+    "dataset.max_length=256",
+    "train.max_steps=2",
+    "train.batch_size=2",
+    "train.micro_batch_size=2",
+    "train.lr=1e-2",
+    "train.eval_batches=1",
+    "train.eval_at_end=false",
+    "train.sample_at_eval=false",
+    "eval.limit=2",
+    "eval.max_new_tokens=4",
+    "eval.num_beams=2",
+]
+CASES = [pytest.param(t, ["fnmodel=peft", f"fnmodel.peft_type={t}", *extra], id=t) for t, extra in TYPES.items()] + [
+    pytest.param(None, [f"+experiment=baselines/{p}"], id=f"baselines/{p}") for p in PRESETS
+]
 
 
 @pytest.mark.parametrize("peft_type, overrides", CASES)
@@ -52,7 +81,7 @@ def test_trains_and_evaluates_merged_where_mergeable(peft_type, overrides, tmp_p
         assert peft_type in peft.PeftType.__members__, f"{peft_type} is not a PeftType in peft {peft.__version__}"
     cfg = compose(rewrite_overrides([*overrides, *TINY, f"output.path={tmp_path}"]))
     run = validate(cfg)
-    assert loop.train(run, OmegaConf.to_yaml(cfg, resolve=True)) == 0
+    assert lifecycle.train(run, OmegaConf.to_yaml(cfg, resolve=True)) == 0
     run_dir = run_dir_for(run)
     assert math.isfinite(read_status(run_dir)["final_val_loss"])
 
@@ -69,8 +98,9 @@ def test_trains_and_evaluates_merged_where_mergeable(peft_type, overrides, tmp_p
     # the evaluated model (merged or not) is the trained one: it gets the final validation loss
     (loaded,) = evaluated
     examples, _ = load_examples(run.dataset, "validation")
-    features, _ = build_train_features(examples, loaded.tokenizer, get_spec(run.dataset.name), run.dataset.max_length,
-                                       run.train.loss_on)
+    features, _ = build_train_features(
+        examples, loaded.tokenizer, get_spec(run.dataset.name), run.dataset.max_length, run.train.loss_on
+    )
     with torch.no_grad():
         loss, n = token_loss_sum(loaded.model, collate_batch(features, loaded.tokenizer.pad_token_id))
     assert float(loss) / n == pytest.approx(read_status(run_dir)["final_val_loss"], rel=1e-5)
@@ -125,8 +155,14 @@ def test_virtual_tokens_generate_as_trained_batched_and_left_padded(peft_type, o
     prompts = [tokenizer(t).input_ids for t in texts]
     expected = torch.stack([greedy_by_training_forward(model, p, 6) for p in prompts], dim=1)
     ids, mask = left_pad(prompts, tokenizer.pad_token_id)
-    settings = dict(max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=None,
-                    output_logits=True, return_dict_in_generate=True)
+    settings = dict(
+        max_new_tokens=6,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=None,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
     for use_cache in (True, False):  # without a cache every step runs the whole sequence again
         out = model.generate(input_ids=ids, attention_mask=mask, use_cache=use_cache, **settings)
         torch.testing.assert_close(torch.stack(out.logits), expected, rtol=1e-4, atol=1e-4)
@@ -138,8 +174,16 @@ def test_virtual_tokens_generate_as_trained_batched_and_left_padded(peft_type, o
     assert any(batched)
 
 
-@pytest.mark.parametrize("peft_type, config", [("PROMPT_TUNING", {}), ("P_TUNING", {}), ("PREFIX_TUNING", {}),
-                                                ("PREFIX_TUNING", {"prefix_projection": True}), ("CARTRIDGE", {})])
+@pytest.mark.parametrize(
+    "peft_type, config",
+    [
+        ("PROMPT_TUNING", {}),
+        ("P_TUNING", {}),
+        ("PREFIX_TUNING", {}),
+        ("PREFIX_TUNING", {"prefix_projection": True}),
+        ("CARTRIDGE", {}),
+    ],
+)
 @torch.no_grad()
 def test_virtual_tokens_state_rebuilds_the_model_and_peft_loads_the_export(peft_type, config, tmp_path, one_thread):
     """A checkpoint (our state) must rebuild the trainable model; PEFT saves only the prompt encoder's

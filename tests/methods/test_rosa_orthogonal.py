@@ -1,6 +1,7 @@
 """rosa-orthogonal (ROSA, Hameed & Rabusseau 2023): exact splits, selection and split modes, the
 paper's parameter counts, a teacher-student run where resampling beats LoRA's rank-r bound, and
 end-to-end runs of train.py including a SIGKILL + resume across a resample."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,17 @@ from torch import nn
 
 from rosa.methods.base import StepContext, adapted_layers
 from rosa.methods.lora import LoRA
-from rosa.methods.rosa_orthogonal import (RosaOrthogonal, OrthogonalLayer, gram_factors, resolve_rank,
-                                          select_indices, split_factors, subspace_factors, subspace_generator,
-                                          thin_svd)
+from rosa.methods.rosa_orthogonal import (
+    OrthogonalLayer,
+    RosaOrthogonal,
+    gram_factors,
+    resolve_rank,
+    select_indices,
+    split_factors,
+    subspace_factors,
+    subspace_generator,
+    thin_svd,
+)
 from rosa.training.optim import build_optimizer, rebuild_optimizer
 from tests.conftest import REPO, run_train
 
@@ -27,8 +36,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op
 
 
 def rosa_cfg(**kw):
-    return SimpleNamespace(**{"name": "rosa-orthogonal", "rank": 4, "selection": "random-window", "split": "sqrt",
-                              "resample_every": "epoch", "train_bias": True, "target_modules": "all-linear", **kw})
+    return SimpleNamespace(
+        **{
+            "name": "rosa-orthogonal",
+            "rank": 4,
+            "selection": "random-window",
+            "split": "sqrt",
+            "resample_every": "epoch",
+            "train_bias": True,
+            "target_modules": "all-linear",
+            **kw,
+        }
+    )
 
 
 def train_cfg(lr=1e-2):
@@ -36,12 +55,20 @@ def train_cfg(lr=1e-2):
 
 
 def ctx(model, step, steps_per_epoch=10, total=100):
-    return StepContext(model=model, step=step, phase_step=step, epoch=step // steps_per_epoch,
-                       steps_per_epoch=steps_per_epoch, total_steps=total, micro_batches_per_step=1)
+    return StepContext(
+        model=model,
+        step=step,
+        phase_step=step,
+        epoch=step // steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total,
+        micro_batches_per_step=1,
+    )
 
 
 def conv1d(nf, nx):
     from transformers.pytorch_utils import Conv1D
+
     layer = Conv1D(nf, nx)
     with torch.no_grad():
         layer.bias.normal_()
@@ -50,15 +77,16 @@ def conv1d(nf, nx):
 
 def small_gpt2(seed=0):
     from transformers import GPT2Config, GPT2LMHeadModel
+
     torch.manual_seed(seed)
     return GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=64)).eval()
 
 
 # --------------------------------------------------------------------------- the pieces
 def test_rank_ratio_to_int():
-    assert resolve_rank(0.0125, 2304, 768) == 9          # GPT-2 S c_attn, min(n, m) = 768
+    assert resolve_rank(0.0125, 2304, 768) == 9  # GPT-2 S c_attn, min(n, m) = 768
     assert resolve_rank(0.1, 768, 3072) == 76
-    assert resolve_rank(0.001, 100, 50) == 1             # max(int(0.05), 1)
+    assert resolve_rank(0.001, 100, 50) == 1  # max(int(0.05), 1)
     assert resolve_rank(7, 100, 50) == 7
     with pytest.raises(ValueError, match="min\\(out, in\\) = 50"):
         resolve_rank(51, 100, 50)
@@ -73,13 +101,13 @@ def test_selection_modes_pick_the_right_indices():
         idx = select_indices(k, r, "random-window", torch.Generator().manual_seed(seed)).tolist()
         assert idx == list(range(idx[0], idx[0] + r)) and 0 <= idx[0] <= k - r
         starts.add(idx[0])
-    assert starts == set(range(k - r + 1))               # every window, the last one included
+    assert starts == set(range(k - r + 1))  # every window, the last one included
     subsets = set()
     for seed in range(50):
         idx = select_indices(k, r, "random-subset", torch.Generator().manual_seed(seed)).tolist()
         assert len(set(idx)) == r and idx == sorted(idx) and all(0 <= i < k for i in idx)
         subsets.add(tuple(idx))
-    assert any(s != tuple(range(s[0], s[0] + r)) for s in subsets)   # not only windows
+    assert any(s != tuple(range(s[0], s[0] + r)) for s in subsets)  # not only windows
     # the choice is a function of (seed, step, layer index)
     draw = lambda *key: select_indices(100, 5, "random-subset", subspace_generator(*key)).tolist()
     assert draw(42, 7, 3) == draw(42, 7, 3)
@@ -108,7 +136,7 @@ def test_gram_path_gives_the_svd_split(shape, split):
     k = min(shape)
     u0, _ = torch.linalg.qr(torch.randn(shape[0], k, generator=g))
     v0, _ = torch.linalg.qr(torch.randn(shape[1], k, generator=g))
-    s0 = torch.linspace(3.0, 0.5, k)                       # well separated
+    s0 = torch.linspace(3.0, 0.5, k)  # well separated
     w = (u0 * s0) @ v0.T
     a, b, idx = gram_factors(w, 5, "random-window", torch.Generator().manual_seed(3), split)
     u, s, vh = thin_svd(w)
@@ -142,9 +170,9 @@ def test_sampling_is_exact_and_keeps_the_function(kind, selection, n_out, n_in):
         original.bias.copy_(base.bias)
     w = original.weight.detach().clone()
     layer = OrthogonalLayer(base, rank=5, layer_index=0, train_bias=True)
-    assert base.weight is None and layer.w_fixed.shape == (n_out, n_in)   # W held once
+    assert base.weight is None and layer.w_fixed.shape == (n_out, n_in)  # W held once
     x = torch.randn(3, 7, n_in)
-    torch.testing.assert_close(layer(x), original(x))                    # before sampling: A = B = 0
+    torch.testing.assert_close(layer(x), original(x))  # before sampling: A = B = 0
     layer.resample(selection, "sqrt", torch.Generator().manual_seed(1))
     torch.testing.assert_close(layer.w_fixed + layer.rosa_A @ layer.rosa_B, w, atol=1e-5, rtol=0)
     torch.testing.assert_close(layer(x), original(x), atol=1e-5, rtol=0)
@@ -155,11 +183,13 @@ def test_sampling_is_exact_and_keeps_the_function(kind, selection, n_out, n_in):
     u, s2, vh = thin_svd(w)
     torch.testing.assert_close(u @ torch.diag(s2) @ vh, w, atol=1e-5, rtol=0)
     torch.testing.assert_close(s2, s)
-    torch.testing.assert_close(torch.linalg.svdvals(layer.rosa_A @ layer.rosa_B)[:5], s[layer.rosa_indices], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        torch.linalg.svdvals(layer.rosa_A @ layer.rosa_B)[:5], s[layer.rosa_indices], atol=1e-5, rtol=0
+    )
     if selection == "top":
         assert layer.rosa_indices.tolist() == [0, 1, 2, 3, 4]
     if selection == "bottom":
-        assert layer.rosa_indices.tolist() == [19, 20, 21, 22, 23]          # k = 24
+        assert layer.rosa_indices.tolist() == [19, 20, 21, 22, 23]  # k = 24
     assert layer.rosa_A.requires_grad and layer.rosa_B.requires_grad and layer.base.bias.requires_grad
     assert (layer.rosa_A.shape, layer.rosa_B.shape) == ((n_out, 5), (5, n_in))
 
@@ -191,7 +221,9 @@ def test_gpt2_state_roundtrip_merge_and_counts(tmp_path):
     expected = sum(4 * (m.in_features + m.out_features) + m.out_features for m in layers.values())
     assert method.trainable_parameters(model) == expected
     no_bias = RosaOrthogonal(rosa_cfg(target_modules=["c_attn", "c_proj", "c_fc"], train_bias=False))
-    assert no_bias.trainable_parameters(no_bias.prepare(small_gpt2())) == expected - sum(m.out_features for m in layers.values())
+    assert no_bias.trainable_parameters(no_bias.prepare(small_gpt2())) == expected - sum(
+        m.out_features for m in layers.values()
+    )
 
     method.resample(model, step=5)
     with torch.no_grad():
@@ -209,7 +241,7 @@ def test_gpt2_state_roundtrip_merge_and_counts(tmp_path):
     resumed.load_state_dict(other, state)
     resumed.load_extra_state(json.loads(json.dumps(method.extra_state())))
     torch.testing.assert_close(other(input_ids=ids).logits, logits)
-    method.save_adapter(model, tmp_path)                  # the eval path: prepare + load_adapter
+    method.save_adapter(model, tmp_path)  # the eval path: prepare + load_adapter
     evaluated = RosaOrthogonal(rosa_cfg(target_modules=["c_attn", "c_proj", "c_fc"]), seed=3)
     third = evaluated.prepare(small_gpt2())
     evaluated.load_adapter(third, tmp_path)
@@ -239,17 +271,17 @@ def test_before_step_schedule_new_parameters_and_optimizer_rebuild():
         if req:
             assert req.rebuild_optimizer and not req.restart
             new = {id(p) for g in method.param_groups(model, tc) for p in g["params"]}
-            assert len(old - new) == 4 and len(new - old) == 4          # A, B of both layers are new
+            assert len(old - new) == 4 and len(new - old) == 4  # A, B of both layers are new
             optimizer = rebuild_optimizer(optimizer, method.param_groups(model, tc), tc)
             due.append(step)
-            assert method.before_step(ctx(model, step)) is None            # once per step
+            assert method.before_step(ctx(model, step)) is None  # once per step
         model(torch.randn(5, 8)).pow(2).sum().backward()
         optimizer.step()
         optimizer.zero_grad()
     assert due == [0, 4, 8]
     bias = model[0].base.bias
-    assert bias in optimizer.state and int(optimizer.state[bias]["step"]) == 10      # bias moments kept
-    assert int(optimizer.state[model[0].rosa_A]["step"]) == 2                        # fresh moments at step 8
+    assert bias in optimizer.state and int(optimizer.state[bias]["step"]) == 10  # bias moments kept
+    assert int(optimizer.state[model[0].rosa_A]["step"]) == 2  # fresh moments at step 8
     epoch = RosaOrthogonal(rosa_cfg(rank=2))
     model = epoch.prepare(nn.Sequential(nn.Linear(8, 8)))
     assert [s for s in range(25) if epoch.before_step(ctx(model, s, steps_per_epoch=7))] == [0, 7, 14, 21]
@@ -270,13 +302,15 @@ RATIOS = [0.0125, 0.025, 0.05, 0.1]
 @pytest.mark.parametrize("name", list(PAPER))
 def test_paper_trainable_parameter_counts_on_meta(name):
     from transformers import GPT2Config, GPT2LMHeadModel
+
     n_embd, n_layer, lora_counts, rosa_counts = PAPER[name]
     config = GPT2Config(n_embd=n_embd, n_layer=n_layer, n_head=n_embd // 64)
     targets = ["c_attn", "c_proj", "c_fc"]  # attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj by suffix
     for ratio, lora_m, rosa_m in zip(RATIOS, lora_counts, rosa_counts):
-        with torch.device("meta"):   # shapes only: no weights, no SVD
-            lora = LoRA(SimpleNamespace(rank=int(ratio * n_embd), alpha=1.0, dropout=0.0, rslora=False,
-                                        target_modules=targets))
+        with torch.device("meta"):  # shapes only: no weights, no SVD
+            lora = LoRA(
+                SimpleNamespace(rank=int(ratio * n_embd), alpha=1.0, dropout=0.0, rslora=False, target_modules=targets)
+            )
             rosa = RosaOrthogonal(rosa_cfg(rank=ratio, target_modules=targets))
             lora_model = lora.prepare(GPT2LMHeadModel(config))
             rosa_model = rosa.prepare(GPT2LMHeadModel(config))
@@ -286,17 +320,28 @@ def test_paper_trainable_parameter_counts_on_meta(name):
     if name == "gpt2":
         with torch.device("meta"):
             full = GPT2LMHeadModel(config)
-        assert round(sum(p.numel() for p in full.parameters()) / 1e6, 1) == 124.4   # FT, Table 3
+        assert round(sum(p.numel() for p in full.parameters()) / 1e6, 1) == 124.4  # FT, Table 3
 
 
 def test_paper_presets_compose_with_equal_settings():
     from dataclasses import asdict
-    from rosa.config import compose, validate
+
     from transformers import GPT2Config, GPT2LMHeadModel
-    runs = {kind: validate(compose([f"+experiment=rosa-paper/e2e-gpt2-{kind}"])) for kind in ("rosa-0.1", "lora-0.1", "fft")}
-    assert len({json.dumps(asdict(r.train)) for r in runs.values()}) == 1       # same settings for all three
+
+    from rosa.config import compose, validate
+
+    runs = {
+        kind: validate(compose([f"+experiment=rosa-paper/e2e-gpt2-{kind}"])) for kind in ("rosa-0.1", "lora-0.1", "fft")
+    }
+    assert len({json.dumps(asdict(r.train)) for r in runs.values()}) == 1  # same settings for all three
     train = runs["fft"].train
-    assert (train.epochs, train.batch_size, train.lr, train.warmup_steps, train.scheduler) == (5, 8, 2e-4, 500, "linear")
+    assert (train.epochs, train.batch_size, train.lr, train.warmup_steps, train.scheduler) == (
+        5,
+        8,
+        2e-4,
+        500,
+        "linear",
+    )
     # the paper's code trained every method with plain SGD: SGD(params, lr=lr), no momentum, no weight decay
     assert (train.optimizer.name, train.optimizer.momentum, train.optimizer.weight_decay) == ("sgd", 0.0, 0.0)
     assert (train.max_grad_norm, train.loss_norm) == (None, "tokens")
@@ -311,10 +356,14 @@ def test_paper_presets_compose_with_equal_settings():
 
 def test_every_paper_preset_trains_with_plain_sgd():
     from rosa.config import compose, validate
-    names = sorted(p.stem for p in (REPO / "conf" / "experiment" / "rosa-paper").glob("*.yaml")
-                   if p.stem.startswith(("e2e-", "eli5-")))
+
+    names = sorted(
+        p.stem
+        for p in (REPO / "conf" / "experiment" / "rosa-paper").glob("*.yaml")
+        if p.stem.startswith(("e2e-", "eli5-"))
+    )
     assert len(names) == 54
-    for name in names:   # ROSA, LoRA and FT alike: the official code ran SGD(params, lr=lr) for all
+    for name in names:  # ROSA, LoRA and FT alike: the official code ran SGD(params, lr=lr) for all
         optimizer = validate(compose([f"+experiment=rosa-paper/{name}"])).train.optimizer
         assert (optimizer.name, optimizer.momentum, optimizer.weight_decay) == ("sgd", 0.0, 0.0), name
 
@@ -324,11 +373,11 @@ def test_resampling_beats_the_rank_r_bound_that_lora_stalls_at():
     d, r, steps = 32, 4, 500
     g = torch.Generator().manual_seed(0)
     w0 = torch.randn(d, d, generator=g) / math.sqrt(d)
-    change = torch.randn(d, d, generator=g) / math.sqrt(d)      # full-rank target change
+    change = torch.randn(d, d, generator=g) / math.sqrt(d)  # full-rank target change
     target = w0 + change
-    x = torch.linalg.qr(torch.randn(128, d, generator=g)).Q * math.sqrt(128)   # whitened: loss ~ ||W - W*||_F^2
+    x = torch.linalg.qr(torch.randn(128, d, generator=g)).Q * math.sqrt(128)  # whitened: loss ~ ||W - W*||_F^2
     y = x @ target.T
-    bound = float((torch.linalg.svdvals(change)[r:] ** 2).sum())   # best rank-r approximation error
+    bound = float((torch.linalg.svdvals(change)[r:] ** 2).sum())  # best rank-r approximation error
 
     def fit(method):
         lin = nn.Linear(d, d, bias=False)
@@ -338,7 +387,8 @@ def test_resampling_beats_the_rank_r_bound_that_lora_stalls_at():
         layer = adapted_layers(model)["0"]
         tc = train_cfg(1e-2)
         optimizer = build_optimizer(method.param_groups(model, tc), tc)
-        moved, start = torch.zeros(d, d), None    # sum over subspaces of (A'B' - AB)
+        moved, start = torch.zeros(d, d), None  # sum over subspaces of (A'B' - AB)
+        end_delta = None
         for step in range(steps):
             if method.before_step(ctx(model, step, steps_per_epoch=steps, total=steps)):
                 if start is not None:
@@ -354,18 +404,29 @@ def test_resampling_beats_the_rank_r_bound_that_lora_stalls_at():
         merged = layer.merged_weight() if isinstance(layer, OrthogonalLayer) else w0 + layer.delta_weight()
         return float(((merged.detach() - target) ** 2).sum()), merged.detach(), moved
 
-    lora_err, _, _ = fit(LoRA(SimpleNamespace(rank=r, alpha=float(r), dropout=0.0, rslora=False, target_modules="all-linear")))
+    lora_err, _, _ = fit(
+        LoRA(SimpleNamespace(rank=r, alpha=float(r), dropout=0.0, rslora=False, target_modules="all-linear"))
+    )
     rosa_err, merged, moved = fit(RosaOrthogonal(rosa_cfg(rank=r, resample_every=40, train_bias=False)))
-    assert bound * (1 - 1e-4) <= lora_err <= 1.02 * bound          # LoRA stalls at the bound
-    assert rosa_err < 0.1 * bound                                  # resampling goes far below it
-    torch.testing.assert_close(merged - w0, moved, atol=1e-5, rtol=0)   # W_T - W_0 = sum of subspace updates
+    assert bound * (1 - 1e-4) <= lora_err <= 1.02 * bound  # LoRA stalls at the bound
+    assert rosa_err < 0.1 * bound  # resampling goes far below it
+    torch.testing.assert_close(merged - w0, moved, atol=1e-5, rtol=0)  # W_T - W_0 = sum of subspace updates
 
 
 # --------------------------------------------------------------------------- end to end (train.py)
-FAST = ["train.eval_at_end=false", "train.sample_at_eval=false", "train.eval_batches=1", "train.max_steps=8",
-        "dataset.sample_rows.train=12", "dataset.sample_rows.validation=4", "dataset.sample_rows.test=4",
-        "train.batch_size=4", "train.micro_batch_size=4", "fnmodel.rank=4"]   # 12 rows / batch 4: 3 steps per epoch
-ENV = {"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}   # tiny matrices: threads only contend
+FAST = [
+    "train.eval_at_end=false",
+    "train.sample_at_eval=false",
+    "train.eval_batches=1",
+    "train.max_steps=8",
+    "dataset.sample_rows.train=12",
+    "dataset.sample_rows.validation=4",
+    "dataset.sample_rows.test=4",
+    "train.batch_size=4",
+    "train.micro_batch_size=4",
+    "fnmodel.rank=4",
+]  # 12 rows / batch 4: 3 steps per epoch
+ENV = {"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}  # tiny matrices: threads only contend
 KILL_AFTER_SAVE = """
 import os, runpy, signal, sys
 import rosa.training.checkpoint as ckpt
@@ -394,14 +455,36 @@ def test_train_py_resample_and_resume_across_a_resample(tmp_path):
     `fnmodel.name=rosa` with `resample_every=epoch` (= 3 steps here), SIGKILLed right after its step-4
     checkpoint (past the resample at step 3), then rerun: it resumes, resamples at step 6 and must
     reproduce the reference's per-step losses (same schedule, same seeded subspaces)."""
-    reference = subprocess.Popen([sys.executable, str(REPO / "train.py"), "fnmodel=rosa-orthogonal",
-                                  "fnmodel.resample_every=3", *FAST, f"output.path={tmp_path / 'ref'}"],
-                                 cwd=REPO, env={**os.environ, **ENV}, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
-    alias = ["fnmodel.name=rosa", "fnmodel.resample_every=epoch", *FAST, "train.checkpoint_every=4",
-             f"output.path={tmp_path / 'resumed'}"]
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_SAVE, *alias], cwd=REPO, capture_output=True, text=True,
-                            env={**os.environ, **ENV, "KILL_AFTER_STEP": "4"}, timeout=300)
+    reference = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "fnmodel=rosa-orthogonal",
+            "fnmodel.resample_every=3",
+            *FAST,
+            f"output.path={tmp_path / 'ref'}",
+        ],
+        cwd=REPO,
+        env={**os.environ, **ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    alias = [
+        "fnmodel.name=rosa",
+        "fnmodel.resample_every=epoch",
+        *FAST,
+        "train.checkpoint_every=4",
+        f"output.path={tmp_path / 'resumed'}",
+    ]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_SAVE, *alias],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ENV, "KILL_AFTER_STEP": "4"},
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     killed_state, _ = final_state(tmp_path / "resumed")
     assert len(killed_state["history"]) == 4 and killed_state["method"]["last_sampled_step"] == 3
@@ -409,6 +492,7 @@ def test_train_py_resample_and_resume_across_a_resample(tmp_path):
     (checkpoint,) = (tmp_path / "resumed").rglob("checkpoints/step-0000004")
     assert [f.name for f in checkpoint.glob("once-*")] == ["once-sample2-step3.safetensors"]
     from safetensors import safe_open
+
     with safe_open(str(checkpoint / "adapter.safetensors"), "pt") as f:
         assert f.keys() and not any(k.endswith(".w_fixed") for k in f.keys())
     resumed = run_train(*alias, env=ENV)
@@ -425,7 +509,7 @@ def test_train_py_resample_and_resume_across_a_resample(tmp_path):
     assert [f"at step {s} " in ref_log for s in (0, 3, 6)] == [True] * 3
     assert ref_state["method"]["samples"] == 3
     assert "rosa-orthogonal" in res_log and "resumed from" in res_log
-    assert [f"at step {s} " in res_log for s in (0, 3, 6)] == [True] * 3   # one log across both processes
+    assert [f"at step {s} " in res_log for s in (0, 3, 6)] == [True] * 3  # one log across both processes
     assert res_state["method"]["samples"] == 3 and res_state["method"]["last_sampled_step"] == 6
 
 
@@ -446,7 +530,7 @@ def test_bf16_base_drift_is_bounded_by_the_float32_master():
         x = torch.randn(2, 48, dtype=torch.bfloat16)
         assert layer(x).dtype == torch.bfloat16
         assert layer.merged_base().weight.dtype == torch.bfloat16
-    bound = n * 2.0 ** -23
+    bound = n * 2.0**-23
     assert drift[True] <= bound
     assert drift[False] > 100 * bound
 
@@ -468,8 +552,9 @@ def test_fused_forward_matches_the_composition(train_bias):
     y.backward(grad)
     ours = [y, x.grad, layer.rosa_A.grad, layer.rosa_B.grad] + ([layer.base.bias.grad] if train_bias else [])
     leaves = [t.detach().clone().requires_grad_(True) for t in (x, layer.rosa_A, layer.rosa_B, layer.base.bias)]
-    y_ref = (torch.nn.functional.linear(leaves[0], layer.w_fixed, leaves[3])
-             + torch.nn.functional.linear(torch.nn.functional.linear(leaves[0], leaves[2]), leaves[1]))
+    y_ref = torch.nn.functional.linear(leaves[0], layer.w_fixed, leaves[3]) + torch.nn.functional.linear(
+        torch.nn.functional.linear(leaves[0], leaves[2]), leaves[1]
+    )
     y_ref.backward(grad)
     refs = [y_ref] + [t.grad for t in leaves[:3]] + ([leaves[3].grad] if train_bias else [])
     for o, r in zip(ours, refs):

@@ -1,5 +1,6 @@
 """GGUF sources without the real wheel: name resolution, one-line errors that name the file and the
 fix, the cache keyed by the file's hash, and no half-written folder after a failed conversion."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,8 +41,11 @@ def test_bad_folders_are_one_line_errors(tmp_path):
     garbage = tmp_path / "garbage"
     garbage.mkdir()
     (garbage / "config.json").write_text("{not json")
-    for name, message in ((str(tmp_path / "nope"), "no such folder"), (str(tmp_path / "empty"), "no config.json"),
-                          (str(garbage), "is not valid JSON")):
+    for name, message in (
+        (str(tmp_path / "nope"), "no such folder"),
+        (str(tmp_path / "empty"), "no config.json"),
+        (str(garbage), "is not valid JSON"),
+    ):
         with pytest.raises(ModelSourceError, match=message) as err:
             model_source(Cfg(name))
         assert "\n" not in str(err.value)

@@ -1,5 +1,6 @@
 """The shared token loss: the LM head only at labelled positions gives the full forward's loss and
 gradients exactly (up to float summation order), for every method's trainable parameters."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """Models: the tiny built-in model is small, seeded and offline; a local folder loads like a hub
 id; precision resolves as documented."""
+
 import torch
 
 from rosa.models import load_model, load_tokenizer, resolve_precision
@@ -8,7 +9,13 @@ from rosa.models.tiny import tiny_model, tiny_tokenizer
 
 class Cfg:
     def __init__(self, name, **kw):
-        self.name, self.revision, self.cache, self.trust_remote_code, self.gradient_checkpointing = name, None, None, False, False
+        self.name, self.revision, self.cache, self.trust_remote_code, self.gradient_checkpointing = (
+            name,
+            None,
+            None,
+            False,
+            False,
+        )
         self.__dict__.update(kw)
 
 
@@ -49,4 +56,8 @@ def test_resolve_precision():
     auto = resolve_precision(Cfg("auto", base_dtype="auto", param_dtype="fp32", autocast="auto"), cpu)
     assert auto["name"] == "fp32" and auto["autocast"] is None and auto["base_dtype"] == torch.float32
     bf16 = resolve_precision(Cfg("bf16", base_dtype="bf16", param_dtype="fp32", autocast="bf16"), cpu)
-    assert bf16["base_dtype"] == torch.bfloat16 and bf16["param_dtype"] == torch.float32 and bf16["autocast"] == torch.bfloat16
+    assert (
+        bf16["base_dtype"] == torch.bfloat16
+        and bf16["param_dtype"] == torch.float32
+        and bf16["autocast"] == torch.bfloat16
+    )

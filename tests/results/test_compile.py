@@ -1,4 +1,5 @@
 """compile_results.py: tables with the best value in bold, CSV and LaTeX, problem runs listed."""
+
 from __future__ import annotations
 
 import csv
@@ -43,6 +44,7 @@ def tree(tmp_path_factory, tmp_path):
         "corrupt": make("corrupt"),
         "unevaluated": make("unevaluated"),
     }
+
     def edit_config(run, **fnmodel):
         config = yaml.safe_load((run / "config.yaml").read_text())
         config["fnmodel"] = {**(config["fnmodel"] if "rank" in fnmodel else {}), **fnmodel}
@@ -59,8 +61,10 @@ def test_tables_bold_best_and_list_problem_runs(tree, tmp_path, capsys):
     out = tmp_path / "out"
     assert compile_main([str(root), "--out", str(out)]) == 0
     markdown = capsys.readouterr().out
-    rows = {name: next(line for line in markdown.splitlines() if line.startswith("|") and f"{name}/e2e/" in line)
-            for name in ("a", "b", "c")}
+    rows = {
+        name: next(line for line in markdown.splitlines() if line.startswith("|") and f"{name}/e2e/" in line)
+        for name in ("a", "b", "c")
+    }
     assert "**0.4**" in rows["b"] and "**0.5**" in rows["a"]
     assert "**" not in rows["c"]
     assert "| r~8 |" in rows["a"] and "| r~16 |" in rows["b"] and "| full |" in rows["c"]
@@ -85,6 +89,7 @@ def test_density_column_is_the_adapters_own(tree):
     """A density from a budget or a mask file (fnmodel.density=null) is the one the run's adapter
     holds, not the configured null."""
     from rosa.results.compile import read_run
+
     _root, runs = tree
     run = runs["a"]
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -132,8 +137,9 @@ def test_rows_from_different_code_are_flagged(tree, tmp_path):
 
     # with the code fingerprint: commits that differ only outside the result code are one code
     for name, commit in (("a", "a"), ("b", "b"), ("c", "c")):
-        update_status(runs[name], trained_with=[{"commit": commit * 40, "dirty": ["docs/x.md"], "code": "f1",
-                                                 "from_step": 0}])
+        update_status(
+            runs[name], trained_with=[{"commit": commit * 40, "dirty": ["docs/x.md"], "code": "f1", "from_step": 0}]
+        )
     tables, orphans = build_tables(root)
     assert tables[0].warning is None and {r["code"] for r in tables[0].raw} == {"aaaaaaa", "bbbbbbb", "ccccccc"}
     update_status(runs["c"], trained_with=[{"commit": "c" * 40, "dirty": [], "code": "f2", "from_step": 0}])

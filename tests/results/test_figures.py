@@ -1,4 +1,5 @@
 """figures.py: valid, non-empty PNGs for a small runs tree."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,4 +1,5 @@
 """Mean +- std over seeds and the paired bootstrap (rosa/results/stats.py), on ViGGO's row counts."""
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,7 @@ def test_the_interval_matches_the_binomial_standard_error():
     d = paired_bootstrap(method, baseline, metrics_from_counts, ["exact_match"], resamples=2000)["exact_match"]
     observed = np.mean([m[:, 0].mean() - b[:, 0].mean() for m, b in zip(method, baseline)])
     assert d.mean == pytest.approx(observed)
-    half_width = 1.96 * math.sqrt((0.6 * 0.4 + 0.5 * 0.5) / n / seeds)   # independent rows, mean of 3 seeds
+    half_width = 1.96 * math.sqrt((0.6 * 0.4 + 0.5 * 0.5) / n / seeds)  # independent rows, mean of 3 seeds
     assert (d.high - d.low) / 2 == pytest.approx(half_width, rel=0.15)
     assert d.low < observed < d.high and d.resolved
 

@@ -1,15 +1,25 @@
 """Helpers of the fault tests: a tiny in-process run and a deterministic "kill" at a chosen step."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from rosa.config import compose, validate
-from rosa.training import loop
 from rosa.runs import run_dir_for
+from rosa.training import lifecycle, loop
 
-FAST = ["train.max_steps=6", "train.batch_size=4", "train.micro_batch_size=2", "train.checkpoint_every=2",
-        "dataset.sample_rows.train=16", "dataset.sample_rows.validation=4",
-        "train.eval_at_end=false", "train.sample_at_eval=false", "train.eval_batches=1", "threads=1"]
+FAST = [
+    "train.max_steps=6",
+    "train.batch_size=4",
+    "train.micro_batch_size=2",
+    "train.checkpoint_every=2",
+    "dataset.sample_rows.train=16",
+    "dataset.sample_rows.validation=4",
+    "train.eval_at_end=false",
+    "train.sample_at_eval=false",
+    "train.eval_batches=1",
+    "threads=1",
+]
 
 
 class Killed(BaseException):
@@ -23,12 +33,13 @@ def config(root: Path, *overrides: str):
 def config_yaml(root: Path, *overrides: str) -> str:
     """The config.yaml train.py would store for this run (a resume compares it with the command's)."""
     from omegaconf import OmegaConf
+
     return OmegaConf.to_yaml(compose([*FAST, *overrides, f"output.path={root}"]), resolve=True)
 
 
 def train(root: Path, *overrides: str) -> tuple[int, Path]:
     run = config(root, *overrides)
-    return loop.train(run, config_yaml(root, *overrides)), run_dir_for(run)
+    return lifecycle.train(run, config_yaml(root, *overrides)), run_dir_for(run)
 
 
 def die_before_step(monkeypatch, step: int) -> None:
@@ -45,4 +56,5 @@ def die_before_step(monkeypatch, step: int) -> None:
 
 def history(checkpoint: Path) -> list[float]:
     import json
+
     return [h["loss"] for h in json.loads((checkpoint / "state.json").read_text())["history"]]

@@ -1,18 +1,25 @@
 """``train.max_steps=0`` evaluates the untrained base model as it is (a ``base`` row in the tables);
 a run logs a progress line per step to train.log (output may go to a file); a grid runs serially."""
+
 from __future__ import annotations
 
 import json
 
 from rosa import jobs
 from rosa.config import compose, validate
-from rosa.runs import run_hash
 from rosa.results.compile import BASE, build_tables
+from rosa.runs import run_hash
 from tests.conftest import run_train
 from tests.evaluation.tiny_run import only_run
 
-TINY = ["dataset.sample_rows.train=16", "dataset.sample_rows.validation=4", "dataset.sample_rows.test=4",
-        "eval.limit=2", "train.sample_at_eval=false", "threads=1"]
+TINY = [
+    "dataset.sample_rows.train=16",
+    "dataset.sample_rows.validation=4",
+    "dataset.sample_rows.test=4",
+    "eval.limit=2",
+    "train.sample_at_eval=false",
+    "threads=1",
+]
 
 
 def test_zero_steps_evaluates_the_base_model(tmp_path):

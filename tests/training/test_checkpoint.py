@@ -1,6 +1,7 @@
 """Checkpoints: the previous good one is kept, a corrupt latest one falls back to it with one warning
 naming the bad file, none usable is one error line (status steps kept), a full disk leaves no partial
 checkpoint and the previous one loadable."""
+
 from __future__ import annotations
 
 import errno
@@ -52,7 +53,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_good_one(tmp_path,
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(bad) in warnings[0] and "step-0000002" in warnings[0], warnings
     assert any("resumed from" in r.getMessage() and "step 2," in r.getMessage() for r in caplog.records)
-    assert history(ckpt.latest_checkpoint(run_dir)) == straight   # bit-identical to the uninterrupted run
+    assert history(ckpt.latest_checkpoint(run_dir)) == straight  # bit-identical to the uninterrupted run
 
 
 def test_no_usable_checkpoint_is_one_error_line_and_keeps_status_steps(tmp_path, monkeypatch, capsys):
@@ -71,12 +72,13 @@ def test_no_usable_checkpoint_is_one_error_line_and_keeps_status_steps(tmp_path,
 def test_full_disk_fails_in_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys, status_too):
     """ENOSPC while writing step 4's checkpoint (and, the disk staying full, status.json too)."""
     from rosa import atomic
+
     real, calls, full = ckpt.save_file, {"n": 0}, []
     real_json = atomic.write_json
 
     def fills_the_disk(tensors, filename, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:   # the checkpoint of step 4: a partial file, then ENOSPC
+        if calls["n"] == 2:  # the checkpoint of step 4: a partial file, then ENOSPC
             with open(filename, "wb") as f:
                 f.write(b"\0" * 100)
             full.append(filename)
@@ -94,7 +96,7 @@ def test_full_disk_fails_in_one_line_and_keeps_the_previous_checkpoint(tmp_path,
     err = capsys.readouterr().err.strip()
     assert code == 1 and "\n" not in err and "No space left on device" in err, err
     status = json.loads((run_dir / "status.json").read_text())
-    if status_too:   # the last status that could be written, and the one line says so
+    if status_too:  # the last status that could be written, and the one line says so
         assert status["state"] == "running" and "status.json not updated" in err
     else:
         assert status["state"] == "failed" and "No space left on device" in status["error"]
@@ -110,19 +112,28 @@ def test_write_once_tensors_are_linked_until_their_tag_changes(tmp_path):
     a tag, hard-linked (same inode, no bytes written) into later ones, written anew for a new tag, and
     loaded back with the adapter tensors."""
     import torch
+
     tensors = {"layer.w_fixed": torch.randn(64, 32), "layer.rosa_A": torch.randn(64, 4)}
     trainer = {"rng": ckpt.rng_state()}
     inode = {}
     for step, tag in ((2, "sample1-step0"), (4, "sample1-step0"), (6, "sample2-step5")):
-        path = ckpt.save_checkpoint(tmp_path, step, tensors, trainer, {"step": step},
-                                    keep=ckpt.latest_checkpoint(tmp_path), write_once=(tag, {"layer.w_fixed"}))
+        path = ckpt.save_checkpoint(
+            tmp_path,
+            step,
+            tensors,
+            trainer,
+            {"step": step},
+            keep=ckpt.latest_checkpoint(tmp_path),
+            write_once=(tag, {"layer.w_fixed"}),
+        )
         once = path / f"once-{tag}.safetensors"
         inode[step] = once.stat().st_ino
         loaded, _, _ = ckpt.load_checkpoint(path)
         assert set(loaded) == set(tensors) and torch.equal(loaded["layer.w_fixed"], tensors["layer.w_fixed"])
     assert inode[4] == inode[2] and inode[6] != inode[4]
     from safetensors.torch import load_file
+
     assert set(load_file(str(path / "adapter.safetensors"))) == {"layer.rosa_A"}
-    once.write_bytes(once.read_bytes()[:100])          # a damaged once-file makes its checkpoint unusable
+    once.write_bytes(once.read_bytes()[:100])  # a damaged once-file makes its checkpoint unusable
     with pytest.raises(ckpt.CheckpointError, match="once-sample2-step5.safetensors"):
         ckpt.verify_checkpoint(path)

@@ -1,5 +1,6 @@
 """The loop's run path: a restart from scratch starts a clean TensorBoard log, a read-only runs
 folder is one line and exit 2 with nothing left behind."""
+
 from __future__ import annotations
 
 import errno
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from rosa.runs import run_dir_for
 from tests.training.faults import config, train
 from tests.training.test_resume import tensorboard_steps
-from rosa.runs import run_dir_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_restart_from_scratch_starts_a_clean_tensorboard_log(tmp_path):
     """A run killed before its first checkpoint left events of steps 1-3; the rerun starts at step 0."""
     from torch.utils.tensorboard import SummaryWriter
+
     run_dir = run_dir_for(config(tmp_path))
     run_dir.mkdir(parents=True)
     stale = SummaryWriter(log_dir=str(run_dir))
@@ -32,7 +34,7 @@ def test_read_only_runs_folder_is_one_line_exit_2_and_leaves_nothing(tmp_path, m
     runs.mkdir()
     real = Path.mkdir
 
-    def read_only(self, *args, **kwargs):   # tests run as root, where chmod does not stop writes
+    def read_only(self, *args, **kwargs):  # tests run as root, where chmod does not stop writes
         if runs in self.parents:
             raise PermissionError(errno.EACCES, "Permission denied", str(self))
         return real(self, *args, **kwargs)
@@ -56,7 +58,7 @@ def test_a_methods_loss_term_joins_the_step_loss_and_its_gradients(tmp_path):
         trainer = Trainer(run, tmp_path / "run")
         params = [p for p in trainer.model.parameters() if p.requires_grad]
         seen = {}
-        if with_term:   # 0.5 * ||theta||^2 (+ 2.5): its gradient is theta itself
+        if with_term:  # 0.5 * ||theta||^2 (+ 2.5): its gradient is theta itself
             trainer.method.loss_term = lambda ctx: 0.5 * sum((p.float() ** 2).sum() for p in params) + 2.5
         trainer.method.before_optimizer_step = lambda ctx: seen.update(grads=[p.grad.clone() for p in params])
         before = [p.detach().clone() for p in params]

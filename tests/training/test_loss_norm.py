@@ -1,12 +1,12 @@
 """train.loss_norm: ``tokens`` (the step's summed token loss over its target tokens) or ``examples``
 (the mean over the step's examples of each one's mean token loss: RoSA's composer + HF setup)."""
+
 import pytest
 import torch
 
 from rosa.config import ConfigError, compose, validate
-from rosa.models.loss import token_loss_sum
+from rosa.models.loss import example_mean_loss, token_loss_sum
 from rosa.models.tiny import tiny_model
-from rosa.models.loss import example_mean_loss
 
 
 def make_batch(rows: list[tuple[int, int]], seed: int) -> dict[str, torch.Tensor]:
@@ -64,9 +64,20 @@ def test_loss_norm_key():
 @pytest.mark.parametrize("loss_norm", ["tokens", "examples"])
 def test_the_loop_step_loss(loss_norm, tmp_path, one_thread):
     from rosa.training.loop import Trainer
-    run = validate(compose([f"train.loss_norm={loss_norm}", "train.batch_size=4", "train.micro_batch_size=2",
-                            "fnmodel.dropout=0.0", "dataset.sample_rows.train=8", "dataset.sample_rows.validation=2",
-                            "device=cpu"]))
+
+    run = validate(
+        compose(
+            [
+                f"train.loss_norm={loss_norm}",
+                "train.batch_size=4",
+                "train.micro_batch_size=2",
+                "fnmodel.dropout=0.0",
+                "dataset.sample_rows.train=8",
+                "dataset.sample_rows.validation=2",
+                "device=cpu",
+            ]
+        )
+    )
     trainer = Trainer(run, tmp_path)
     with torch.no_grad():
         per_example = hf_losses(trainer.model, trainer.batches.step(0))

@@ -1,4 +1,5 @@
 """The optimizer choice, train.optimizer.name: AdamW (default) or plain SGD (the ROSA paper's)."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -10,8 +11,12 @@ from rosa.training.optim import build_optimizer, rebuild_optimizer
 
 
 def train_cfg(name: str, momentum: float = 0.0, weight_decay: float = 0.0) -> SimpleNamespace:
-    return SimpleNamespace(lr=0.1, optimizer=SimpleNamespace(name=name, betas=[0.9, 0.999], eps=1e-8,
-                                                             weight_decay=weight_decay, momentum=momentum))
+    return SimpleNamespace(
+        lr=0.1,
+        optimizer=SimpleNamespace(
+            name=name, betas=[0.9, 0.999], eps=1e-8, weight_decay=weight_decay, momentum=momentum
+        ),
+    )
 
 
 def one_group(*params) -> list[dict]:

@@ -1,5 +1,5 @@
 """Precision end to end: bf16, fp16 and nf4 (4-bit base) runs of lora and rosa-robust through the real
-training loop (``rosa.training.loop.train``: train.py's code path, in this process) on the built-in tiny
+training loop (``rosa.training.lifecycle.train``: train.py's code path, in this process) on the built-in tiny
 model and the built-in E2E sample, then ``eval.py`` on them.
 
 Each (precision, method) is trained once, uninterrupted (``straight``), and that run is shared by:
@@ -22,6 +22,7 @@ Runs: 4 steps, a checkpoint every 2, 16 training rows, lr 2e-3 (the adapter then
 beyond bf16 rounding, which the export test needs). rosa-robust: 1 warm-up step, the masks from one
 step's 2 micro-batches, the restart, then the 4 steps: 6 steps in all, the kill after the restart.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,13 +51,23 @@ needs_nf4 = pytest.mark.skipif(not nf4_available(), reason="torchao (NF4) is not
 COMMON = ["device=cpu", "train.max_steps=4", "train.lr=2e-3", "dataset.sample_rows.test=8"]
 METHODS = {
     "lora": ["fnmodel=lora"],
-    "rosa-robust": ["fnmodel=rosa-robust", "fnmodel.rank=4", "fnmodel.density=0.02", "fnmodel.warmup_steps=1",
-                    "fnmodel.mask_samples=2", "fnmodel.lora_lr=2e-3", "fnmodel.sparse_lr=2e-3"],
+    "rosa-robust": [
+        "fnmodel=rosa-robust",
+        "fnmodel.rank=4",
+        "fnmodel.density=0.02",
+        "fnmodel.warmup_steps=1",
+        "fnmodel.mask_samples=2",
+        "fnmodel.lora_lr=2e-3",
+        "fnmodel.sparse_lr=2e-3",
+    ],
 }
-TOTAL_STEPS = {"lora": 4, "rosa-robust": 6}   # rosa-robust: + the warm-up and the collection step
-CASES = [pytest.param(p, m, id=f"{p}-{m}", marks=[needs_nf4] if p == "nf4" else [])
-         for p in ("bf16", "fp16", "nf4") for m in METHODS]
-INITIAL_SCALE = 65536.0       # torch's GradScaler init_scale
+TOTAL_STEPS = {"lora": 4, "rosa-robust": 6}  # rosa-robust: + the warm-up and the collection step
+CASES = [
+    pytest.param(p, m, id=f"{p}-{m}", marks=[needs_nf4] if p == "nf4" else [])
+    for p in ("bf16", "fp16", "nf4")
+    for m in METHODS
+]
+INITIAL_SCALE = 65536.0  # torch's GradScaler init_scale
 EVAL = ["--limit", "2", "--max-new-tokens", "8"]
 
 
@@ -88,15 +99,18 @@ def use_a_lively_grad_scaler(setattr=setattr) -> None:
         built(self, *args, **kwargs)
         if self.scaler.is_enabled():
             self.scaler = torch.amp.GradScaler(self.device.type, growth_interval=1)
+
     setattr(loop.Trainer, "__init__", init)
 
 
 # python train.py with the same scaler as the runs in this process
-TRAIN_PY_LIVELY = ("import runpy, sys\n"
-                   "from tests.training.test_precision import use_a_lively_grad_scaler\n"
-                   "use_a_lively_grad_scaler()\n"
-                   "sys.argv = ['train.py'] + sys.argv[1:]\n"
-                   "runpy.run_path('train.py', run_name='__main__')\n")
+TRAIN_PY_LIVELY = (
+    "import runpy, sys\n"
+    "from tests.training.test_precision import use_a_lively_grad_scaler\n"
+    "use_a_lively_grad_scaler()\n"
+    "sys.argv = ['train.py'] + sys.argv[1:]\n"
+    "runpy.run_path('train.py', run_name='__main__')\n"
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -113,10 +127,13 @@ def straight(tmp_path_factory):
 
     def get(precision: str, method: str):
         if (precision, method) not in runs:
-            code, run_dir = train(tmp_path_factory.mktemp(f"straight-{precision}-{method}"), *overrides(precision, method))
+            code, run_dir = train(
+                tmp_path_factory.mktemp(f"straight-{precision}-{method}"), *overrides(precision, method)
+            )
             assert code == 0
             runs[precision, method] = run_dir
         return runs[precision, method]
+
     return get
 
 
@@ -129,20 +146,29 @@ def eval_main():
 def test_killed_run_resumes_with_identical_losses_and_adapter(precision, method, straight, tmp_path, caplog):
     reference = straight(precision, method)
     total = TOTAL_STEPS[method]
-    kill_at = total - 1   # killed while doing this step: the checkpoint of total - 2 is the newest
+    kill_at = total - 1  # killed while doing this step: the checkpoint of total - 2 is the newest
     args = overrides(precision, method)
     # python train.py SIGKILLs itself at the end of that step, before its checkpoint
-    killed = subprocess.run([sys.executable, "-c", TRAIN_PY_LIVELY, *FAST, *args, f"output.path={tmp_path}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1",
-                                 "ROSA_TEST_SIGNAL_AT_STEP": f"{kill_at}:SIGKILL"})
+    killed = subprocess.run(
+        [sys.executable, "-c", TRAIN_PY_LIVELY, *FAST, *args, f"output.path={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "TQDM_DISABLE": "1",
+            "OMP_NUM_THREADS": "1",
+            "ROSA_TEST_SIGNAL_AT_STEP": f"{kill_at}:SIGKILL",
+        },
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     run_dir = run_dir_for(config(tmp_path, *args))
     resume_from = ckpt.latest_checkpoint(run_dir)
     assert resume_from.name == f"step-{total - 2:07d}" and read_status(run_dir)["state"] == "running"
-    if method == "rosa-robust":   # the kill lands after the masks and the restart
+    if method == "rosa-robust":  # the kill lands after the masks and the restart
         assert json.loads((resume_from / "state.json").read_text())["method"]["phase"] == "sparse"
-    if precision == "fp16":       # the checkpoint holds the scaler's state, which the run has changed
+    if precision == "fp16":  # the checkpoint holds the scaler's state, which the run has changed
         assert scaler_state(resume_from)["scale"] != INITIAL_SCALE
 
     caplog.set_level(logging.INFO)
@@ -150,18 +176,20 @@ def test_killed_run_resumes_with_identical_losses_and_adapter(precision, method,
     assert code == 0
     assert any(m.startswith(f"resumed from {resume_from} (step {total - 2},") for m in caplog.messages)
     final, expected = ckpt.latest_checkpoint(run_dir), ckpt.latest_checkpoint(reference)
-    assert len(history(final)) == total and history(final) == history(expected)   # exact equality
+    assert len(history(final)) == total and history(final) == history(expected)  # exact equality
     got, want = adapter_tensors(run_dir), adapter_tensors(reference)
     assert got.keys() == want.keys()
-    assert all(torch.equal(got[name], want[name]) for name in want), [n for n in want if not torch.equal(got[n], want[n])]
-    if precision == "fp16":       # restored on resume: the same scale (and growth tracker) at the end
+    assert all(torch.equal(got[name], want[name]) for name in want), [
+        n for n in want if not torch.equal(got[n], want[n])
+    ]
+    if precision == "fp16":  # restored on resume: the same scale (and growth tracker) at the end
         assert scaler_state(expected)["scale"] != INITIAL_SCALE
         assert scaler_state(final) == scaler_state(expected)
 
 
 @pytest.mark.parametrize("precision, method", CASES)
 def test_eval_merged_and_unmerged(precision, method, straight, tmp_path, eval_main):
-    run = tmp_path / "run"   # a copy: evaluation writes into the run folder
+    run = tmp_path / "run"  # a copy: evaluation writes into the run folder
     shutil.copytree(straight(precision, method), run)
     assert eval_main([str(run), *EVAL]) == 0
     merged = json.loads((run / "metrics-test.json").read_text())
@@ -192,7 +220,7 @@ def test_nf4_merged_export_loads_in_transformers_with_the_adapted_logits(method,
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
     adapted = load_run(run, "cpu", merge=False)
     assert any(is_nf4(p) for p in adapted.model.parameters())
-    without_adapter = build_model(adapted.run, adapted.device, adapted.precision)[0].eval()   # as trained, before step 1
+    without_adapter = build_model(adapted.run, adapted.device, adapted.precision)[0].eval()  # as trained, before step 1
     x = torch.randint(3, 200, (2, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         got = exported(input_ids=x).logits
@@ -201,4 +229,4 @@ def test_nf4_merged_export_loads_in_transformers_with_the_adapted_logits(method,
             dropped = without_adapter(input_ids=x).logits.float()
     tolerance = 0.02 * want.abs().mean()
     assert (got - want).abs().mean() < tolerance
-    assert (dropped - want).abs().mean() > 5 * tolerance   # an export that lost the adapter would fail
+    assert (dropped - want).abs().mean() > 5 * tolerance  # an export that lost the adapter would fail

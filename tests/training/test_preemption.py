@@ -1,5 +1,6 @@
 """Stop signals: Ctrl-C (SIGINT) checkpoints and stops like SIGTERM; a SIGTERM during start-up leaves
 no temporary file in the run folder. The runs signal themselves at a chosen point: no timing."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,12 @@ def only_run(root):
 
 
 def test_sigint_checkpoints_and_stops_like_sigterm(tmp_path):
-    result = run_train(*FAST, "train.checkpoint_every=100", f"output.path={tmp_path}",
-                       env={**ENV, "ROSA_TEST_SIGNAL_AT_STEP": "3:SIGINT"})
+    result = run_train(
+        *FAST,
+        "train.checkpoint_every=100",
+        f"output.path={tmp_path}",
+        env={**ENV, "ROSA_TEST_SIGNAL_AT_STEP": "3:SIGINT"},
+    )
     assert result.returncode == 3, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert "stopped by signal 2 (SIGINT) at step 3; checkpoint saved" in result.stderr
@@ -51,9 +56,14 @@ runpy.run_path("train.py", run_name="__main__")
 
 def test_sigterm_during_startup_leaves_no_tmp_file(tmp_path):
     """SIGTERM while the first status.json is half written (before training starts)."""
-    result = subprocess.run([sys.executable, "-c", SIGTERM_IN_A_WRITE, *FAST, f"output.path={tmp_path}"], cwd=REPO,
-                            capture_output=True, text=True, env={**os.environ, **ENV, "TQDM_DISABLE": "1"},
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", SIGTERM_IN_A_WRITE, *FAST, f"output.path={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ENV, "TQDM_DISABLE": "1"},
+        timeout=300,
+    )
     assert result.returncode == 3, (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr and "SIGTERM" in result.stderr
     run_dir = only_run(tmp_path)

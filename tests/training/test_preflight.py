@@ -1,13 +1,15 @@
 """Checks that need the model, the data or the machine run before the run folder exists: bad input
 stops with one line and exit status 2 and leaves no folder behind (``rosa/training/preflight.py``)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from rosa.config import compose, validate
-from rosa.training.loop import train
 from rosa.runs import run_dir_for
+from rosa.training.lifecycle import train
+from rosa.training.preflight import PreflightError, preflight
 from tests.conftest import run_train
 
 SMALL = ["dataset.sample_rows.train=8", "dataset.sample_rows.validation=4", "dataset.sample_rows.test=4"]
@@ -29,11 +31,14 @@ def test_missing_local_data_folder(tmp_path, capsys):
     assert "dataset.path: 'does/not/exist' is not a directory; expected one holding train (trainset.csv)" in message
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"", "0 rows read"),                                    # an empty file
-    (b"mr,text\nname[A],A.\n", "missing field 'ref'"),       # a column missing
-    (b"mr,ref\nname[A],A \xe9.\n", "line 2 is not UTF-8"),  # a non-UTF-8 byte
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "0 rows read"),  # an empty file
+        (b"mr,text\nname[A],A.\n", "missing field 'ref'"),  # a column missing
+        (b"mr,ref\nname[A],A \xe9.\n", "line 2 is not UTF-8"),  # a non-UTF-8 byte
+    ],
+)
 def test_bad_data_file(tmp_path, capsys, content, expected):
     data = tmp_path / "e2e"
     data.mkdir()
@@ -42,11 +47,14 @@ def test_bad_data_file(tmp_path, capsys, content, expected):
     assert str(data / "trainset.csv") in message and expected in message
 
 
-@pytest.mark.parametrize("config_json, expected", [
-    (None, "no such folder"),
-    (b"{garbage", "is not valid JSON"),
-    (b'{"model_type": "no-such-architecture"}', "its config cannot be read"),
-])
+@pytest.mark.parametrize(
+    "config_json, expected",
+    [
+        (None, "no such folder"),
+        (b"{garbage", "is not valid JSON"),
+        (b'{"model_type": "no-such-architecture"}', "its config cannot be read"),
+    ],
+)
 @pytest.mark.parametrize("method", ["lora", "fft"])
 def test_unreadable_model(tmp_path, capsys, config_json, expected, method):
     folder = tmp_path / "model"
@@ -56,15 +64,22 @@ def test_unreadable_model(tmp_path, capsys, config_json, expected, method):
     assert expected in refused(tmp_path, capsys, f"model.name={folder}", f"fnmodel={method}")
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    (["fnmodel.target_modules=[no_such_module]"],
-     "fnmodel.target_modules=['no_such_module'] matches no linear layer of the model; allowed: 'all-linear', a list "
-     "of names or a regex over module names (this model's: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj)"),
-    (["fnmodel.rank=100000"], "fnmodel.rank=100000 exceeds min(out, in) = 192 of layer"),
-    (["fnmodel=rosa-robust", "fnmodel.rank=100000"], "fnmodel.rank=100000 exceeds min(out, in) = 192"),
-    (["fnmodel=rosa-orthogonal", "fnmodel.rank=100000"],
-     "fnmodel.rank=100000 gives r=100000 for a 192x192 layer; allowed: 1 <= r <= min(out, in) = 192"),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (
+            ["fnmodel.target_modules=[no_such_module]"],
+            "fnmodel.target_modules=['no_such_module'] matches no linear layer of the model; allowed: 'all-linear', a list "
+            "of names or a regex over module names (this model's: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj)",
+        ),
+        (["fnmodel.rank=100000"], "fnmodel.rank=100000 exceeds min(out, in) = 192 of layer"),
+        (["fnmodel=rosa-robust", "fnmodel.rank=100000"], "fnmodel.rank=100000 exceeds min(out, in) = 192"),
+        (
+            ["fnmodel=rosa-orthogonal", "fnmodel.rank=100000"],
+            "fnmodel.rank=100000 gives r=100000 for a 192x192 layer; allowed: 1 <= r <= min(out, in) = 192",
+        ),
+    ],
+)
 def test_method_must_fit_the_model(tmp_path, capsys, overrides, expected):
     assert expected in refused(tmp_path, capsys, *overrides)
 
@@ -72,10 +87,12 @@ def test_method_must_fit_the_model(tmp_path, capsys, overrides, expected):
 def test_corrupt_mask_file(tmp_path, capsys):
     masks = tmp_path / "masks.safetensors"
     masks.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header")
-    # refused already by validation (its header is read there, with the density check), one line
-    from rosa.config import ConfigError
-    with pytest.raises(ConfigError) as refusal:
-        validate(compose([*SMALL, "fnmodel=rosa-robust", f"fnmodel.mask_path={masks}", f"output.path={tmp_path / 'runs'}"]))
+    # refused before the run folder exists (read and checked once, with the density), one line
+    run = validate(
+        compose([*SMALL, "fnmodel=rosa-robust", f"fnmodel.mask_path={masks}", f"output.path={tmp_path / 'runs'}"])
+    )
+    with pytest.raises(PreflightError) as refusal:
+        preflight(run, tmp_path / "runs" / "run")
     message = str(refusal.value)
     assert f"fnmodel.mask_path='{masks}': {masks} is unreadable" in message and "\n" not in message
     assert not (tmp_path / "runs").exists()
@@ -84,8 +101,10 @@ def test_corrupt_mask_file(tmp_path, capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="not applicable: needs a machine without CUDA")
 def test_cuda_without_cuda(tmp_path, capsys):
     message = refused(tmp_path, capsys, "device=cuda")
-    assert message == ("error: device='cuda' is not available on this machine (no CUDA (torch.cuda.is_available() "
-                       "is false)); allowed: auto, cpu")
+    assert message == (
+        "error: device='cuda' is not available on this machine (no CUDA (torch.cuda.is_available() "
+        "is false)); allowed: auto, cpu"
+    )
 
 
 def test_unfinished_run_with_other_settings_is_not_resumed(tmp_path, capsys):
@@ -97,18 +116,22 @@ def test_unfinished_run_with_other_settings_is_not_resumed(tmp_path, capsys):
     folder.mkdir(parents=True)
     stored = compose([*SMALL, "output.name=fixed", f"output.path={runs}", "train.lr=1e-3", "fnmodel.rank=4"])
     from omegaconf import OmegaConf
+
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(stored, resolve=True))
     from rosa.training.preflight import PreflightError, check_same_settings
+
     with pytest.raises(PreflightError) as error:
         check_same_settings(run, folder)
     assert str(error.value) == (
         f"run folder {folder} holds an unfinished run with other training settings (fnmodel.rank=4 there, 8 now, "
         "train.lr=0.001 there, 0.0002 now); allowed: the same settings to resume it, or another output.name or "
-        "output.path for a new run")
+        "output.path for a new run"
+    )
     assert train(run, "") == 2 and not (folder / "status.json").exists()
     assert "fnmodel.rank=4 there, 8 now" in capsys.readouterr().err
-    (folder / "config.yaml").write_text(OmegaConf.to_yaml(compose([*SMALL, "output.name=fixed", f"output.path={runs}"]),
-                                                          resolve=True))
+    (folder / "config.yaml").write_text(
+        OmegaConf.to_yaml(compose([*SMALL, "output.name=fixed", f"output.path={runs}"]), resolve=True)
+    )
     check_same_settings(run, folder)  # the same settings: resumes
 
 
@@ -122,14 +145,14 @@ def test_preflight_error_in_a_subprocess(tmp_path):
 
 def test_mask_file_must_fit_the_target_layers(tmp_path):
     """Masks saved for the same layers pass; masks for other layers are refused by name."""
-    from rosa.methods.sparse_masks import random_masks, save_masks
+    from rosa.methods.rosa_robust.masks import random_masks, save_masks
     from rosa.training.preflight import PreflightError, meta_model, preflight, target_layer_shapes
 
     run = validate(compose([*SMALL, "fnmodel=rosa-robust", f"output.path={tmp_path / 'runs'}"]))
     shapes = target_layer_shapes(run)
     layers = {n: torch.nn.Linear(i, o, bias=False) for n, (o, i) in shapes.items()}
     save_masks(tmp_path / "masks.safetensors", random_masks(layers, 0.01, seed=0))
-    run.fnmodel.mask_path = str(tmp_path / "masks.safetensors")
+    run.fnmodel.mask_path, run.fnmodel.density = str(tmp_path / "masks.safetensors"), None  # the file's density
     preflight(run, tmp_path / "runs" / "x")
     run.fnmodel.target_modules = ["q_proj"]
     with pytest.raises(PreflightError, match="does not fit the target layers: missing \\[\\], unexpected"):

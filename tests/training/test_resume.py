@@ -1,5 +1,6 @@
 """Runs: a finished run is skipped, a killed run resumes with the same per-step losses as an
 uninterrupted one, TensorBoard shows no duplicated steps, and a NaN loss fails the run cleanly."""
+
 import json
 import signal
 
@@ -7,9 +8,18 @@ import pytest
 
 from tests.conftest import run_train
 
-SMALL = ["train.max_steps=8", "train.batch_size=4", "train.micro_batch_size=2", "train.checkpoint_every=2",
-         "dataset.sample_rows.train=48", "dataset.sample_rows.validation=8", "dataset.max_length=96",
-         "train.eval_at_end=false", "train.sample_at_eval=false", "fnmodel.dropout=0.1"]
+SMALL = [
+    "train.max_steps=8",
+    "train.batch_size=4",
+    "train.micro_batch_size=2",
+    "train.checkpoint_every=2",
+    "dataset.sample_rows.train=48",
+    "dataset.sample_rows.validation=8",
+    "dataset.max_length=96",
+    "train.eval_at_end=false",
+    "train.sample_at_eval=false",
+    "fnmodel.dropout=0.1",
+]
 
 
 def only_run(root):
@@ -25,6 +35,7 @@ def final_history(run_dir):
 
 def tensorboard_steps(run_dir, tag="train/loss"):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     return [e.step for e in acc.Scalars(tag)]
@@ -65,7 +76,7 @@ def test_sigkill_then_rerun_resumes_with_equal_losses(tmp_path, uninterrupted):
 
 def test_nan_loss_fails_the_run_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     from rosa.config import compose, validate
-    from rosa.training import loop
+    from rosa.training import lifecycle, loop
 
     real = loop.token_loss_sum
     calls = {"n": 0}
@@ -73,12 +84,12 @@ def test_nan_loss_fails_the_run_and_keeps_last_checkpoint(tmp_path, monkeypatch)
     def poisoned(model, batch, **kwargs):
         loss, n = real(model, batch, **kwargs)
         calls["n"] += 1
-        return (loss * float("nan") if calls["n"] > 6 else loss), n   # steps 1-3 fine (2 micro-batches each)
+        return (loss * float("nan") if calls["n"] > 6 else loss), n  # steps 1-3 fine (2 micro-batches each)
 
     monkeypatch.setattr(loop, "token_loss_sum", poisoned)
     run = validate(compose([*SMALL, f"output.path={tmp_path}"]))
     with pytest.raises(loop.TrainingFailed, match="loss is nan at step 4"):
-        loop.train(run, "config: test\n")
+        lifecycle.train(run, "config: test\n")
     run_dir = only_run(tmp_path)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "failed" and "loss is nan at step 4" in status["error"]

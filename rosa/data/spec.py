@@ -88,7 +88,9 @@ class DatasetSpec:
         if self.eval_kind == "lm" and not self.block_size:
             raise DataError(f"DatasetSpec {self.name}: eval_kind 'lm' needs a block_size")
         if not self.metrics or len(set(self.metrics)) != len(self.metrics):
-            raise DataError(f"DatasetSpec {self.name}: metrics {self.metrics!r}; allowed: distinct names, headline first")
+            raise DataError(
+                f"DatasetSpec {self.name}: metrics {self.metrics!r}; allowed: distinct names, headline first"
+            )
 
     @property
     def headline_metric(self) -> str:
@@ -130,8 +132,10 @@ class LoadReport:
         if self.first_bad_row is not None:
             line += f" (first malformed: row {self.first_bad_row}: {self.first_bad_reason})"
         if self.suspect:
-            line += (f"; {self.suspect} kept rows to check (first: row {self.first_suspect_row}: "
-                     f"{self.first_suspect_reason})")
+            line += (
+                f"; {self.suspect} kept rows to check (first: row {self.first_suspect_row}: "
+                f"{self.first_suspect_reason})"
+            )
         return line
 
 

@@ -1,4 +1,5 @@
 """What ``eval.py`` does: evaluate every run below a folder, one line per run, never stopping at one."""
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,9 @@ def export_merged(run_dir: Path, directory: Path, device: str | None = None) -> 
     from rosa.evaluation.load import EvalError, load_run, save_merged
 
     if not (run_dir / "config.yaml").exists():
-        print(f"error: --export-merged needs one run folder (holding config.yaml); {run_dir} is not one", file=sys.stderr)
+        print(
+            f"error: --export-merged needs one run folder (holding config.yaml); {run_dir} is not one", file=sys.stderr
+        )
         return 2
     try:
         loaded = load_run(run_dir, device, merge=True)
@@ -70,6 +73,8 @@ def evaluate_tree(root: Path, **options) -> int:
             print(summary_line(name, result))
             if not result.get("merged"):
                 print(f"{name}: generated unmerged ({result.get('merge_note')})")
-    print(f"{len(runs)} run(s): {counts['evaluated']} evaluated, {counts['skipped']} skipped, {counts['failed']} failed",
-          file=sys.stderr)
+    print(
+        f"{len(runs)} run(s): {counts['evaluated']} evaluated, {counts['skipped']} skipped, {counts['failed']} failed",
+        file=sys.stderr,
+    )
     return 1 if counts["failed"] else 0

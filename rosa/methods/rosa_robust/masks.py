@@ -24,6 +24,7 @@ gradient, since such an input has no trainable history.
 Masks are saved as CSR structure (``<layer>.row_offsets`` int32, ``<layer>.col_indices``) in one
 ``masks.safetensors``, written atomically; ``load_masks`` reads it back as :class:`CSRMatrix` es.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,10 +36,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from rosa import distributed
 from rosa.atomic import atomic_write, tensor_bytes
 from rosa.kernels import CSRMatrix
 from rosa.methods.base import dense_weight
-from rosa import distributed
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,6 @@ def _in_backward() -> bool:
     return torch._C._current_graph_task_id() != -1
 
 
-
 class GradientCollector:
     """Accumulates per-micro-batch dense weight gradients G^T X of some layers.
 
@@ -89,11 +89,11 @@ class GradientCollector:
         self.layers, self.criterion, self.samples = layers, criterion, samples
         self.device = device  # None: the layer's own device
         self.sums: dict[str, torch.Tensor] = {}
-        self.counts = {name: 0 for name in layers}   # micro-batches in ``sums`` (all ranks, after end_step)
-        self.seen = 0                                  # micro-batches of the completed steps (all ranks)
-        self.calls = {name: 0 for name in layers}     # this rank's backward calls in the current step
+        self.counts = {name: 0 for name in layers}  # micro-batches in ``sums`` (all ranks, after end_step)
+        self.seen = 0  # micro-batches of the completed steps (all ranks)
+        self.calls = {name: 0 for name in layers}  # this rank's backward calls in the current step
         self.skipped = 0
-        self._open: set[str] = set()                 # layers with gradients of an unclosed micro-batch
+        self._open: set[str] = set()  # layers with gradients of an unclosed micro-batch
         self._pending: dict[str, torch.Tensor] = {}  # that micro-batch's summed G^T X so far
         self._handles: list = []
 
@@ -142,6 +142,7 @@ class GradientCollector:
                 self._close(name)
             x = args[0].detach()
             output.register_hook(lambda grad: self._gather(name, x, grad))
+
         return hook
 
     @torch.no_grad()
@@ -191,8 +192,10 @@ class GradientCollector:
         for name, layer in self.layers.items():
             total = self.sums.get(name)
             if total is None:
-                total = torch.zeros(layer.out_features, layer.in_features, device=self.device or layer.base.weight.device)
-            comm = total.to(_comm_device(layer))
+                total = torch.zeros(
+                    layer.out_features, layer.in_features, device=self.device or layer.base.weight.device
+                )
+            comm = total.to(distributed.comm_device())
             distributed.all_reduce_sum(comm)
             count = torch.tensor([float(self.counts[name])], device=comm.device)
             distributed.all_reduce_sum(count)
@@ -213,7 +216,7 @@ class GradientCollector:
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.seen = int(state["seen"])
         if not distributed.is_main():
-            return   # the total lives on rank 0 only
+            return  # the total lives on rank 0 only
         for key, value in state.items():
             name, _, kind = key.rpartition(".")
             if kind == "count":
@@ -226,21 +229,20 @@ class GradientCollector:
         """Per layer: the mean statistic (grad-fisher) or its absolute value (grad-mean)."""
         missing = [n for n, c in self.counts.items() if c == 0]
         if missing and self.skipped:
-            raise RuntimeError(f"every micro-batch statistic of {len(missing)} adapted layers (e.g. {missing[0]}) "
-                               "was non-finite during mask collection (fp16 overflow?); no mask can be built")
+            raise RuntimeError(
+                f"every micro-batch statistic of {len(missing)} adapted layers (e.g. {missing[0]}) "
+                "was non-finite during mask collection (fp16 overflow?); no mask can be built"
+            )
         if missing:
-            raise RuntimeError(f"no gradient reached {len(missing)} adapted layers (e.g. {missing[0]}) "
-                               "during mask collection; are they used in the forward pass?")
+            raise RuntimeError(
+                f"no gradient reached {len(missing)} adapted layers (e.g. {missing[0]}) "
+                "during mask collection; are they used in the forward pass?"
+            )
         out = {}
         for name, total in self.sums.items():
             mean = total / self.counts[name]
             out[name] = mean.abs_() if self.criterion == "grad-mean" else mean
         return out
-
-
-def _comm_device(layer: nn.Module) -> torch.device:
-    import torch.distributed as dist
-    return layer.base.weight.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def _input_requires_grad(module, args):
@@ -266,8 +268,9 @@ def weight_masks(layers: dict[str, nn.Module], density: float) -> dict[str, CSRM
 
 def random_masks(layers: dict[str, nn.Module], density: float, seed: int) -> dict[str, CSRMatrix]:
     generator = torch.Generator().manual_seed(seed)
-    return masks_from_scores({n: torch.rand(l.out_features, l.in_features, generator=generator)
-                              for n, l in layers.items()}, density)
+    return masks_from_scores(
+        {n: torch.rand(l.out_features, l.in_features, generator=generator) for n, l in layers.items()}, density
+    )
 
 
 def save_masks(path: Path, masks: dict[str, CSRMatrix], metadata: dict | None = None) -> Path:
@@ -292,36 +295,69 @@ def load_masks(path: str | Path) -> tuple[dict[str, CSRMatrix], dict]:
     with safe_open(str(path), framework="pt") as f:
         header = f.metadata() or {}
         shapes = json.loads(header["shapes"])
-        masks = {name: CSRMatrix.from_buffers({"row_offsets": f.get_tensor(f"{name}.row_offsets"),
-                                               "col_indices": f.get_tensor(f"{name}.col_indices")}, shape)
-                 for name, shape in shapes.items()}
+        masks = {
+            name: CSRMatrix.from_buffers(
+                {
+                    "row_offsets": f.get_tensor(f"{name}.row_offsets"),
+                    "col_indices": f.get_tensor(f"{name}.col_indices"),
+                },
+                shape,
+            )
+            for name, shape in shapes.items()
+        }
     metadata = {k: json.loads(v) for k, v in header.items() if k != "shapes"}
     return masks, metadata
 
 
-def mask_file_layers(path: str | Path) -> dict[str, tuple[int, int, int]]:
-    """``{layer: (nnz, n, m)}`` of a masks file (or a run folder holding one), from its header and
-    tensor shapes only. Raises ValueError (one line, naming the file) when it is unreadable."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MASKS_FILE
+def read_mask_file(
+    path: str | Path, shapes: dict[str, tuple[int, int]], density: float | None
+) -> tuple[dict[str, CSRMatrix], dict]:
+    """The masks and metadata of ``fnmodel.mask_path`` (a masks file or a run folder holding one),
+    checked: readable, one mask per target layer of its (out, in) in ``shapes``, and ``density``'s
+    nonzero count per layer unless ``density`` is None. ValueError: one line naming the key."""
+    key = f"fnmodel.mask_path={str(path)!r}"
+    file = Path(path) / MASKS_FILE if Path(path).is_dir() else Path(path)
+    if not Path(path).exists():
+        raise ValueError(f"{key} does not exist; allowed: a {MASKS_FILE} file or a run folder holding one")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            shapes = json.loads((f.metadata() or {})["shapes"])
-            return {name: (f.get_slice(f"{name}.col_indices").get_shape()[0], int(n), int(m))
-                    for name, (n, m) in shapes.items()}
-    except Exception as err:  # safetensors, JSON and missing-key errors alike
-        raise ValueError(f"{path} is unreadable ({type(err).__name__}: {err})".splitlines()[0]) from err
-
-
-def file_density(layers: dict[str, tuple[int, int, int]]) -> float:
-    """All nonzeros over all entries of :func:`mask_file_layers`' layers."""
-    return sum(nnz for nnz, _, _ in layers.values()) / max(1, sum(n * m for _, n, m in layers.values()))
+        masks, metadata = load_masks(file)
+    except Exception as err:  # noqa: BLE001 - safetensors, JSON and missing-key errors alike: one line
+        raise ValueError(
+            f"{key}: {file} is unreadable ({type(err).__name__}: {err}".splitlines()[0]
+            + f"); allowed: a {MASKS_FILE} written by a rosa-robust or spa run (or its run folder)"
+        ) from None
+    wrong = sorted(n for n in masks if n in shapes and tuple(masks[n].shape) != tuple(shapes[n]))
+    if set(masks) != set(shapes) or wrong:
+        missing, extra = sorted(set(shapes) - set(masks)), sorted(set(masks) - set(shapes))
+        raise ValueError(
+            f"{key} does not fit the target layers: missing {missing[:3]}, unexpected {extra[:3]}, "
+            f"other shape {wrong[:3]}; allowed: masks saved for this model and fnmodel.target_modules"
+        )
+    if density is not None and any(c.nnz != nnz_for(density, *c.shape) for c in masks.values()):
+        nnz, size = sum(c.nnz for c in masks.values()), sum(c.shape[0] * c.shape[1] for c in masks.values())
+        raise ValueError(
+            f"{key} has density {nnz / size:.4g} ({nnz} nonzeros), not fnmodel.density={density!r}; "
+            "allowed: a masks file of that density, or fnmodel.density=null to take the density "
+            "from the file"
+        )
+    return masks, metadata
 
 
 def gib(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:.2f} GiB" if n_bytes >= 2**27 else f"{n_bytes / 2**20:.1f} MiB"
 
 
-__all__ = ["GRADIENT_CRITERIA", "MASKS_FILE", "GradientCollector", "file_density", "gib",
-           "load_masks", "mask_file_layers", "masks_from_scores", "nnz_for", "random_masks", "save_masks", "top_k_mask", "weight_masks"]
+__all__ = [
+    "GRADIENT_CRITERIA",
+    "MASKS_FILE",
+    "GradientCollector",
+    "gib",
+    "load_masks",
+    "masks_from_scores",
+    "nnz_for",
+    "random_masks",
+    "read_mask_file",
+    "save_masks",
+    "top_k_mask",
+    "weight_masks",
+]

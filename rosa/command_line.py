@@ -5,6 +5,7 @@ is validated combination by combination before Hydra launches anything (basic, l
 launcher), so a bad key, name or value stops with one line and exit status 2 before any job or run
 folder exists; each job then validates its own combination (in this process: the check is reused).
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,34 +56,44 @@ def check_launcher_overrides(overrides: list[str]) -> None:
     """One line for a bad ``hydra/launcher=`` choice or ``hydra.launcher.<key>``, before any submission."""
     ours = [o for o in overrides if o.lstrip("+~").startswith(("hydra/launcher", "hydra.launcher."))]
     choices = sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")) + [
-        "basic", "submitit_slurm", "submitit_local"]
+        "basic",
+        "submitit_slurm",
+        "submitit_local",
+    ]
     chosen = [o.partition("=")[2] for o in ours if o.partition("=")[0].lstrip("+~") == "hydra/launcher"]
     for value in chosen:
         if value not in choices:
-            raise ConfigError(f"hydra/launcher={value!r} is unknown{did_you_mean(value, choices)}; "
-                              f"choose one of: {', '.join(choices)}")
+            raise ConfigError(
+                f"hydra/launcher={value!r} is unknown{did_you_mean(value, choices)}; "
+                f"choose one of: {', '.join(choices)}"
+            )
     keys = [o.partition("=")[0] for o in ours if o.lstrip("+~").startswith("hydra.launcher.")]
     if not keys:
         return
     if not chosen:
-        raise ConfigError(f"{keys[0]}: no launcher selected; add hydra/launcher=slurm (or local) before setting "
-                          "hydra.launcher.* keys")
+        raise ConfigError(
+            f"{keys[0]}: no launcher selected; add hydra/launcher=slurm (or local) before setting hydra.launcher.* keys"
+        )
     known = sorted(_launcher_keys(chosen[-1]))
     for key in keys:
         leaf = key.lstrip("+~").removeprefix("hydra.launcher.").split(".")[0]
         if leaf not in known and not key.startswith("+"):
-            raise ConfigError(f"{key}: unknown key{did_you_mean(leaf, known)}; allowed keys under "
-                              f"hydra.launcher: {', '.join(known)}")
+            raise ConfigError(
+                f"{key}: unknown key{did_you_mean(leaf, known)}; allowed keys under hydra.launcher: {', '.join(known)}"
+            )
 
 
 def _launcher_keys(launcher: str) -> list[str]:
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = hydra_compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+            cfg = hydra_compose(
+                config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True
+            )
         return list(cfg.hydra.launcher)
     finally:
         GlobalHydra.instance().clear()
@@ -94,7 +105,7 @@ def run_task(cfg: DictConfig | None = None, single: tuple[RunConfig, str] | None
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from rosa.training.loop import train
+    from rosa.training.lifecycle import train
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     for noisy in ("httpx", "urllib3", "torchao", "torch._dynamo"):

@@ -2,7 +2,7 @@
 
 ```python
 from rosa.data import get_spec
-from rosa.evaluation.metrics import compute_metrics, postprocess
+from rosa.evaluation.scoring import compute_metrics, postprocess
 text = postprocess("sql", generated_text)                    # the part that is scored
 scores = compute_metrics("sql", [text, ...], [[gold, ...], ...])   # {"exact_match": 0.71, ...}
 scores[get_spec("sql").headline_metric]
