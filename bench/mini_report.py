@@ -314,13 +314,13 @@ def budget_lines(cells: list[Cell], folder: Path) -> list[str]:
     lines = [
         "### What it cost",
         "",
-        "| cell | threads | wall time (s): training + evaluation | code |",
+        "| cell | threads | wall time (s): training + evaluation | commit (code fingerprint) |",
         "| --- | --- | --- | --- |",
     ]
     for c in cells:
-        lines.append(
-            f"| {c.path.relative_to(folder / 'grid').as_posix()} | {c.threads} | {fmt(c.wall_s, 0)} | {c.code} |"
-        )
+        fingerprint = (c.code_key or "?").removeprefix("commit ")
+        cell = c.path.relative_to(folder / "grid").as_posix()
+        lines.append(f"| {cell} | {c.threads} | {fmt(c.wall_s, 0)} | {c.code} ({fingerprint}) |")
     total = sum(c.wall_s or 0 for c in cells)
     lines += [
         "",
