@@ -26,12 +26,13 @@ import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 from rosa.data.features import MIN_MAX_LENGTH
 from rosa.methods import METHODS
 from rosa.methods.base import method_aliases
 from rosa.schema import (
+    NOT_IDENTITY,
     ConfigError,
     at_least_1,
     check,
@@ -84,7 +85,6 @@ class ModelConfig:
     cache: Optional[str]
     gradient_checkpointing: bool
     chat_template: bool = field(metadata=neutral(False))
-    IDENTITY_V1: ClassVar = {"name", "revision", "trust_remote_code", "cache", "gradient_checkpointing"}
 
 
 @dataclass(kw_only=True)
@@ -106,17 +106,6 @@ class DatasetConfig:
     )
     sample_seed: int
     limit: Optional[int] = field(metadata=at_least_1)
-    IDENTITY_V1: ClassVar = {
-        "name",
-        "source",
-        "path",
-        "cache",
-        "splits",
-        "max_length",
-        "sample_rows",
-        "sample_seed",
-        "limit",
-    }
 
 
 @dataclass(kw_only=True)
@@ -125,7 +114,6 @@ class PrecisionConfig:
     base_dtype: Literal["auto", "fp32", "bf16", "fp16"]
     param_dtype: Literal["fp32", "bf16"]
     autocast: Literal["auto", "none", "bf16", "fp16"]
-    IDENTITY_V1: ClassVar = {"name", "base_dtype", "param_dtype", "autocast"}
 
 
 @dataclass(kw_only=True)
@@ -135,7 +123,6 @@ class OptimizerConfig:
     eps: float = field(metadata=positive)
     weight_decay: float = field(metadata=non_negative)
     momentum: float = field(metadata={**non_negative, **neutral(0.0)})
-    IDENTITY_V1: ClassVar = {"betas", "eps", "weight_decay"}
 
 
 @dataclass(kw_only=True)
@@ -151,36 +138,15 @@ class TrainConfig:
     max_grad_norm: Optional[float] = field(metadata={**positive, "allow_inf": True})
     loss_on: Literal["target", "all"]
     loss_norm: Literal["tokens", "examples"] = field(metadata=neutral("tokens"))
-    shared_prefix: Literal["auto", "off"]
-    eval_every: int = field(metadata=non_negative)
-    eval_batches: Optional[int] = field(metadata=at_least_1)
-    checkpoint_every: int = field(metadata=at_least_1)
-    log_every: int = field(metadata=at_least_1)
-    eval_at_end: bool
-    sample_at_eval: bool
-    IDENTITY_V1: ClassVar = {
-        "epochs",
-        "max_steps",
-        "batch_size",
-        "micro_batch_size",
-        "lr",
-        "optimizer",
-        "scheduler",
-        "warmup_steps",
-        "max_grad_norm",
-        "loss_on",
-    }
     # shared_prefix: how the same loss is computed (to float rounding, as threads and device), not what
     # is trained; docs/shared-prefix.md measures its one difference, adapter dropout on the prefix
-    NOT_IDENTITY: ClassVar = {
-        "checkpoint_every",
-        "log_every",
-        "eval_at_end",
-        "sample_at_eval",
-        "eval_every",
-        "eval_batches",
-        "shared_prefix",
-    }
+    shared_prefix: Literal["auto", "off"] = field(metadata=NOT_IDENTITY)
+    eval_every: int = field(metadata={**non_negative, **NOT_IDENTITY})
+    eval_batches: Optional[int] = field(metadata={**at_least_1, **NOT_IDENTITY})
+    checkpoint_every: int = field(metadata={**at_least_1, **NOT_IDENTITY})
+    log_every: int = field(metadata={**at_least_1, **NOT_IDENTITY})
+    eval_at_end: bool = field(metadata=NOT_IDENTITY)
+    sample_at_eval: bool = field(metadata=NOT_IDENTITY)
 
 
 @dataclass(kw_only=True)
@@ -211,14 +177,17 @@ class RunConfig:
     fnmodel: Any  # the config class of the method named by fnmodel.name
     precision: PrecisionConfig
     train: TrainConfig
-    eval: EvalConfig
-    output: OutputConfig
+    eval: EvalConfig = field(metadata=NOT_IDENTITY)
+    output: OutputConfig = field(metadata=NOT_IDENTITY)
     seed: int = field(metadata=int_range(0, 2**32 - 1))  # numpy's seed range
-    device: str = field(metadata=check(lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v), "auto, cpu, cuda or cuda:N"))
-    threads: Optional[int] = field(metadata=at_least_1)
-    experiment: Optional[str]
-    IDENTITY_V1: ClassVar = {"model", "dataset", "fnmodel", "precision", "train", "seed"}
-    NOT_IDENTITY: ClassVar = {"output", "eval", "device", "experiment", "threads"}
+    device: str = field(
+        metadata={
+            **check(lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v), "auto, cpu, cuda or cuda:N"),
+            **NOT_IDENTITY,
+        }
+    )
+    threads: Optional[int] = field(metadata={**at_least_1, **NOT_IDENTITY})
+    experiment: Optional[str] = field(metadata=NOT_IDENTITY)
 
 
 def config_schemas() -> list[type]:

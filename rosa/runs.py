@@ -8,16 +8,16 @@ so the same command finds the same folder (and resumes or skips it), while any c
 that affects training gives a new one. ``status.json`` records state (running | done | failed), the
 error, times, steps, trainable parameters and peak memory; it is always written atomically.
 
-The identity rule (kept by tests/test_config.py::test_every_schema_key_is_classified):
+The identity rule (kept by tests/test_config.py::test_the_always_hashed_keys_never_grow):
 
-1. Every key of every config dataclass is classified once, next to its declaration: in the class's
-   ``NOT_IDENTITY`` when it cannot change the weights (logging and evaluation cadence, output, device,
-   threads); in its ``IDENTITY_V1`` when it belonged to the identity from the first version (always
-   hashed); otherwise it declares its *neutral* value, the behaviour before the key existed
-   (``rosa.schema.neutral``), and is hashed only when it differs from it.
-2. ``IDENTITY_V1`` never grows: a key added later declares its neutral value or is NOT_IDENTITY. So an
-   upgrade that adds a key keeps every existing run's folder, and any setting that changes training
-   gives a new folder. A new method's config lists all its keys in its own ``IDENTITY_V1``.
+1. Every key of every config dataclass is hashed, unless its field says otherwise, next to its
+   declaration: ``rosa.schema.NOT_IDENTITY`` when it cannot change the weights (logging and evaluation
+   cadence, output, device, threads), or ``rosa.schema.neutral(value)`` for a key added after runs
+   existed: the behaviour from before the key, at which it stays out of the hash.
+2. The always-hashed keys never grow (``always_hashed_keys``; tests/conf/identity_v1.json records
+   them): a key added later declares its neutral value or is NOT_IDENTITY. So an upgrade that adds a
+   key keeps every existing run's folder, and any setting that changes training gives a new folder.
+   A new method's keys are recorded with it.
 3. A neutral value never changes and a key never moves between classes; training also refuses to
    resume a folder whose stored config trains differently (``rosa/training/preflight.py``).
 """
@@ -50,16 +50,12 @@ class RunLocked(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- names and identity
-def _classified(schema: type, table: str, name: str) -> bool:
-    return name in getattr(schema, table, ())
-
-
 def run_identity(run) -> dict:
     """The settings that decide the trained weights, as a nested dict (the rule is above)."""
     out = {}
     for f in fields(run):
         value = getattr(run, f.name)
-        if _classified(type(run), "NOT_IDENTITY", f.name):
+        if f.metadata.get("identity") is False:
             continue
         if "neutral" in f.metadata and value == f.metadata["neutral"]:
             continue
@@ -87,10 +83,11 @@ def run_hash(run) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
-def unclassified_keys(schemas) -> list[str]:
-    """Keys of these config dataclasses (and the ones they nest) that break the rule: unclassified or
-    classified twice."""
-    problems, seen = [], set()
+def always_hashed_keys(schemas) -> list[str]:
+    """``Class.key`` of every key of these config dataclasses (and those they nest) that is always in
+    the identity: neither ``NOT_IDENTITY`` nor with a neutral value. Rule 2 above: this set never grows
+    (tests/conf/identity_v1.json records it)."""
+    found, seen = [], set()
 
     def walk(schema: type) -> None:
         if schema in seen:
@@ -98,19 +95,15 @@ def unclassified_keys(schemas) -> list[str]:
         seen.add(schema)
         hints = get_type_hints(schema)
         for f in fields(schema):
-            classes = [
-                _classified(schema, "NOT_IDENTITY", f.name),
-                _classified(schema, "IDENTITY_V1", f.name),
-                "neutral" in f.metadata,
-            ]
-            if sum(classes) != 1:
-                problems.append(f"{schema.__name__}.{f.name}")
-            if not classes[0] and hasattr(hints[f.name], "__dataclass_fields__"):
+            if f.metadata.get("identity") is False or "neutral" in f.metadata:
+                continue
+            found.append(f"{schema.__name__}.{f.name}")
+            if hasattr(hints[f.name], "__dataclass_fields__"):
                 walk(hints[f.name])
 
     for schema in schemas:
         walk(schema)
-    return problems
+    return sorted(found)
 
 
 def readable_name(run) -> str:

@@ -33,6 +33,9 @@ def neutral(value) -> dict:
     return {"neutral": value}
 
 
+NOT_IDENTITY = {"identity": False}  # field metadata: the key cannot change the trained weights (rosa.runs)
+
+
 def int_range(low: int, high: int) -> dict:
     return check(lambda v: low <= v <= high, f"an integer in [{low}, {high}]")
 

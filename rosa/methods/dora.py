@@ -30,7 +30,6 @@ saved in our format and in HF PEFT's (LoRA's files plus ``<layer>.lora_magnitude
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +42,6 @@ from rosa.methods.lora import LoRA, LoRAConfig, LoRALayer, keep_mask
 @dataclass(kw_only=True)
 class DoRAConfig(LoRAConfig):
     """Keys of ``conf/fnmodel/dora.yaml`` (their defaults and meaning are there): LoRA's keys."""
-
-    IDENTITY_V1: ClassVar = {"name", "rank", "alpha", "dropout", "rslora", "target_modules"}
 
 
 class DoRALayer(LoRALayer):

@@ -7,7 +7,6 @@ the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from torch import nn
 
@@ -17,7 +16,6 @@ from rosa.methods.base import Method, MethodConfig, register
 @dataclass(kw_only=True)
 class FFTConfig(MethodConfig):
     name: str
-    IDENTITY_V1: ClassVar = {"name"}  # keys always in the run identity (rosa.runs.run_identity)
 
 
 @register("fft", FFTConfig, aliases=("none",))  # none: the ROSA code base's name for no adapter

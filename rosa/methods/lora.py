@@ -41,7 +41,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +71,6 @@ class LoRAConfig(MethodConfig):
     dropout: float = field(metadata=probability)
     rslora: bool
     target_modules: Any = field(metadata=TARGET_MODULES)
-    IDENTITY_V1: ClassVar = {"name", "rank", "alpha", "dropout", "rslora", "target_modules"}
 
 
 def lora_scale(rank: int, alpha: float, rslora: bool) -> float:

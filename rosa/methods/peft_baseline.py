@@ -75,7 +75,6 @@ class PeftMethodConfig(MethodConfig):
     name: str
     peft_type: str  # a peft.PeftType name: LORA, ADALORA, VERA, IA3, LOHA, ...
     config: dict  # keyword arguments of PEFT's config class for peft_type
-    IDENTITY_V1: ClassVar = {"name", "peft_type", "config"}
     FREE_MAPPINGS: ClassVar = ("config",)  # any key below it is PEFT's: Hydra may add it (``++``)
 
     def run_name_parts(self, lr: float) -> list[str]:

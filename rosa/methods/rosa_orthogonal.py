@@ -91,7 +91,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -148,7 +148,6 @@ class RosaOrthogonalConfig(MethodConfig):
     )
     train_bias: bool
     target_modules: Any = field(metadata=TARGET_MODULES)
-    IDENTITY_V1: ClassVar = {"name", "rank", "selection", "split", "resample_every", "train_bias", "target_modules"}
 
 
 # --------------------------------------------------------------------------- the pieces, as functions

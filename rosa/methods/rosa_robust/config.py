@@ -7,7 +7,7 @@ kernels' device are checked before the run folder exists (``RosaRobust.check_lay
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, Literal, Optional
 
 from rosa.methods.base import MethodConfig
 from rosa.methods.rosa_robust.masks import nnz_for
@@ -37,25 +37,6 @@ class RosaRobustConfig(MethodConfig):
     restart: bool
     mask_path: Optional[str]
     impl: Literal["auto", "triton", "torch", "dense"]
-    IDENTITY_V1: ClassVar = {
-        "name",
-        "rank",
-        "alpha",
-        "dropout",
-        "rslora",
-        "density",
-        "budget",
-        "target_modules",
-        "lora_lr",
-        "sparse_lr",
-        "mask_criterion",
-        "mask_samples",
-        "mask_accumulator_device",
-        "warmup_steps",
-        "restart",
-        "mask_path",
-        "impl",
-    }
 
     def run_name_parts(self, lr: float) -> list[str]:
         """Rank, density, budget, then both learning rates (null: ``train.lr``), or the sparse one at rank 0."""
