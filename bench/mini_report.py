@@ -591,7 +591,11 @@ def main() -> None:
     import record
 
     text = render()
-    block = f"<!-- bench:mini -->\n{text}\nWritten by `python bench/mini_report.py` from docs/results/mini/ alone.\n<!-- /bench:mini -->"
+    block = (
+        f"<!-- bench:mini -->\n{text}\nWritten by `python bench/mini_report.py` from docs/results/mini/ alone "
+        f"(each cell names the commit that trained it above); the report's code:\n\n{record.commit_stamp()}\n"
+        "<!-- /bench:mini -->"
+    )
     page = DOC.read_text()
     from rosa.atomic import atomic_write
 
