@@ -88,6 +88,12 @@ class Cell:
     counts: np.ndarray | None = None
 
 
+def fail(message: str) -> None:
+    """Bad input (a folder, a cell): one line on stderr, exit status 2."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
 def _scorer(dataset: str):
     """(per-row counts, metrics from their sums, the metrics that have that form) of a data set."""
     if dataset == "viggo":
@@ -106,7 +112,7 @@ def read_cell(path: Path) -> Cell:
     split = config["eval"]["split"]
     row = read_run(path, split)
     if row.problem:
-        raise SystemExit(f"error: committed cell {path}: {row.problem}")
+        fail(f"error: committed cell {path}: {row.problem}")
     status = json.loads((path / "status.json").read_text())
     record = json.loads((path / f"metrics-{split}.json").read_text())
     wall = None
@@ -176,7 +182,7 @@ def differences(groups: dict[str, list[Cell]], baseline: str = "lora") -> dict[s
             continue
         for a, b in paired:
             if a.ids != b.ids:
-                raise SystemExit(f"error: {a.path} and {b.path} were evaluated on different rows")
+                fail(f"error: {a.path} and {b.path} were evaluated on different rows")
         _, score, metrics = _scorer(cells[0].dataset)
         out[method] = paired_bootstrap(
             [a.counts for a, _ in paired], [b.counts for _, b in paired], score, metrics, resamples=RESAMPLES, seed=0
@@ -354,7 +360,7 @@ def render(folder: Path = RESULTS, figures: Path | None = FIGURES) -> str:
     grid = read_cells(folder / "grid")
     curve = read_cells(folder / "learning-curve")
     if not grid:
-        raise SystemExit(
+        fail(
             f"error: no committed cell below {folder / 'grid'}; run: python -m rosa.jobs submit mini --launcher serial"
         )
     viggo = [c for c in grid if c.dataset == "viggo"]
@@ -525,7 +531,7 @@ def verify(run_dir: Path, folder: Path = RESULTS / "grid") -> tuple[str, bool, s
     cell = "/".join(run_dir.parts[-3:])
     committed = folder / cell
     if not committed.exists():
-        raise SystemExit(f"error: no committed cell {committed} for {run_dir}")
+        fail(f"error: no committed cell {committed} for {run_dir}")
     config = yaml.safe_load((committed / "config.yaml").read_text())
     split = config["eval"]["split"]
     problems = []

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import os
-import platform
 import re
 import shlex
 import sys
@@ -33,18 +32,10 @@ if str(ROOT) not in sys.path:  # the stamp comes from rosa.provenance
 DOC = ROOT / "docs" / "benchmarks.md"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> str:
     import torch
+
+    from rosa.provenance import cpu_model
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     parts = [

@@ -76,3 +76,17 @@ def describe(version: dict) -> str:
         return f"{version['commit'][:7]} (clean)"
     shown = ", ".join(dirty[:10]) + (f" and {len(dirty) - 10} more" if len(dirty) > 10 else "")
     return f"{version['commit'][:7]} (dirty: {shown})"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform module knows: results name
+    the machine that made them (bench/record.py, rosa.results.committed)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

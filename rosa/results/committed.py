@@ -27,7 +27,7 @@ import shutil
 from pathlib import Path
 
 from rosa.atomic import replace_dir
-from rosa.provenance import same_code
+from rosa.provenance import cpu_model, same_code
 
 SMALL_FILES = ("config.yaml", "status.json")
 
@@ -69,24 +69,13 @@ def machine() -> dict:
 
     import torch
 
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
-        platform.processor() or platform.machine(),
-    )
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "isa": torch.backends.cpu.get_cpu_capability(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
 
 
 def commit_cell(run_dir: Path, cell: Path) -> Path:

@@ -140,3 +140,10 @@ def test_a_recorded_rerun_names_the_code_that_made_it(folder, tmp_path, monkeypa
     (entry,) = json.loads((folder / "reruns.json").read_text())
     assert (entry["commit"], entry["code"], entry["equal"]) == ("f1" * 20, "f1", True)
     assert "| viggo/lora/smollm2-135m-lora-s1 | f1f1f1f | f1 |" in mini_report.render(folder, figures=None)
+
+
+def test_a_rerun_without_a_committed_cell_is_one_line_and_status_2(folder, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        mini_report.verify(tmp_path / "runs" / "viggo" / "lora" / "nothing", folder / "grid")
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "no committed cell" in err
