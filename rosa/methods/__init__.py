@@ -20,7 +20,9 @@ def build_model(run, device, precision: dict):
     """The one place a run's model is built, for training and for evaluation alike: tokenizer, base
     model in ``precision`` (``rosa.models.resolve_precision``; NF4 quantises the decoder), the method's
     adapters (``prepare``), trainable parameters in ``precision["param_dtype"]``, all on ``device``.
-    Returns ``(model, tokenizer, method)``."""
+    Returns ``(model, tokenizer, method)``. Every check of the model, the method and the device runs
+    here, as the model is built (ModelSourceError or ConfigError, one line): the run folder does not
+    exist yet."""
     from rosa.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(run.model)
@@ -28,6 +30,7 @@ def build_model(run, device, precision: dict):
         run.model, tokenizer, precision["base_dtype"], device, quantize="nf4" if precision["name"] == "nf4" else None
     )
     method = get_method(run.fnmodel, seed=run.seed)
+    method.check_fits(model, device)
     model = method.prepare(model)
     cast_trainable(model, precision["param_dtype"], device)
     return model, tokenizer, method

@@ -11,7 +11,7 @@ the package, so a new method is one module plus one YAML. The rest of the packag
 names it: its run folder's readable name (``MethodConfig.run_name_parts``), its cross-key checks
 (``check_run``), its label in tables (``Method.table_row``), its capabilities (``mergeable``,
 ``trains_base_weights``, ``quantized_base``, ``budget_unit``), and before the run folder exists whether
-it fits the model and the device (``check_layers``, ``check_device``; tests/methods/test_method_knowledge.py).
+it fits the model and the device (``check_fits``: ``check_layers``, ``check_device``; tests/methods/test_method_knowledge.py).
 
 Lifecycle, as the loop drives it::
 
@@ -52,6 +52,8 @@ from typing import Any, Iterable
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from rosa.schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -303,9 +305,21 @@ class Method:
         """Exact count of trainable scalars (sparse values count once each)."""
         return sum(p.numel() for g in self.param_groups(model, _LR1) for p in g["params"])
 
+    def check_fits(self, model: nn.Module, device: torch.device) -> None:
+        """Before ``prepare`` (``rosa.methods.build_model``): raise ConfigError (one line) when the
+        config does not fit ``device`` (``check_device``) or the model's target layers (``check_layers``)."""
+        try:
+            self.check_device(device)
+            target_modules = getattr(self.cfg, "target_modules", None)
+            if target_modules is not None:
+                names = find_target_modules(model, target_modules)
+                self.check_layers({name: linear_shape(model.get_submodule(name)) for name in names})
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
     def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:
-        """Before anything is built: raise ValueError (one line) when the config does not fit the
-        target layers' (out, in) ``shapes`` (from a weightless copy of the model). By default an
+        """Raise ValueError (one line) when the config does not fit the target layers' (out, in)
+        ``shapes``. By default an
         integer ``rank`` may not exceed any target layer's min(out, in): a larger rank adds no
         capacity, only memory (a typo like 100000 would fail allocating)."""
         rank = getattr(self.cfg, "rank", None)
@@ -320,7 +334,7 @@ class Method:
             )
 
     def check_device(self, device: torch.device) -> None:
-        """Before anything is built: raise ValueError (one line) when the method cannot run on
+        """Raise ValueError (one line) when the method cannot run on
         ``device`` (e.g. a kernel choice that needs CUDA). Runs on the machine that trains."""
 
     # -- hooks (the loop calls each once per optimizer step, in this order; see the module docstring)

@@ -19,6 +19,7 @@ import torch
 
 from rosa.models.gguf import ModelSourceError, gguf_file_for, resolve_gguf
 from rosa.models.tiny import tiny_model, tiny_tokenizer
+from rosa.schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +60,44 @@ def model_source(model_cfg) -> str:
     return _source(model_cfg.name, model_cfg.cache)
 
 
+def model_config(model_cfg):
+    """The transformers config of ``model_cfg``; ModelSourceError (one line) when it cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(
+            model_source(model_cfg),
+            revision=model_cfg.revision,
+            cache_dir=model_cfg.cache,
+            trust_remote_code=model_cfg.trust_remote_code,
+        )
+    except (OSError, ValueError, KeyError) as err:  # a config.json transformers cannot read
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise ModelSourceError(
+            f"model.name={model_cfg.name}: its config cannot be read ({type(err).__name__}: "
+            f"{reason}); allowed: a causal LM that transformers knows"
+        ) from None
+
+
 def load_tokenizer(model_cfg):
     if model_cfg.name == "tiny":
         return tiny_tokenizer()
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_source(model_cfg),
-        revision=model_cfg.revision,
-        cache_dir=model_cfg.cache,
-        trust_remote_code=model_cfg.trust_remote_code,
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_source(model_cfg),
+            revision=model_cfg.revision,
+            cache_dir=model_cfg.cache,
+            trust_remote_code=model_cfg.trust_remote_code,
+        )
+    except (OSError, ValueError, KeyError) as err:
+        model_config(model_cfg)  # an unreadable config is the cause to name
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise ModelSourceError(
+            f"model.name={model_cfg.name}: its tokenizer cannot be read ({type(err).__name__}: {reason}); "
+            "allowed: a model folder or hub id with tokenizer files"
+        ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -99,6 +127,7 @@ def load_model(
 
         model = AutoModelForCausalLM.from_pretrained(
             model_source(model_cfg),
+            config=model_config(model_cfg),
             revision=model_cfg.revision,
             cache_dir=model_cfg.cache,
             dtype=dtype,
@@ -127,8 +156,16 @@ def set_threads(threads: int | None) -> int:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``device`` as a torch device; ConfigError (one line) for a CUDA device this machine lacks."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if name != "cpu" and int(name.partition(":")[2] or 0) >= count:
+        have = f"{count} CUDA device(s)" if count else "no CUDA (torch.cuda.is_available() is false)"
+        raise ConfigError(
+            f"device={name!r} is not available on this machine ({have}); allowed: auto, cpu"
+            + (f" or cuda:0..cuda:{count - 1}" if count else "")
+        )
     return torch.device(name)
 
 

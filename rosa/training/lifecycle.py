@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from rosa import atomic, distributed
-from rosa.config import RunConfig
+from rosa.config import ConfigError, RunConfig
 from rosa.data import DataError
 from rosa.models import resolve_device
 from rosa.provenance import code_version
@@ -33,7 +33,7 @@ from rosa.runs import FINAL_RECORD, RunLocked, lock_run, read_status, recover_st
 from rosa.training import checkpoint as ckpt
 from rosa.training import preemption
 from rosa.training.loop import Trainer, peak_memory_gb
-from rosa.training.preflight import PreflightError, preflight
+from rosa.training.preflight import PreflightError, prepare
 from rosa.training.tracker import Tracker, flat_hparams, open_tracker
 
 log = logging.getLogger("rosa")
@@ -41,26 +41,26 @@ log = logging.getLogger("rosa")
 
 def train(run: RunConfig, config_yaml: str) -> int:
     """Train (or resume, or skip) the run this config names. Returns the process exit status."""
-    distributed.init_from_env(resolve_device(run.device))
     run_dir = run_dir_for(run)
-    status = recover_status(run_dir) if distributed.is_main() else read_status(run_dir)
-    if status and status.get("state") == "done":
-        if distributed.is_main():
-            print(
-                f"run {run_dir} is already done ({status.get('steps')} steps, finished {status.get('ended')}); nothing to do"
-            )
-        return 0
-    try:  # device, model, method-vs-model, data and stored settings: before the run folder exists
-        preflight(run, run_dir)
-    except PreflightError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    with StartupLog() as startup_log:  # train.log does not exist yet: its first lines wait here
+        try:  # the run is built and checked before its folder exists (rosa/training/preflight.py)
+            distributed.init_from_env(resolve_device(run.device))
+            status = recover_status(run_dir) if distributed.is_main() else read_status(run_dir)
+            if status and status.get("state") == "done":
+                if distributed.is_main():
+                    print(
+                        f"run {run_dir} is already done ({status.get('steps')} steps, finished {status.get('ended')}); nothing to do"
+                    )
+                return 0
+            trainer = prepare(run, run_dir)
+        except (PreflightError, ConfigError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     held = HeldRun.hold(run_dir, status)
     if held is None:
         return 2
     with held:
-        held.write_config(config_yaml)
-        trainer = Trainer(run, run_dir)
+        held.write_config(config_yaml, startup_log.records)
         tracker = held.start(trainer, resumed=trainer.resume())
         final = trainer.fit(tracker)
         held.finish(trainer, final)
@@ -70,6 +70,24 @@ def train(run: RunConfig, config_yaml: str) -> int:
     from rosa.evaluation.runner import evaluate_after_training
 
     return evaluate_after_training(run, run_dir)
+
+
+class StartupLog(logging.Handler):
+    """The log records of the run's start-up, kept for train.log (which exists once the folder is held)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> StartupLog:
+        logging.getLogger().addHandler(self)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        logging.getLogger().removeHandler(self)
 
 
 class HeldRun:
@@ -94,10 +112,12 @@ class HeldRun:
             return None
         return cls(run_dir, status, lock)
 
-    def write_config(self, config_yaml: str) -> None:
-        """Start train.log and write config.yaml (rank 0)."""
+    def write_config(self, config_yaml: str, startup_log: list[logging.LogRecord] = ()) -> None:
+        """Start train.log with the start-up's log records and write config.yaml (rank 0)."""
         if self.main:
             self.log_handler = setup_logging(self.run_dir)
+            for record in startup_log:
+                self.log_handler.handle(record)
             atomic.write_text(self.run_dir / "config.yaml", config_yaml)
 
     def start(self, trainer: Trainer, resumed: bool) -> Tracker:

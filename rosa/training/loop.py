@@ -31,7 +31,7 @@ import torch
 
 from rosa import distributed
 from rosa.config import RunConfig
-from rosa.data import build_train_features, get_spec, load_examples
+from rosa.data import DataError, build_train_features, get_spec, load_examples
 from rosa.data.batches import Batches
 from rosa.data.features import collate_batch, prompt_ids
 from rosa.methods import LoopRequest, StepContext, build_model, cast_trainable
@@ -130,7 +130,7 @@ class Trainer:
         ]:
             log.info(line)
         if not features:
-            raise TrainingFailed(f"dataset {run.dataset.name}: no training example survived tokenisation")
+            raise DataError(f"dataset {run.dataset.name}: no training example survived tokenisation")
         self.val_examples = val_examples
         return features, val_features
 

@@ -14,7 +14,7 @@ from rosa.methods import METHODS
 
 PACKAGE = Path(__file__).resolve().parents[2] / "rosa"
 # keys every method has, read generically by the package (the registry name; the layers to adapt,
-# which preflight resolves on a weightless model for every adapter method)
+# checked by Method.check_fits for every adapter method, validated by rosa.schema.TARGET_MODULES)
 SHARED_KEYS = {"name", "target_modules"}
 # keys whose word is also another key of the run config or a column of the results tables (a table's
 # rank and density come from Method.table_row): a bare string of these is not a leak; ``fnmodel.<key>``

@@ -9,7 +9,7 @@ import torch
 from rosa.config import compose, validate
 from rosa.runs import run_dir_for
 from rosa.training.lifecycle import train
-from rosa.training.preflight import PreflightError, preflight
+from rosa.training.preflight import PreflightError, prepare
 from tests.conftest import run_train
 
 SMALL = ["dataset.sample_rows.train=8", "dataset.sample_rows.validation=4", "dataset.sample_rows.test=4"]
@@ -92,7 +92,7 @@ def test_corrupt_mask_file(tmp_path, capsys):
         compose([*SMALL, "fnmodel=rosa-robust", f"fnmodel.mask_path={masks}", f"output.path={tmp_path / 'runs'}"])
     )
     with pytest.raises(PreflightError) as refusal:
-        preflight(run, tmp_path / "runs" / "run")
+        prepare(run, tmp_path / "runs" / "run")
     message = str(refusal.value)
     assert f"fnmodel.mask_path='{masks}': {masks} is unreadable" in message and "\n" not in message
     assert not (tmp_path / "runs").exists()
@@ -145,16 +145,17 @@ def test_preflight_error_in_a_subprocess(tmp_path):
 
 def test_mask_file_must_fit_the_target_layers(tmp_path):
     """Masks saved for the same layers pass; masks for other layers are refused by name."""
+    from rosa.methods.base import find_target_modules
     from rosa.methods.rosa_robust.masks import random_masks, save_masks
-    from rosa.training.preflight import PreflightError, meta_model, preflight, target_layer_shapes
+    from rosa.models.tiny import tiny_model, tiny_tokenizer
 
     run = validate(compose([*SMALL, "fnmodel=rosa-robust", f"output.path={tmp_path / 'runs'}"]))
-    shapes = target_layer_shapes(run)
-    layers = {n: torch.nn.Linear(i, o, bias=False) for n, (o, i) in shapes.items()}
+    model = tiny_model(tiny_tokenizer())
+    layers = {name: model.get_submodule(name) for name in find_target_modules(model, run.fnmodel.target_modules)}
     save_masks(tmp_path / "masks.safetensors", random_masks(layers, 0.01, seed=0))
     run.fnmodel.mask_path, run.fnmodel.density = str(tmp_path / "masks.safetensors"), None  # the file's density
-    preflight(run, tmp_path / "runs" / "x")
+    prepare(run, tmp_path / "runs" / "x")
     run.fnmodel.target_modules = ["q_proj"]
     with pytest.raises(PreflightError, match="does not fit the target layers: missing \\[\\], unexpected"):
-        preflight(run, tmp_path / "runs" / "x")
-    assert meta_model(run.model).model.embed_tokens.weight.is_meta
+        prepare(run, tmp_path / "runs" / "x")
+    assert not (tmp_path / "runs").exists()

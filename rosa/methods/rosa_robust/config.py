@@ -1,7 +1,7 @@
 """rosa-robust's and spa's keys (defaults and meaning: ``conf/fnmodel/rosa-robust.yaml``, ``spa.yaml``)
 and the budget arithmetic. Validation here reads nothing but the values: the masks file and the
-kernels' device are checked before the run folder exists (``RosaRobust.check_layers`` /
-``check_device``, from preflight), on the machine that trains.
+kernels' device are checked as the run is built, before its folder exists (``RosaRobust.check_layers`` /
+``check_device``, from ``Method.check_fits``), on the machine that trains.
 """
 
 from __future__ import annotations
