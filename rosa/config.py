@@ -190,11 +190,6 @@ class RunConfig:
     experiment: Optional[str] = field(metadata=NOT_IDENTITY)
 
 
-def config_schemas() -> list[type]:
-    """Every config dataclass at the top of a tree (for the identity rule's test)."""
-    return [RunConfig, *(m.config_class for m in METHODS.values())]
-
-
 # ----------------------------------------------------------------------------- command line
 def group_choices(group: str) -> list[str]:
     """The options of a config group, sub-folders included (``experiment``: ``rosa-paper/gsm8k-bf16``)."""

@@ -55,10 +55,6 @@ def _load_torchao():
     return _NF4 or None
 
 
-def nf4_available() -> bool:
-    return _load_torchao() is not None
-
-
 def require_nf4():
     found = _load_torchao()
     if found is None:

@@ -173,11 +173,6 @@ def usable_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tupl
     return None
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = checkpoints(run_dir)
-    return found[0] if found else None
-
-
 def _complete(path: Path) -> bool:
     return all((path / f).exists() for f in FILES)
 

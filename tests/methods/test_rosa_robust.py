@@ -652,7 +652,7 @@ def run_dir(root: Path) -> Path:
 
 
 def final_state(root: Path) -> dict:
-    from rosa.training.checkpoint import latest_checkpoint
+    from tests.training.faults import latest_checkpoint
 
     return json.loads((latest_checkpoint(run_dir(root)) / "state.json").read_text())
 

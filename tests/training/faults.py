@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rosa.config import compose, validate
 from rosa.runs import run_dir_for
-from rosa.training import lifecycle, loop
+from rosa.training import checkpoint, lifecycle, loop
 
 FAST = [
     "train.max_steps=6",
@@ -52,6 +52,12 @@ def die_before_step(monkeypatch, step: int) -> None:
         return real(self)
 
     monkeypatch.setattr(loop.Trainer, "train_step", step_or_die)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint a resume would take (``latest.json``'s, else the newest complete one)."""
+    found = checkpoint.checkpoints(run_dir)
+    return found[0] if found else None
 
 
 def history(checkpoint: Path) -> list[float]:

@@ -11,7 +11,7 @@ import logging
 import pytest
 
 from rosa.training import checkpoint as ckpt
-from tests.training.faults import Killed, die_before_step, history, train
+from tests.training.faults import Killed, die_before_step, history, latest_checkpoint, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def straight(tmp_path_factory):
     code, run_dir = train(tmp_path_factory.mktemp("straight"))
     assert code == 0
-    return history(ckpt.latest_checkpoint(run_dir))
+    return history(latest_checkpoint(run_dir))
 
 
 def killed_at_5(tmp_path, monkeypatch):
@@ -53,7 +53,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_good_one(tmp_path,
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(bad) in warnings[0] and "step-0000002" in warnings[0], warnings
     assert any("resumed from" in r.getMessage() and "step 2," in r.getMessage() for r in caplog.records)
-    assert history(ckpt.latest_checkpoint(run_dir)) == straight  # bit-identical to the uninterrupted run
+    assert history(latest_checkpoint(run_dir)) == straight  # bit-identical to the uninterrupted run
 
 
 def test_no_usable_checkpoint_is_one_error_line_and_keeps_status_steps(tmp_path, monkeypatch, capsys):
@@ -101,7 +101,7 @@ def test_full_disk_fails_in_one_line_and_keeps_the_previous_checkpoint(tmp_path,
     else:
         assert status["state"] == "failed" and "No space left on device" in status["error"]
     assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
-    latest = ckpt.latest_checkpoint(run_dir)
+    latest = latest_checkpoint(run_dir)
     assert latest.name == "step-0000002"
     tensors, _trainer, state = ckpt.load_checkpoint(latest)
     assert state["step"] == 2 and tensors
@@ -123,7 +123,7 @@ def test_write_once_tensors_are_linked_until_their_tag_changes(tmp_path):
             tensors,
             trainer,
             {"step": step},
-            keep=ckpt.latest_checkpoint(tmp_path),
+            keep=latest_checkpoint(tmp_path),
             write_once=(tag, {"layer.w_fixed"}),
         )
         once = path / f"once-{tag}.safetensors"

@@ -125,8 +125,9 @@ def test_fft_fsdp_resume_matches(tmp_path):
     """Gathered checkpoint at step 1, resumed (re-sharded) by fresh Trainers: same losses as no stop."""
     _compare(FFT, tmp_path, resume_at=1, sharded=True)
     from rosa.training import checkpoint as ckpt
+    from tests.training.faults import latest_checkpoint
 
-    tensors, trainer_state, _ = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "run"))
+    tensors, trainer_state, _ = ckpt.load_checkpoint(latest_checkpoint(tmp_path / "run"))
     assert set(trainer_state["optimizer"]["state"]) == set(range(len(tensors)))  # index-keyed, full shapes
 
 

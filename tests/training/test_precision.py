@@ -25,6 +25,7 @@ step's 2 micro-batches, the restart, then the 4 steps: 6 steps in all, the kill 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -38,15 +39,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rosa.models.quantize import is_nf4, nf4_available
+from rosa.models.quantize import is_nf4
 from rosa.runs import read_status, run_dir_for
-from rosa.training import checkpoint as ckpt
 from rosa.training import loop
 from tests.conftest import REPO
 from tests.evaluation.test_eval_cli import load_cli
-from tests.training.faults import FAST, config, history, train
+from tests.training.faults import FAST, config, history, latest_checkpoint, train
 
-needs_nf4 = pytest.mark.skipif(not nf4_available(), reason="torchao (NF4) is not installed")
+needs_nf4 = pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao (NF4) is not installed")
 
 COMMON = ["device=cpu", "train.max_steps=4", "train.lr=2e-3", "dataset.sample_rows.test=8"]
 METHODS = {
@@ -164,7 +164,7 @@ def test_killed_run_resumes_with_identical_losses_and_adapter(precision, method,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     run_dir = run_dir_for(config(tmp_path, *args))
-    resume_from = ckpt.latest_checkpoint(run_dir)
+    resume_from = latest_checkpoint(run_dir)
     assert resume_from.name == f"step-{total - 2:07d}" and read_status(run_dir)["state"] == "running"
     if method == "rosa-robust":  # the kill lands after the masks and the restart
         assert json.loads((resume_from / "state.json").read_text())["method"]["phase"] == "sparse"
@@ -175,7 +175,7 @@ def test_killed_run_resumes_with_identical_losses_and_adapter(precision, method,
     code, _ = train(tmp_path, *args)
     assert code == 0
     assert any(m.startswith(f"resumed from {resume_from} (step {total - 2},") for m in caplog.messages)
-    final, expected = ckpt.latest_checkpoint(run_dir), ckpt.latest_checkpoint(reference)
+    final, expected = latest_checkpoint(run_dir), latest_checkpoint(reference)
     assert len(history(final)) == total and history(final) == history(expected)  # exact equality
     got, want = adapter_tensors(run_dir), adapter_tensors(reference)
     assert got.keys() == want.keys()
