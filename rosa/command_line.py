@@ -1,22 +1,22 @@
-"""What ``train.py`` does: check the command line, then train one run or hand a sweep to Hydra.
+"""What ``train.py`` does: check the command line, then train its run or launch its sweep.
 
-A single run is composed and validated once, here, and trained in this process. A multirun (``-m``)
-is validated combination by combination before Hydra launches anything (basic, local or SLURM
-launcher), so a bad key, name or value stops with one line and exit status 2 before any job or run
-folder exists; each job then validates its own combination (in this process: the check is reused).
+Every run is composed and validated once, here, before anything is loaded, submitted or created: a
+single run, or every combination of a multirun (``-m``), then the launcher part (``hydra/launcher=...``,
+``hydra.launcher.<key>=...``). A bad key, name or value stops with one line and exit status 2. The
+runs then go to ``rosa.launch``: trained here one after another, or submitted as submitit jobs that
+get their validated config (nothing is composed twice). Hydra's own flags (``--cfg``, ``--info``,
+``--help``) go to Hydra.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
-from rosa.config import CONF_DIR, ConfigError, RunConfig, compose, rewrite_overrides, validate, validate_sweep
+from rosa.config import CONF_DIR, ConfigError, RunConfig, compose_run, compose_sweep, expand_sweeps, rewrite_overrides
+from rosa.launch import Launcher
 from rosa.schema import did_you_mean
-
-log = logging.getLogger("rosa")
 
 
 def fail(message: str) -> None:
@@ -24,9 +24,16 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def check_command_line(argv: list[str]) -> tuple[list[str], tuple[RunConfig, str] | None]:
-    """The command line with ``<group>.name=X`` rewritten, and for a single plain run (no ``-m``, no
-    Hydra flag) the validated run and its config YAML: the caller then trains it without Hydra's runner."""
+@dataclass
+class CommandLine:
+    runs: list[tuple[RunConfig, str]]  # each validated run and the config.yaml it trains with
+    launcher: Launcher | None  # a sweep's (-m); None for a single run
+    argv: list[str]  # with ``<group>.name=X`` rewritten, for Hydra when ``hydra_flags``
+    hydra_flags: bool
+
+
+def check_command_line(argv: list[str]) -> CommandLine:
+    """The command line's validated runs and launcher; one line on stderr and exit status 2 if bad."""
     from hydra._internal.utils import get_args_parser
 
     program, args = argv[0], list(argv[1:])
@@ -41,15 +48,27 @@ def check_command_line(argv: list[str]) -> tuple[list[str], tuple[RunConfig, str
                 print(f"{old} -> {new}", file=sys.stderr)
             args[i] = new
         check_launcher_overrides(rewritten)  # hydra/launcher=slurm, hydra.launcher.<key>=...
-        if parsed.multirun:
-            validate_sweep(rewritten)  # every combination
-            return [program] + args, None
-        cfg = compose(rewritten)
-        run = validate(cfg)
+        job = [o for o in rewritten if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+        runs = compose_sweep(job) if parsed.multirun else [compose_run(job)]
+        launcher = sweep_launcher(rewritten) if parsed.multirun else None
     except ConfigError as err:
         fail(str(err))
-    hydra_flags = len(args) != len(overrides)
-    return [program] + args, (None if hydra_flags else (run, OmegaConf.to_yaml(cfg, resolve=True)))
+    return CommandLine(runs, launcher, [program] + args, hydra_flags=len(args) != len(overrides) + parsed.multirun)
+
+
+def sweep_launcher(overrides: list[str]) -> Launcher:
+    """The launcher of a sweep: its preset's keys with the ``hydra.launcher.*`` overrides, resolved."""
+    from omegaconf import OmegaConf
+
+    hydra_part = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    if not any(o.partition("=")[0].lstrip("+~") == "hydra/launcher" for o in hydra_part):
+        return Launcher("basic")
+    first = expand_sweeps([o for o in overrides if o not in hydra_part], limit=1)[0]  # output.path: the sweep folder's
+    cfg = _hydra_config(first + hydra_part)
+    target = cfg.hydra.launcher.get("_target_", "")
+    cluster = "slurm" if "Slurm" in target else "local" if "Local" in target else None
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    return Launcher(cfg.hydra.runtime.choices.get("hydra/launcher", ""), cluster, params, Path(cfg.hydra.sweep.dir))
 
 
 def check_launcher_overrides(overrides: list[str]) -> None:
@@ -84,39 +103,15 @@ def check_launcher_overrides(overrides: list[str]) -> None:
 
 
 def _launcher_keys(launcher: str) -> list[str]:
+    return list(_hydra_config([f"hydra/launcher={launcher}"]).hydra.launcher)
+
+
+def _hydra_config(overrides: list[str]):
+    """The config with its ``hydra`` part (launcher, sweep folder), as Hydra would compose it."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = hydra_compose(
-                config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True
-            )
-        return list(cfg.hydra.launcher)
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def run_task(cfg: DictConfig | None = None, single: tuple[RunConfig, str] | None = None) -> int:
-    """The body of one job: train (or resume, or skip) the run. A single run exits with its status; a
-    multirun job returns it (submitit's job result holds it as the Hydra job's return value)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from rosa.training.lifecycle import train
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
-    for noisy in ("httpx", "urllib3", "torchao", "torch._dynamo"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if single is None:
-        try:
-            single = validate(cfg), OmegaConf.to_yaml(cfg, resolve=True)
-        except ConfigError as err:
-            fail(str(err))
-    status = train(*single)
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if status and not multirun:
-        sys.exit(status)
-    return status
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)

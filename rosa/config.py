@@ -18,7 +18,6 @@ rosa-orthogonal), and ``e2e_nlg`` -> ``e2e``.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import logging
@@ -58,7 +57,16 @@ SPLIT_NAMES = ("train", "validation", "test")  # rosa.data.spec.CANONICAL_SPLITS
 MAX_STEPS, MAX_EPOCHS = 10**9, 10**6  # ~30 years at a step per second: anything above is a typo
 MAX_SWEEP = 100_000  # combinations one command may launch
 
-__all__ = ["ConfigError", "RunConfig", "compose", "validate", "validate_sweep", "rewrite_overrides", "CONF_DIR"]
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "compose",
+    "compose_run",
+    "compose_sweep",
+    "validate",
+    "rewrite_overrides",
+    "CONF_DIR",
+]
 
 
 def _split_map(allowed: str, value_ok, problem: str = "is not allowed") -> dict:
@@ -295,20 +303,18 @@ def expand_sweeps(overrides: list[str], limit: int = 256) -> list[list[str]]:
     return [list(c) for c in itertools.islice(itertools.product(*options), limit)]
 
 
-def validate_sweep(overrides: list[str], limit: int = 256) -> None:
-    """Validate every combination of a multirun command line, before anything launches.
+def compose_sweep(overrides: list[str], limit: int = 256) -> list[tuple[RunConfig, str]]:
+    """Every combination of a command line (one for a single run), composed and validated once, with
+    the config.yaml it trains with; ConfigError (one line) for the first bad one, before any launches.
 
     Up to ``limit`` combinations each is composed. A bigger sweep composes once per combination of its
     *group* choices (they change defaults) and sets each combination of the plain values
-    (``seed=range(0,1000)``) into a copy of that config: a validation, not a composition, per
-    combination. More than ``MAX_SWEEP`` combinations are refused."""
+    (``seed=range(0,1000)``) into a copy of that config. More than ``MAX_SWEEP`` are refused."""
     from omegaconf import OmegaConf
 
     combos = expand_sweeps(overrides, limit=limit + 1)
     if len(combos) <= limit:
-        for combo in combos:
-            validate(compose(combo))
-        return
+        return [compose_run(combo) for combo in combos]
     parsed = parse_overrides(overrides)
     total = math.prod(len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1 for o in parsed)
     if total > MAX_SWEEP:
@@ -319,6 +325,7 @@ def validate_sweep(overrides: list[str], limit: int = 256) -> None:
     is_group = [_is_group(o.get_key_element()) for o in parsed]
     groups = [o for o, g in zip(parsed, is_group) if not o.is_sweep_override() or g]
     values = [o for o, g in zip(parsed, is_group) if o.is_sweep_override() and not g]
+    runs = []
     for group_combo in expand_sweeps([o.input_line for o in groups], limit=MAX_SWEEP):
         firsts = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" for o in values]
         base = OmegaConf.to_container(compose(group_combo + firsts), resolve=False)
@@ -330,19 +337,26 @@ def validate_sweep(overrides: list[str], limit: int = 256) -> None:
                 for part in parents:
                     node = node.setdefault(part, {})
                 node[leaf] = value
-            validate(OmegaConf.create(data))
+            runs.append(validated_run(OmegaConf.create(data)))
+    return runs
+
+
+def compose_run(overrides: list[str]) -> tuple[RunConfig, str]:
+    """One run's command line, composed and validated, with the config.yaml it trains with."""
+    return validated_run(compose(overrides))
+
+
+def validated_run(cfg) -> tuple[RunConfig, str]:
+    """A composed config, validated, with its config.yaml."""
+    from omegaconf import OmegaConf
+
+    run = validate(cfg)  # first: an unresolvable interpolation is a one-line error there
+    return run, OmegaConf.to_yaml(cfg, resolve=True)
 
 
 # ----------------------------------------------------------------------------- validation
-_VALIDATED: dict[str, RunConfig] = {}  # the configs this process has validated (a sweep's, then its jobs')
-_VALIDATED_MAX = 512
-
-
 def validate(cfg) -> RunConfig:
-    """Check a composed config (DictConfig or dict) against the schema; return it as dataclasses.
-
-    Once per process: a config already validated here (the parent of a sweep checks every combination,
-    then Hydra's basic launcher runs the jobs in the same process) is returned again, as a copy."""
+    """Check a composed config (DictConfig or dict) against the schema; return it as dataclasses."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -358,18 +372,12 @@ def validate(cfg) -> RunConfig:
             "allowed: a value, or ${...} naming an existing key or a set environment variable"
         ) from None
     data.pop("hydra", None)
-    key = json.dumps(data, sort_keys=True, default=str)
-    if key in _VALIDATED:
-        return copy.deepcopy(_VALIDATED[key])
     method = (data.get("fnmodel") or {}).get("name")
     if method not in METHODS:
         raise ConfigError(f"fnmodel.name={method!r} is unknown; choose one of: {', '.join(sorted(METHODS))}")
     run = _build(RunConfig, data, "", METHODS[method].config_class)
     _check_cross_field(run)
-    if len(_VALIDATED) >= _VALIDATED_MAX:
-        _VALIDATED.clear()
-    _VALIDATED[key] = run
-    return copy.deepcopy(run)
+    return run
 
 
 def _build(schema: type, data: dict, prefix: str, method_schema: type | None = None):

@@ -13,11 +13,10 @@ Each run of a grid is a list of train.py overrides. Its folder comes from the co
 process each, output shown), the right choice for a small machine: a kill stops the grid, and the
 same command resumes it (finished runs are skipped, an unfinished one resumes from its checkpoint).
 
-``--launcher slurm|local`` is Hydra multirun with our launcher presets (conf/hydra/launcher/): the
-runs to submit, written as comma-list sweeps, each go to ``train.py -m <sweep> hydra/launcher=<launcher>
-hydra.launcher.<key>=<value> hydra.sweep.dir=<output.path>/.jobs/<grid>`` in a background process (the
-grid's ``slurm:`` map gives the launcher keys). ``submit`` returns once submitit has submitted the
-jobs; the background processes then wait for them, as multirun does.
+``--launcher slurm|local`` submits the runs through ``rosa.launch`` (the path of ``train.py -m``
+sweeps too) with our launcher presets (conf/hydra/launcher/) and the grid's ``slurm:`` map on top:
+one job per run (one array on SLURM), each given its validated config; ``submit`` returns once they
+are submitted. Sweep folder: ``<output.path>/.jobs/<grid>``.
 
 A grid with a ``results:`` folder keeps its finished cells' small files there, committed to git
 (``rosa.results.committed``): ``submit`` skips a cell whose committed copy was trained and evaluated
@@ -26,32 +25,28 @@ code version: a run of other code is never resumed) and commits each run as it f
 ``collect`` commits the finished runs of the other launchers. It refuses a checkout whose code
 differs from its commit: a committed result names the code that made it.
 
-The record of what was submitted is submitit's own folder below the sweep folder: a job's submission
-pickle holds its overrides (hence its run folder). ``status`` joins submitit's state of each run's
-latest job (SLURM: ``sacct``, so the cluster needs accounting) with the run's ``status.json``.
+What was submitted is ``<sweep folder>/jobs.json`` (``rosa.launch``: run folder -> latest job id);
+a started job also writes its id into the run's ``status.json``. ``status`` joins the scheduler's
+state of each run's latest job (SLURM: ``sacct``, so the cluster needs accounting) with the run's
+``status.json``; it reads no pickle.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
-import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from rosa.config import CONF_DIR, ConfigError, compose, expand_sweeps, rewrite_overrides, validate
+from rosa.config import CONF_DIR, ConfigError, compose_run, expand_sweeps, rewrite_overrides
 
 JOBS_FILE = CONF_DIR.parent / "jobs.yaml"
 TRAIN_PY = CONF_DIR.parent / "train.py"
-SUBMIT_TIMEOUT_S = 600  # how long submit waits for submitit to submit a grid's jobs
 
 
 # ----------------------------------------------------------------------------- grids
@@ -61,6 +56,8 @@ class Entry:
     run_dir: Path
     error: str | None = None
     split: str = "test"  # the split its end-of-training evaluation scores
+    run: object = None  # the validated RunConfig and its config.yaml (what a job trains)
+    config_yaml: str = ""
 
 
 @dataclass
@@ -122,8 +119,8 @@ def resolve(grid: Grid, extra: list[str] = ()) -> list[Entry]:
     for overrides in grid.runs:
         overrides = overrides + list(extra)
         try:
-            run = validate(compose(overrides))
-            entries.append(Entry(overrides, run_dir_for(run), split=run.eval.split))
+            run, config_yaml = compose_run(overrides)
+            entries.append(Entry(overrides, run_dir_for(run), split=run.eval.split, run=run, config_yaml=config_yaml))
         except ConfigError as err:
             entries.append(Entry(overrides, Path("?"), error=str(err)))
     return entries
@@ -200,28 +197,11 @@ def runs_root(entries: list[Entry]) -> Path:
 
 
 def submitted(entries: list[Entry], folder: Path) -> dict[str, object]:
-    """Run folder -> its latest submitit job (``submitit.SlurmJob`` / ``LocalJob``), for the runs in
-    ``entries``, read back from the submission pickles submitit wrote below ``folder``: each holds the
-    Hydra launcher and the job's overrides, whose composed config names the run folder."""
-    import submitit
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
-
-    from rosa.runs import run_dir_for
+    """Run folder -> its latest submitit job, for the runs in ``entries`` (``rosa.launch``'s jobs.json)."""
+    from rosa.launch import recorded_jobs
 
     wanted = {str(e.run_dir) for e in entries if e.error is None}
-    pickles = sorted(Path(folder).glob("**/*_submitted.pkl"), key=lambda p: p.stat().st_mtime)
-    jobs: dict[str, object] = {}
-    for pkl in pickles:
-        job_id = pkl.name[: -len("_submitted.pkl")]
-        try:
-            submission = submitit.LocalJob(pkl.parent, job_id).submission()
-            run_dir = str(run_dir_for(validate(compose(list(submission.args[0])))))
-        except Exception:  # noqa: BLE001 - a pickle of another code version or config: not one of ours
-            continue
-        if run_dir in wanted:
-            local = isinstance(submission.function, LocalLauncher)
-            jobs[run_dir] = (submitit.LocalJob if local else submitit.SlurmJob)(pkl.parent, job_id)
-    return jobs
+    return {run_dir: job for run_dir, job in recorded_jobs(folder).items() if run_dir in wanted}
 
 
 # ----------------------------------------------------------------------------- state
@@ -285,87 +265,23 @@ def statuses(entries: list[Entry], jobs: dict) -> list[tuple[Entry, str, str, ob
 
 
 # ----------------------------------------------------------------------------- submission
-def as_sweeps(runs: list[list[str]]) -> list[list[str]]:
-    """Hydra sweeps (comma lists) whose combinations are exactly ``runs`` (one multirun each): runs
-    that fill a product of values are one sweep; other runs split on their most varied key."""
-    groups: dict[tuple, list[list[str]]] = {}
-    for run in runs:
-        groups.setdefault(tuple(o.partition("=")[0] for o in run), []).append(run)
-    return [sweep for keys, members in groups.items() for sweep in _product(keys, members)]
-
-
-def _product(keys: tuple, runs: list[list[str]]) -> list[list[str]]:
-    values = [list(dict.fromkeys(run[i].partition("=")[2] for run in runs)) for i in range(len(keys))]
-    if math.prod(len(v) for v in values) == len({tuple(r) for r in runs}):  # runs fill the product
-        return [[f"{k}={','.join(v)}" for k, v in zip(keys, values)]]
-    i = max(range(len(keys)), key=lambda i: len(values[i]))
-    return [s for v in values[i] for s in _product(keys, [r for r in runs if r[i].partition("=")[2] == v])]
-
-
-def launcher_overrides(grid: Grid, launcher: str, folder: Path) -> list[str]:
-    """The Hydra overrides that pick our launcher preset and set the grid's ``slurm:`` resources on it
-    (the local preset takes those its schema has: time limit, GPUs, tasks, name)."""
+def grid_launcher(grid: Grid, launcher: str, folder: Path):
+    """Our launcher preset with the grid's ``slurm:`` resources on top (the local preset takes those its
+    schema has: time limit, GPUs, tasks, name); its sweep folder is ``folder``."""
     from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf
 
+    from rosa.command_line import sweep_launcher
+
+    chosen = sweep_launcher([f"hydra/launcher={launcher}", f"hydra.sweep.dir={folder}"])
     params = {"name": f"rosa-{grid.name}", **grid.slurm}
     if launcher == "local":
-        local_keys = {f.name for f in dataclasses.fields(LocalQueueConf)}
-        params = {k: v for k, v in params.items() if k in local_keys}
-    out = [f"hydra/launcher={launcher}", f"hydra.sweep.dir={folder}"]
+        params = {k: v for k, v in params.items() if k in {f.name for f in dataclasses.fields(LocalQueueConf)}}
     for key, value in params.items():
-        if isinstance(value, dict):  # merged key by key: the preset's map is a closed (struct) one
-            out += [f"++hydra.launcher.{key}.{k}={_hydra_value(v)}" for k, v in value.items()]
+        if isinstance(value, dict):  # merged key by key into the preset's map
+            chosen.params[key] = {**(chosen.params.get(key) or {}), **value}
         else:
-            out.append(f"hydra.launcher.{key}={_hydra_value(value)}")
-    return out
-
-
-def _hydra_value(value) -> str:
-    """``value`` in Hydra's override grammar: strings quoted, lists in brackets, JSON's null/true/numbers."""
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(map(_hydra_value, value)) + "]"
-    if isinstance(value, str):
-        return "'" + value.replace("'", "\\'") + "'"
-    return json.dumps(value)
-
-
-def launch(sweeps: list[list[str]], launcher_args: list[str], folder: Path, expected: int) -> str | None:
-    """Start one ``train.py -m`` per sweep in the background; return once submitit has written
-    ``expected`` new submission pickles below ``folder``, or the first failure's message."""
-    folder.mkdir(parents=True, exist_ok=True)
-    before = set(folder.glob("**/*_submitted.pkl"))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    env = {**os.environ, "TQDM_DISABLE": os.environ.get("TQDM_DISABLE", "1")}
-    procs = []
-    for i, sweep in enumerate(sweeps):
-        log = folder / f"multirun-{stamp}-{i}.log"
-        with open(log, "w") as fh:
-            procs.append(
-                (
-                    subprocess.Popen(
-                        [sys.executable, str(TRAIN_PY), "-m", *sweep, *launcher_args],
-                        stdin=subprocess.DEVNULL,
-                        stdout=fh,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                        start_new_session=True,
-                    ),
-                    log,
-                )
-            )
-    deadline = time.time() + SUBMIT_TIMEOUT_S
-    while True:
-        ended = [(proc, log) for proc, log in procs if proc.poll() is not None]  # before counting
-        if len(set(folder.glob("**/*_submitted.pkl")) - before) >= expected:
-            return None
-        for proc, log in ended:
-            if proc.returncode:  # a multirun that stopped before all its jobs were submitted
-                lines = [line for line in log.read_text().splitlines() if line.strip()]
-                last = lines[-1].removeprefix("error: ") if lines else f"exit status {proc.returncode}"
-                return f"{last} (see {log})"
-        if len(ended) == len(procs) or time.time() > deadline:
-            return f"submitit did not submit the {expected} jobs; see {folder}/multirun-{stamp}-*.log"
-        time.sleep(0.5)
+            chosen.params[key] = value
+    return chosen
 
 
 # ----------------------------------------------------------------------------- commands
@@ -417,16 +333,11 @@ def submit(grid: Grid, launcher: str, dry_run: bool, retry_failed: bool, extra: 
         return 2
     if launcher == "serial":
         return run_serially(todo, out, committed)
-    error = launch(
-        as_sweeps([e.overrides for e in todo]), launcher_overrides(grid, launcher, folder.resolve()), folder, len(todo)
-    )
-    if error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    jobs = submitted(todo, folder)
-    for e in todo:
-        job = jobs.get(str(e.run_dir))
-        print(f"submitted {job.job_id if job else '?'} {e.run_dir}", file=out)
+    from rosa.launch import submit as submit_jobs
+
+    jobs = submit_jobs([(e.run, e.config_yaml) for e in todo], grid_launcher(grid, launcher, folder.resolve()))
+    for e, job in zip(todo, jobs):
+        print(f"submitted {job.job_id} {e.run_dir}", file=out)
     if committed is not None:
         print(f"when they finish: python -m rosa.jobs collect {grid.name} (commits them to {grid.results})", file=out)
     return 0

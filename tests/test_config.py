@@ -236,8 +236,9 @@ def test_big_sweep_validates_every_combination_with_few_compositions(monkeypatch
     real_compose, real_validate = config.compose, config.validate
     monkeypatch.setattr(config, "compose", lambda o: composed.append(o) or real_compose(o))
     monkeypatch.setattr(config, "validate", lambda c: validated.append(c) or real_validate(c))
-    config.validate_sweep(["fnmodel=lora,fft", "train.lr=1e-3,2e-3", "seed=range(0,150)"])
-    assert len(composed) == 2 and len(validated) == 2 * 2 * 150
+    runs = config.compose_sweep(["fnmodel=lora,fft", "train.lr=1e-3,2e-3", "seed=range(0,150)"])
+    assert len(composed) == 2 and len(validated) == len(runs) == 2 * 2 * 150
+    assert [r for r, _ in runs[:2]] == validated[:2] and "seed: 1\n" in runs[1][1]  # each run and its config.yaml
     assert {(v.fnmodel.name, v.train.lr, v.seed) for v in validated} == {
         (m, lr, s) for m in ("lora", "fft") for lr in (1e-3, 2e-3) for s in range(150)
     }
@@ -387,7 +388,7 @@ def test_bad_launcher_overrides_one_line_exit_2(capsys, args, expected):
 
 
 def test_good_launcher_overrides_pass_the_check():
-    argv, single = check_command_line(
+    command_line = check_command_line(
         [
             "train.py",
             "-m",
@@ -397,4 +398,8 @@ def test_good_launcher_overrides_pass_the_check():
             "seed=1,2",
         ]
     )
-    assert single is None and "hydra.launcher.partition=gpu" in argv
+    launcher = command_line.launcher
+    assert [run.seed for run, _ in command_line.runs] == [1, 2] and not command_line.hydra_flags
+    assert (launcher.name, launcher.cluster) == ("slurm", "slurm")
+    assert launcher.params["partition"] == "gpu" and launcher.params["timeout_min"] == 30
+    assert launcher.params["submitit_folder"] == f"{launcher.folder}/.submitit/%j"

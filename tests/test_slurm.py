@@ -151,6 +151,7 @@ def test_requeue_resumes_from_checkpoint(cluster_runs):
     _wait(lambda: (read_status(entry.run_dir) or {}).get("state") in ("done", "failed"), 600, "the requeued run")
     status = read_status(entry.run_dir)
     assert status["state"] == "done", status
+    assert status["job"] == {"id": job.job_id, "cluster": "slurm"}  # the job (jobs.json's id) wrote it
     log = (entry.run_dir / "train.log").read_text()
     resumed = [line for line in log.splitlines() if "resumed from" in line]
     assert resumed and "(step 0," not in resumed[0], log[-2000:]

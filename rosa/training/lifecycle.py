@@ -149,6 +149,7 @@ class HeldRun:
                 weight_memory_gb=trainer.weight_memory_gb,
                 total_steps=trainer.total_steps,
                 threads=trainer.threads,
+                job=preemption.current_job(),
                 **({} if resumed else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}),
             )
         preemption.install(trainer, self.startup_handlers)

@@ -8,7 +8,7 @@ Before the loop runs (loading, the first status), a stop signal raises :class:`S
 instead, so a half-written file is cleaned up by its ``finally`` and the run ends as interrupted.
 
 Under submitit, the handler we replaced for ``SIGUSR2`` is submitit's own ``checkpoint_and_try_requeue``:
-it pickles the task again (hydra-submitit-launcher's ``checkpoint()`` resubmits the same overrides) and
+it pickles the task again (``rosa.launch.TrainJob``'s ``checkpoint()`` resubmits the same run) and
 requeues the job (``scontrol requeue``; the local executor exits with its requeue code). :func:`hand_over`
 calls it *after* our checkpoint is on disk, so the requeued job finds the run folder, resumes from that
 checkpoint and TensorBoard purges the steps after it. Outside submitit nothing is chained: the run ends
@@ -97,3 +97,15 @@ def hand_over(signum: int | None, handlers: dict, step: int) -> None:
     log.info("checkpoint saved at step %d; handing signal %s to submitit (requeue)", step, signal.Signals(signum).name)
     restore(handlers)
     previous(signum, None)  # submitit: checkpoint() -> requeue -> sys.exit
+
+
+def current_job() -> dict | None:
+    """The submitit job this process runs in (``{"id", "cluster"}``, recorded in status.json), or None."""
+    import os
+
+    cluster = os.environ.get("SUBMITIT_EXECUTOR")
+    if cluster is None:
+        return None
+    import submitit
+
+    return {"id": submitit.JobEnvironment().job_id, "cluster": cluster}
