@@ -13,12 +13,12 @@ from omegaconf import DictConfig
 
 from rosa.command_line import check_command_line
 from rosa.config import validated_run
-from rosa.launch import launch, run_task
+from rosa.launch import launch
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def hydra_task(cfg: DictConfig) -> int:  # only with Hydra's own flags (--cfg, --info, ...)
-    return run_task(*validated_run(cfg))
+    return launch([validated_run(cfg)])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rosa.config import CONF_DIR, ConfigError, RunConfig, compose_run, compose_sweep, expand_sweeps, rewrite_overrides
+from omegaconf import OmegaConf
+
+from rosa.config import (
+    CONF_DIR,
+    ConfigError,
+    RunConfig,
+    compose,
+    compose_sweep,
+    expand_sweeps,
+    rewrite_overrides,
+    validate,
+)
 from rosa.launch import Launcher
 from rosa.schema import did_you_mean
 
@@ -49,7 +60,11 @@ def check_command_line(argv: list[str]) -> CommandLine:
             args[i] = new
         check_launcher_overrides(rewritten)  # hydra/launcher=slurm, hydra.launcher.<key>=...
         job = [o for o in rewritten if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
-        runs = compose_sweep(job) if parsed.multirun else [compose_run(job)]
+        if parsed.multirun:
+            runs = compose_sweep(job)
+        else:
+            cfg = compose(job)
+            runs = [(validate(cfg), OmegaConf.to_yaml(cfg, resolve=True))]
         launcher = sweep_launcher(rewritten) if parsed.multirun else None
     except ConfigError as err:
         fail(str(err))
@@ -58,8 +73,6 @@ def check_command_line(argv: list[str]) -> CommandLine:
 
 def sweep_launcher(overrides: list[str]) -> Launcher:
     """The launcher of a sweep: its preset's keys with the ``hydra.launcher.*`` overrides, resolved."""
-    from omegaconf import OmegaConf
-
     hydra_part = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     if not any(o.partition("=")[0].lstrip("+~") == "hydra/launcher" for o in hydra_part):
         return Launcher("basic")
@@ -110,8 +123,6 @@ def _hydra_config(overrides: list[str]):
     """The config with its ``hydra`` part (launcher, sweep folder), as Hydra would compose it."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
 
-    GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)

@@ -3,12 +3,14 @@
 One source per default: the YAML files of ``conf/`` (groups model, dataset, fnmodel, precision,
 experiment) hold every default value, each with its comment. The dataclasses below, and each method's
 own next to its code (``rosa/methods/<name>.py``), hold each key's type, allowed range and run-identity
-class (``rosa/runs.py``), no values. :func:`validate` turns a composed config into them or raises
-:class:`ConfigError`, whose message is one line naming the key, the bad value and what is allowed;
-``train.py`` prints it and exits with status 2 before anything is loaded or created.
+class (``rosa/runs.py``), no values. :func:`validate` merges a composed config into them as
+OmegaConf structured configs (OmegaConf checks keys and types), checks each field's allowed values,
+and raises :class:`ConfigError` for anything bad, whose message is one line naming the key, the bad
+value and what is allowed; ``train.py`` prints it and exits with status 2 before anything is loaded
+or created.
 
 A key's path: ``conf/<group>/<choice>.yaml`` -> :func:`compose` -> :func:`validate` -> the dataclass
-field -> the code that reads it (``run.train.lr`` in the loop, ``cfg.rank`` in the method).
+field -> the code that reads it (docs/architecture.md traces ``fnmodel.rank`` and ``train.lr``).
 
 Two spellings select a group: ``fnmodel=lora`` (Hydra's) and ``fnmodel.name=lora`` (the ROSA code
 base's); :func:`rewrite_overrides` turns the second into the first before Hydra sees the command
@@ -25,7 +27,7 @@ import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Optional, get_type_hints
 
 from rosa.data.features import MIN_MAX_LENGTH
 from rosa.methods import METHODS
@@ -39,6 +41,7 @@ from rosa.schema import (
     int_range,
     neutral,
     non_negative,
+    one_of,
     positive,
     validator,
 )
@@ -98,7 +101,7 @@ class ModelConfig:
 @dataclass(kw_only=True)
 class DatasetConfig:
     name: str
-    source: Literal["sample", "local", "hub"]
+    source: str = field(metadata=one_of("sample", "local", "hub"))
     path: Optional[str]
     cache: Optional[str]
     splits: dict = field(
@@ -118,15 +121,15 @@ class DatasetConfig:
 
 @dataclass(kw_only=True)
 class PrecisionConfig:
-    name: Literal["auto", "fp32", "bf16", "fp16", "nf4"]
-    base_dtype: Literal["auto", "fp32", "bf16", "fp16"]
-    param_dtype: Literal["fp32", "bf16"]
-    autocast: Literal["auto", "none", "bf16", "fp16"]
+    name: str = field(metadata=one_of("auto", "fp32", "bf16", "fp16", "nf4"))
+    base_dtype: str = field(metadata=one_of("auto", "fp32", "bf16", "fp16"))
+    param_dtype: str = field(metadata=one_of("fp32", "bf16"))
+    autocast: str = field(metadata=one_of("auto", "none", "bf16", "fp16"))
 
 
 @dataclass(kw_only=True)
 class OptimizerConfig:
-    name: Literal["adamw", "sgd"] = field(metadata=neutral("adamw"))
+    name: str = field(metadata={**one_of("adamw", "sgd"), **neutral("adamw")})
     betas: list
     eps: float = field(metadata=positive)
     weight_decay: float = field(metadata=non_negative)
@@ -141,14 +144,14 @@ class TrainConfig:
     micro_batch_size: int = field(metadata=at_least_1)
     lr: float = field(metadata=positive)
     optimizer: OptimizerConfig
-    scheduler: Literal["linear", "cosine", "constant"]
+    scheduler: str = field(metadata=one_of("linear", "cosine", "constant"))
     warmup_steps: int = field(metadata=non_negative)
     max_grad_norm: Optional[float] = field(metadata={**positive, "allow_inf": True})
-    loss_on: Literal["target", "all"]
-    loss_norm: Literal["tokens", "examples"] = field(metadata=neutral("tokens"))
+    loss_on: str = field(metadata=one_of("target", "all"))
+    loss_norm: str = field(metadata={**one_of("tokens", "examples"), **neutral("tokens")})
     # shared_prefix: how the same loss is computed (to float rounding, as threads and device), not what
     # is trained; docs/shared-prefix.md measures its one difference, adapter dropout on the prefix
-    shared_prefix: Literal["auto", "off"] = field(metadata=NOT_IDENTITY)
+    shared_prefix: str = field(metadata={**one_of("auto", "off"), **NOT_IDENTITY})
     eval_every: int = field(metadata={**non_negative, **NOT_IDENTITY})
     eval_batches: Optional[int] = field(metadata={**at_least_1, **NOT_IDENTITY})
     checkpoint_every: int = field(metadata={**at_least_1, **NOT_IDENTITY})
@@ -159,7 +162,7 @@ class TrainConfig:
 
 @dataclass(kw_only=True)
 class EvalConfig:
-    split: Literal["validation", "test"]
+    split: str = field(metadata=one_of("validation", "test"))
     batch_size: int = field(metadata=at_least_1)
     limit: Optional[int] = field(metadata=at_least_1)
     max_new_tokens: Optional[int] = field(metadata=at_least_1)
@@ -263,7 +266,6 @@ def compose(overrides: list[str]):
     does not exist (``model=gpt9``, ``+experiment=nope``) is named here, before Hydra composes."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -279,14 +281,11 @@ def compose(overrides: list[str]):
             job.append(override.input_line)
         else:
             job.append(override.input_line if override.input_line[0] in "+~" else f"++{override.input_line}")
-    GlobalHydra.instance().clear()
-    try:
+    try:  # the context restores Hydra's global state when it ends
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=job)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError("config error: " + " ".join(str(err).split())) from None
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def _is_group(key: str) -> bool:
@@ -375,34 +374,79 @@ def validate(cfg) -> RunConfig:
     method = (data.get("fnmodel") or {}).get("name")
     if method not in METHODS:
         raise ConfigError(f"fnmodel.name={method!r} is unknown; choose one of: {', '.join(sorted(METHODS))}")
-    run = _build(RunConfig, data, "", METHODS[method].config_class)
+    method_schema = METHODS[method].config_class
+    schema = OmegaConf.structured(RunConfig)
+    schema.fnmodel = OmegaConf.structured(method_schema)
+    _fill_neutral(RunConfig, data, method_schema)
+    try:  # OmegaConf types it: unknown keys, missing values, types; then each field's allowed values
+        run = OmegaConf.to_object(OmegaConf.merge(schema, data))
+    except OmegaConfBaseException as err:
+        raise ConfigError(_one_line(err, method_schema)) from None
+    _check_values(run)
     _check_cross_field(run)
     return run
 
 
-def _build(schema: type, data: dict, prefix: str, method_schema: type | None = None):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
-    known = {f.name: f for f in fields(schema)}
-    for key in data:
-        if key not in known:
-            raise ConfigError(
-                f"{prefix}{key}: unknown key{did_you_mean(key, known)}; allowed keys"
-                f"{f' under {prefix[:-1]}' if prefix else ''}: {', '.join(known)}"
-            )
-    hints, values = get_type_hints(schema), {}
-    for name, f in known.items():
-        key, meta = prefix + name, f.metadata
-        if name not in data:  # a key added later is missing from older runs' config.yaml: its neutral value
-            if "neutral" in meta:
-                values[name] = meta["neutral"]
-            elif f.default is f.default_factory:  # both MISSING: no fixed value either (SpA has some)
-                raise ConfigError(f"{key}: missing value")
+def _fill_neutral(schema: type, data: dict, method_schema: type) -> None:
+    """A key added after runs existed is missing from their config.yaml: its neutral value (rosa.schema)."""
+    hints = get_type_hints(schema)
+    for f in fields(schema):
+        if f.name not in data and "neutral" in f.metadata:
+            data[f.name] = f.metadata["neutral"]
+        section = method_schema if schema is RunConfig and f.name == "fnmodel" else hints[f.name]
+        if isinstance(data.get(f.name), dict) and hasattr(section, "__dataclass_fields__"):
+            _fill_neutral(section, data[f.name], method_schema)
+
+
+_EXPECTED = {  # OmegaConf's words for a value of the wrong type -> ours
+    "to Integer": "an integer",
+    "to Float": "a number",
+    "to Boolean": "true or false",
+    "ListConfig": "a list",
+    "Dict[": "a dict",
+    "is not a subclass of": "a mapping",
+}
+
+
+def _one_line(err, method_schema: type) -> str:
+    """An OmegaConf error as our one line: the key, the bad value and what is allowed."""
+    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
+
+    key = err.full_key or "config"
+    parent, _, leaf = key.rpartition(".")
+    if isinstance(err, ConfigKeyError):
+        section = RunConfig
+        for part in filter(None, parent.split(".")):
+            section = method_schema if section is RunConfig and part == "fnmodel" else get_type_hints(section)[part]
+        known = [f.name for f in fields(section)]
+        return (
+            f"{key}: unknown key{did_you_mean(leaf, known)}; allowed keys"
+            f"{f' under {parent}' if parent else ''}: {', '.join(known)}"
+        )
+    if isinstance(err, MissingMandatoryValue):
+        return f"{key}: missing value"
+    expected = next((text for words, text in _EXPECTED.items() if words in str(err)), None)
+    if expected is None:
+        return f"{key}: {str(err).splitlines()[0]}"
+    return f"{key}={err.value!r} is not allowed; expected {expected}"
+
+
+def _check_values(section, prefix: str = "") -> None:
+    """Each field's allowed values (its metadata: choices, ranges, validators) and finite floats."""
+    for f in fields(section):
+        key, meta, value = prefix + f.name, f.metadata, getattr(section, f.name)
+        if hasattr(value, "__dataclass_fields__"):
+            _check_values(value, key + ".")
             continue
-        typ = method_schema if schema is RunConfig and name == "fnmodel" else hints[name]
-        value = values[name] = _coerce(typ, data[name], key, allow_inf=bool(meta.get("allow_inf")))
+        if not (meta.get("allow_inf") and value == math.inf):
+            _reject_non_finite(value, key)
         if value is None:
             continue
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(
+                f"{key}={value!r} is not allowed{did_you_mean(value, meta['choices'])}; "
+                f"choose one of: {', '.join(map(str, meta['choices']))}"
+            )
         if "check" in meta and not meta["check"](value):
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             raise ConfigError(
@@ -410,50 +454,11 @@ def _build(schema: type, data: dict, prefix: str, method_schema: type | None = N
             )
         if "validate" in meta:
             meta["validate"](value, key)
-    return schema(**values)
-
-
-def _coerce(typ, value, key: str, allow_inf: bool = False):
-    """``value`` as ``typ``, or a one-line ConfigError. Floats must be finite anywhere (inside lists and
-    free mappings too): inf and nan train nothing useful and fail late; ``allow_inf`` fields accept +inf
-    (``train.max_grad_norm``: no clipping)."""
-    if hasattr(typ, "__dataclass_fields__"):
-        return _build(typ, value, key + ".")
-    if get_origin(typ) is Union:
-        return (
-            None
-            if value is None
-            else _coerce(next(a for a in get_args(typ) if a is not type(None)), value, key, allow_inf)
-        )
-    if get_origin(typ) is Literal:
-        allowed = get_args(typ)
-        if value not in allowed:
-            raise ConfigError(
-                f"{key}={value!r} is not allowed{did_you_mean(value, allowed)}; "
-                f"choose one of: {', '.join(map(str, allowed))}"
-            )
-        return value
-    expected = {
-        bool: "true or false",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a dict",
-    }
-    if typ is int and isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if typ in expected and (not isinstance(value, typ) or (typ in (int, float) and isinstance(value, bool))):
-        raise ConfigError(f"{key}={value!r} is not allowed; expected {expected[typ]}")
-    if not (allow_inf and value == math.inf):
-        _reject_non_finite(value, key)
-    return value
 
 
 def _reject_non_finite(value, key: str, shown=None) -> None:
-    """Raise for an inf or nan float in ``value`` (a list is shown whole; a mapping names the key)."""
+    """Raise for an inf or nan float in ``value`` (a list is shown whole; a mapping names the key):
+    inf and nan train nothing useful and fail late."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}={value if shown is None else shown!r} is not allowed; expected a finite number")
     if isinstance(value, dict):

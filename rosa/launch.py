@@ -44,14 +44,11 @@ class Launcher:
     folder: Path | None = None  # the sweep folder (hydra.sweep.dir): jobs.json, submitit's files
 
 
-def run_task(run: RunConfig, config_yaml: str) -> int:
-    """Train (or resume, or skip) one run in this process, logging to stderr; its exit status."""
-    from rosa.training.lifecycle import train
-
+def log_to_console() -> None:
+    """The run's log lines on stderr (train.log gets them too, once the run folder is held)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     for noisy in ("httpx", "urllib3", "torchao", "torch._dynamo"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return train(run, config_yaml)
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -61,14 +58,17 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.run, self.config_yaml = run, config_yaml
 
     def __call__(self) -> int:
-        return run_task(self.run, self.config_yaml)
+        return launch([(self.run, self.config_yaml)])
 
 
 def launch(runs: list[tuple[RunConfig, str]], launcher: Launcher | None = None, wait: bool = True) -> int:
     """Train ``runs`` (validated, with their config.yaml) here, or submit them and, with ``wait``, wait
     for their jobs. Returns the first non-zero exit status, else 0."""
     if launcher is None or launcher.cluster is None:
-        statuses = [run_task(run, config_yaml) for run, config_yaml in runs]
+        from rosa.training.lifecycle import train
+
+        log_to_console()
+        statuses = [train(run, config_yaml) for run, config_yaml in runs]
     else:
         jobs = submit(runs, launcher)
         for (run, _), job in zip(runs, jobs):

@@ -1,8 +1,8 @@
 """What a config dataclass may say about its fields: ranges, validators, neutral values (a leaf module).
 
 Every config section is a dataclass; ``rosa.config`` checks a composed run against them. A field's
-``metadata`` carries its check (``check``/``validator``: the one-line error names the key, the bad
-value and what is allowed) and, for a key added after runs existed, its ``neutral`` value (the
+``metadata`` carries its check (``one_of``/``check``/``validator``: the one-line error names the key,
+the bad value and what is allowed) and, for a key added after runs existed, its ``neutral`` value (the
 behaviour from before the key; ``rosa.runs.run_identity`` leaves it out of the run's hash there).
 Method modules import this to declare their own config next to their code.
 """
@@ -20,6 +20,11 @@ class ConfigError(ValueError):
 def check(predicate, allowed: str) -> dict:
     """Field metadata: a range check and its description for the error message."""
     return {"check": predicate, "allowed": allowed}
+
+
+def one_of(*choices) -> dict:
+    """Field metadata: the value must be one of ``choices`` (the error lists them, with a did-you-mean)."""
+    return {"choices": choices}
 
 
 def validator(function) -> dict:

@@ -32,3 +32,21 @@ def test_every_path_in_the_map_exists():
     paths = re.findall(r"^(rosa/[\w/]*\.?\w*|conf/)", DOC, flags=re.M)
     assert len(paths) > 10
     assert [p for p in paths if not (REPO / p).exists()] == []
+
+
+TRACE = re.compile(r"^\d+\. `([\w/.]+\.py):([\w.]+)`", re.MULTILINE)
+
+
+def test_each_hop_trace_names_existing_calls_and_has_at_most_8():
+    """The knob traces (issue 24's "at most 8 calls") name functions that exist where they say."""
+    traces = re.findall(r"^`([\w.]+)` \(default in `([\w/.]+)`\):\n((?:\d+\. .*\n(?: {3}.*\n)*)+)", DOC, re.MULTILINE)
+    assert [key for key, _, _ in traces] == ["fnmodel.rank", "train.lr"]
+    for key, default, steps in traces:
+        hops = TRACE.findall(steps)
+        assert 1 <= len(hops) <= 8 and len(hops) == len(re.findall(r"^\d+\. ", steps, re.MULTILINE)), key
+        assert (REPO / default).exists() and f"{key.split('.')[-1]}:" in (REPO / default).read_text()
+        for path, name in hops:
+            source = (REPO / path).read_text(encoding="utf-8")
+            *owner, function = name.split(".")
+            assert all(re.search(rf"^class {c}\b", source, re.MULTILINE) for c in owner), (key, path, name)
+            assert re.search(rf"^\s*(def|class) {function}\b", source, re.MULTILINE), (key, path, name)

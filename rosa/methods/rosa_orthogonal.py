@@ -91,7 +91,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,7 +113,7 @@ from rosa.methods.base import (
     wrap_target_modules,
 )
 from rosa.methods.lora import _LowRankLinear
-from rosa.schema import TARGET_MODULES, check
+from rosa.schema import TARGET_MODULES, check, one_of
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,8 @@ class RosaOrthogonalConfig(MethodConfig):
 
     name: str
     rank: Any = field(metadata=check(_rank_ok, "an integer >= 1, or a ratio in (0, 1) of min(out, in)"))
-    selection: Literal["random-window", "random-subset", "top", "bottom"]
-    split: Literal["sqrt", "left"]
+    selection: str = field(metadata=one_of("random-window", "random-subset", "top", "bottom"))
+    split: str = field(metadata=one_of("sqrt", "left"))
     resample_every: Any = field(
         metadata=check(_period_ok, "'epoch', 'never' (sample once, at the start) or an integer >= 1 (optimizer steps)")
     )

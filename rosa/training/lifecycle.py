@@ -27,13 +27,13 @@ from typing import IO
 from rosa import atomic, distributed
 from rosa.config import ConfigError, RunConfig
 from rosa.data import DataError
-from rosa.models import resolve_device
+from rosa.models import ModelSourceError, resolve_device
 from rosa.provenance import code_version
 from rosa.runs import FINAL_RECORD, RunLocked, lock_run, read_status, recover_status, run_dir_for, update_status
 from rosa.training import checkpoint as ckpt
 from rosa.training import preemption
 from rosa.training.loop import Trainer, peak_memory_gb
-from rosa.training.preflight import PreflightError, prepare
+from rosa.training.preflight import PreflightError, check_same_settings
 from rosa.training.tracker import Tracker, flat_hparams, open_tracker
 
 log = logging.getLogger("rosa")
@@ -43,7 +43,7 @@ def train(run: RunConfig, config_yaml: str) -> int:
     """Train (or resume, or skip) the run this config names. Returns the process exit status."""
     run_dir = run_dir_for(run)
     with StartupLog() as startup_log:  # train.log does not exist yet: its first lines wait here
-        try:  # the run is built and checked before its folder exists (rosa/training/preflight.py)
+        try:  # the run is built and checked before its folder exists (rosa/training/preflight.py lists the checks)
             distributed.init_from_env(resolve_device(run.device))
             status = recover_status(run_dir) if distributed.is_main() else read_status(run_dir)
             if status and status.get("state") == "done":
@@ -52,8 +52,9 @@ def train(run: RunConfig, config_yaml: str) -> int:
                         f"run {run_dir} is already done ({status.get('steps')} steps, finished {status.get('ended')}); nothing to do"
                     )
                 return 0
-            trainer = prepare(run, run_dir)
-        except (PreflightError, ConfigError) as err:
+            check_same_settings(run, run_dir)
+            trainer = Trainer(run, run_dir)
+        except (PreflightError, ConfigError, ModelSourceError, DataError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     held = HeldRun.hold(run_dir, status)

@@ -118,6 +118,8 @@ class Trainer:
         report_lines.append(report.summary())
         val_examples, val_report = load_examples(run.dataset, "validation")
         report_lines.append(val_report.summary())
+        if run.train.eval_at_end:  # the split scored at the end must load too, before the run folder exists
+            load_examples(run.dataset, run.eval.split)
         features, stats = build_train_features(
             train_examples, self.tokenizer, self.spec, run.dataset.max_length, run.train.loss_on
         )

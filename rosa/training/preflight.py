@@ -1,4 +1,4 @@
-"""Build a run and check it as it is built, before its folder exists (``train()`` calls :func:`prepare`).
+"""The checks of a run as ``train()`` builds it (``Trainer(run, run_dir)``), before its folder exists.
 
 ``rosa.config.validate`` checks the command line alone (it also runs on a SLURM login node). What
 only the machine that trains can know is checked while the run is built, once, so that a bad value
@@ -21,28 +21,13 @@ import logging
 from pathlib import Path
 
 from rosa.config import ConfigError, RunConfig, validate
-from rosa.data import DataError, load_examples
-from rosa.models import ModelSourceError
 from rosa.runs import flat_keys, run_identity
-from rosa.training.loop import Trainer
 
 log = logging.getLogger("rosa")
 
 
 class PreflightError(ValueError):
     """A value that does not fit this machine, model or data; ``str(err)`` is one line."""
-
-
-def prepare(run: RunConfig, run_dir: Path) -> Trainer:
-    """The run's Trainer, built; PreflightError (one line) for anything that does not fit."""
-    try:
-        check_same_settings(run, run_dir)
-        trainer = Trainer(run, run_dir)
-        if run.train.eval_at_end:  # the split scored at the end must load too
-            load_examples(run.dataset, run.eval.split)
-    except (ConfigError, ModelSourceError, DataError) as err:
-        raise PreflightError(str(err)) from None
-    return trainer
 
 
 def check_same_settings(run: RunConfig, run_dir: Path) -> None:

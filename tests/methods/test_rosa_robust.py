@@ -519,11 +519,11 @@ def test_config_errors(overrides, message):
 def test_errors_of_the_machine_that_trains(overrides, message, tmp_path):
     """The masks file and the kernels' device are checked before the run folder exists, on the
     machine that trains (as the run is built), not by validation (which may run on a login node)."""
-    from rosa.training.preflight import PreflightError, prepare
+    from rosa.training.loop import Trainer  # builds the run: every check runs before its folder exists
 
     run = validate(compose([*overrides, "model=tiny", "train.eval_at_end=false"]))  # validation reads no file
-    with pytest.raises(PreflightError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
-        prepare(run, tmp_path / "run")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+        Trainer(run, tmp_path / "run")
     assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
 
 
@@ -803,19 +803,19 @@ def tiny_mask_file(directory: Path, tokenizer, density: float) -> tuple[Path, fl
 
 def test_mask_path_of_another_density_is_refused_or_taken_from_the_file(tmp_path, tiny_tokenizer):
     from rosa.models.tiny import tiny_model
-    from rosa.training.preflight import PreflightError, prepare
+    from rosa.training.loop import Trainer  # builds the run: every check runs before its folder exists
 
     path, real = tiny_mask_file(tmp_path, tiny_tokenizer, 0.02)
-    with pytest.raises(PreflightError) as err:  # the preset's density is 0.006
-        prepare(validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}"])), tmp_path / "run")
+    with pytest.raises(ValueError) as err:  # the preset's density is 0.006
+        Trainer(validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}"])), tmp_path / "run")
     message = str(err.value)
     assert "\n" not in message and f"has density {real:.4g}" in message and "fnmodel.density=null" in message
-    prepare(
+    Trainer(
         validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}", "fnmodel.density=0.02"])),
         tmp_path / "run",
     )
     run = validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}", "fnmodel.density=null"]))
-    prepare(run, tmp_path / "run")
+    Trainer(run, tmp_path / "run")
     method = get_method(run.fnmodel, seed=0)
     method.prepare(tiny_model(tiny_tokenizer))
     assert method.density == pytest.approx(real) and method.extra_state()["density"] == method.density
@@ -830,10 +830,10 @@ def test_mask_path_of_another_density_is_refused_or_taken_from_the_file(tmp_path
 def test_unreadable_mask_path_is_one_line(tmp_path, tiny_tokenizer):
     path, _ = tiny_mask_file(tmp_path, tiny_tokenizer, 0.02)
     path.write_bytes(path.read_bytes()[:200])  # truncated
-    from rosa.training.preflight import PreflightError, prepare
+    from rosa.training.loop import Trainer  # builds the run: every check runs before its folder exists
 
-    with pytest.raises(PreflightError) as err:
-        prepare(
+    with pytest.raises(ValueError) as err:
+        Trainer(
             validate(compose(["fnmodel=rosa-robust", f"fnmodel.mask_path={path}", "fnmodel.density=0.02"])),
             tmp_path / "run",
         )

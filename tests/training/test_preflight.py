@@ -9,7 +9,7 @@ import torch
 from rosa.config import compose, validate
 from rosa.runs import run_dir_for
 from rosa.training.lifecycle import train
-from rosa.training.preflight import PreflightError, prepare
+from rosa.training.loop import Trainer  # builds the run: every check runs before its folder exists
 from tests.conftest import run_train
 
 SMALL = ["dataset.sample_rows.train=8", "dataset.sample_rows.validation=4", "dataset.sample_rows.test=4"]
@@ -91,8 +91,8 @@ def test_corrupt_mask_file(tmp_path, capsys):
     run = validate(
         compose([*SMALL, "fnmodel=rosa-robust", f"fnmodel.mask_path={masks}", f"output.path={tmp_path / 'runs'}"])
     )
-    with pytest.raises(PreflightError) as refusal:
-        prepare(run, tmp_path / "runs" / "run")
+    with pytest.raises(ValueError) as refusal:
+        Trainer(run, tmp_path / "runs" / "run")
     message = str(refusal.value)
     assert f"fnmodel.mask_path='{masks}': {masks} is unreadable" in message and "\n" not in message
     assert not (tmp_path / "runs").exists()
@@ -118,9 +118,9 @@ def test_unfinished_run_with_other_settings_is_not_resumed(tmp_path, capsys):
     from omegaconf import OmegaConf
 
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(stored, resolve=True))
-    from rosa.training.preflight import PreflightError, check_same_settings
+    from rosa.training.preflight import check_same_settings
 
-    with pytest.raises(PreflightError) as error:
+    with pytest.raises(ValueError) as error:
         check_same_settings(run, folder)
     assert str(error.value) == (
         f"run folder {folder} holds an unfinished run with other training settings (fnmodel.rank=4 there, 8 now, "
@@ -154,8 +154,8 @@ def test_mask_file_must_fit_the_target_layers(tmp_path):
     layers = {name: model.get_submodule(name) for name in find_target_modules(model, run.fnmodel.target_modules)}
     save_masks(tmp_path / "masks.safetensors", random_masks(layers, 0.01, seed=0))
     run.fnmodel.mask_path, run.fnmodel.density = str(tmp_path / "masks.safetensors"), None  # the file's density
-    prepare(run, tmp_path / "runs" / "x")
+    Trainer(run, tmp_path / "runs" / "x")
     run.fnmodel.target_modules = ["q_proj"]
-    with pytest.raises(PreflightError, match="does not fit the target layers: missing \\[\\], unexpected"):
-        prepare(run, tmp_path / "runs" / "x")
+    with pytest.raises(ValueError, match="does not fit the target layers: missing \\[\\], unexpected"):
+        Trainer(run, tmp_path / "runs" / "x")
     assert not (tmp_path / "runs").exists()

@@ -7,11 +7,11 @@ kernels' device are checked as the run is built, before its folder exists (``Ros
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 from rosa.methods.base import MethodConfig
 from rosa.methods.rosa_robust.masks import nnz_for
-from rosa.schema import TARGET_MODULES, ConfigError, at_least_1, check, positive, probability, unit_interval
+from rosa.schema import TARGET_MODULES, ConfigError, at_least_1, check, one_of, positive, probability, unit_interval
 
 non_negative_int = check(lambda v: v >= 0, "an integer >= 0")
 
@@ -30,13 +30,13 @@ class RosaRobustConfig(MethodConfig):
     target_modules: Any = field(metadata=TARGET_MODULES)
     lora_lr: Optional[float] = field(metadata=positive)
     sparse_lr: Optional[float] = field(metadata=positive)
-    mask_criterion: Literal["grad-fisher", "grad-mean", "weight", "random"]
+    mask_criterion: str = field(metadata=one_of("grad-fisher", "grad-mean", "weight", "random"))
     mask_samples: Optional[int] = field(metadata=at_least_1)
-    mask_accumulator_device: Literal["cpu", "model"]
+    mask_accumulator_device: str = field(metadata=one_of("cpu", "model"))
     warmup_steps: int = field(metadata=non_negative_int)
     restart: bool
     mask_path: Optional[str]
-    impl: Literal["auto", "triton", "torch", "dense"]
+    impl: str = field(metadata=one_of("auto", "triton", "torch", "dense"))
 
     def run_name_parts(self, lr: float) -> list[str]:
         """Rank, density, budget, then both learning rates (null: ``train.lr``), or the sparse one at rank 0."""
