@@ -387,13 +387,17 @@ def validate(cfg) -> RunConfig:
     return run
 
 
+def _field_type(schema: type, name: str, method_schema: type):
+    """The type of ``schema``'s field ``name``; ``RunConfig.fnmodel`` is the chosen method's config class."""
+    return method_schema if schema is RunConfig and name == "fnmodel" else get_type_hints(schema)[name]
+
+
 def _fill_neutral(schema: type, data: dict, method_schema: type) -> None:
     """A key added after runs existed is missing from their config.yaml: its neutral value (rosa.schema)."""
-    hints = get_type_hints(schema)
     for f in fields(schema):
         if f.name not in data and "neutral" in f.metadata:
             data[f.name] = f.metadata["neutral"]
-        section = method_schema if schema is RunConfig and f.name == "fnmodel" else hints[f.name]
+        section = _field_type(schema, f.name, method_schema)
         if isinstance(data.get(f.name), dict) and hasattr(section, "__dataclass_fields__"):
             _fill_neutral(section, data[f.name], method_schema)
 
@@ -417,7 +421,7 @@ def _one_line(err, method_schema: type) -> str:
     if isinstance(err, ConfigKeyError):
         section = RunConfig
         for part in filter(None, parent.split(".")):
-            section = method_schema if section is RunConfig and part == "fnmodel" else get_type_hints(section)[part]
+            section = _field_type(section, part, method_schema)
         known = [f.name for f in fields(section)]
         return (
             f"{key}: unknown key{did_you_mean(leaf, known)}; allowed keys"

@@ -185,7 +185,7 @@ def resolve_committed(grid: Grid, extra: list[str]) -> tuple[list[Entry], Commit
 
 # ----------------------------------------------------------------------------- submitit's folder
 def sweep_dir(runs_root: Path, grid: str) -> Path:
-    """``hydra.sweep.dir`` of a grid's multiruns; the launcher presets put submitit's folder below it."""
+    """A grid's sweep folder: its jobs.json and, below it, submitit's files (the launcher presets' folder)."""
     return Path(runs_root) / ".jobs" / grid
 
 

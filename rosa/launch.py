@@ -29,9 +29,9 @@ import submitit
 
 from rosa import atomic
 from rosa.config import RunConfig
+from rosa.runs import run_dir_for
 
 LEDGER = "jobs.json"
-log = logging.getLogger("rosa")
 
 
 @dataclass
@@ -61,9 +61,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         return launch([(self.run, self.config_yaml)])
 
 
-def launch(runs: list[tuple[RunConfig, str]], launcher: Launcher | None = None, wait: bool = True) -> int:
-    """Train ``runs`` (validated, with their config.yaml) here, or submit them and, with ``wait``, wait
-    for their jobs. Returns the first non-zero exit status, else 0."""
+def launch(runs: list[tuple[RunConfig, str]], launcher: Launcher | None = None) -> int:
+    """Train ``runs`` (validated, with their config.yaml) here, or submit them and wait for their jobs.
+    Returns the first non-zero exit status, else 0."""
     if launcher is None or launcher.cluster is None:
         from rosa.training.lifecycle import train
 
@@ -72,9 +72,7 @@ def launch(runs: list[tuple[RunConfig, str]], launcher: Launcher | None = None, 
     else:
         jobs = submit(runs, launcher)
         for (run, _), job in zip(runs, jobs):
-            print(f"submitted {job.job_id} {_run_dir(run)}", file=sys.stderr)
-        if not wait:
-            return 0
+            print(f"submitted {job.job_id} {run_dir_for(run)}", file=sys.stderr)
         statuses = [_result(job) for job in jobs]
     return next((status for status in statuses if status), 0)
 
@@ -92,7 +90,7 @@ def submit(runs: list[tuple[RunConfig, str]], launcher: Launcher) -> list:
     executor.update_parameters(**{k if k in shared else f"{cluster}_{k}": v for k, v in params.items()})
     with executor.batch():
         jobs = [executor.submit(TrainJob(run, config_yaml)) for run, config_yaml in runs]
-    record_jobs(launcher.folder, {str(_run_dir(run)): job for (run, _), job in zip(runs, jobs)}, cluster, folder)
+    record_jobs(launcher.folder, {str(run_dir_for(run)): job for (run, _), job in zip(runs, jobs)}, cluster, folder)
     return jobs
 
 
@@ -117,12 +115,6 @@ def recorded_jobs(sweep_folder: Path) -> dict[str, object]:
         run_dir: kinds[entry["cluster"]](entry["folder"], entry["job_id"])
         for run_dir, entry in atomic.read_json(path).items()
     }
-
-
-def _run_dir(run: RunConfig) -> Path:
-    from rosa.runs import run_dir_for
-
-    return run_dir_for(run)
 
 
 def _result(job) -> int:
