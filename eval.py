@@ -2,7 +2,8 @@
 
 Writes ``predictions-<split>.jsonl`` and ``metrics-<split>.json`` into each run folder, logs the metrics
 to the run's TensorBoard and prints one line per run. ``python eval.py <run> --export-merged DIR`` saves
-the run's merged model as a standard HF checkpoint instead. Exit status: 0, 1 if any run failed to evaluate,
+the run's merged model as a standard HF checkpoint instead; ``--lm-eval TASK[,TASK]`` runs lm-evaluation-harness
+tasks on each run's model instead (``lm_eval-<task>.json``). Exit status: 0, 1 if any run failed to evaluate,
 2 for bad input (no runs below the folder). See docs/evaluation.md.
 """
 
@@ -28,11 +29,31 @@ def main(argv=None) -> int:
         help="instead of evaluating: save the run's merged model "
         "as a standard HF checkpoint in DIR (bf16; loads with AutoModelForCausalLM)",
     )
+    parser.add_argument(
+        "--lm-eval",
+        metavar="TASK[,TASK]",
+        help="instead of our evaluation: run these lm-evaluation-harness tasks on each run's model "
+        "(gsm8k_local: GSM8k from ../shared/data/gsm8k, or any task lm-eval registers); "
+        "writes lm_eval-<task>.json",
+    )
+    parser.add_argument(
+        "--lm-eval-limit", type=int, metavar="N", help="lm-eval's limit: the first N documents per task"
+    )
+    parser.add_argument("--num-fewshot", type=int, metavar="K", help="lm-eval's few-shot count (default: the task's)")
     args = parser.parse_args(argv)
-    for name in ("limit", "batch_size", "num_beams", "max_new_tokens"):
+    for name in ("limit", "batch_size", "num_beams", "max_new_tokens", "lm_eval_limit"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.exit(2, f"error: --{name.replace('_', '-')}={value}; allowed: an integer >= 1\n")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        parser.exit(2, f"error: --num-fewshot={args.num_fewshot}; allowed: an integer >= 0\n")
+    if args.lm_eval is None:  # an option of the other mode is a mistake, not something to ignore
+        wrong = [f"--{n} needs --lm-eval" for n in ("lm_eval_limit", "num_fewshot") if getattr(args, n) is not None]
+    else:
+        ours = ("limit", "num_beams", "max_new_tokens", "generate", "export_merged")
+        wrong = [f"--{n} does not apply to --lm-eval tasks" for n in ours if getattr(args, n)]
+    if wrong:
+        parser.exit(2, f"error: {wrong[0].replace('_', '-')}\n")
 
     from pathlib import Path
 
@@ -40,17 +61,29 @@ def main(argv=None) -> int:
 
     if args.export_merged:
         return export_merged(Path(args.path), Path(args.export_merged), device=args.device)
+    # both evaluations: which model (device, merged or not), how many prompts at once, redo or skip
+    common = dict(
+        batch_size=args.batch_size, force=args.force, device=args.device, merge=False if args.no_merge else None
+    )
+    if args.lm_eval is not None:
+        from rosa.evaluation.lm_eval import resolve_tasks
+        from rosa.schema import ConfigError
+
+        try:
+            tasks = resolve_tasks([n.strip() for n in args.lm_eval.split(",")])
+        except ConfigError as err:
+            parser.exit(2, f"error: {err}\n")
+        return evaluate_tree(
+            Path(args.path), lm_eval=tasks, limit=args.lm_eval_limit, num_fewshot=args.num_fewshot, **common
+        )
     return evaluate_tree(
         Path(args.path),
         split=args.split,
         limit=args.limit,
-        batch_size=args.batch_size,
-        force=args.force,
-        device=args.device,
-        merge=False if args.no_merge else None,
         generate_lm=args.generate,
         num_beams=args.num_beams,
         max_new_tokens=args.max_new_tokens,
+        **common,
     )
 
 

@@ -168,6 +168,15 @@ class EvalConfig:
     max_new_tokens: Optional[int] = field(metadata=at_least_1)
     num_beams: Optional[int] = field(metadata=at_least_1)
     merge: bool
+    # lm-evaluation-harness tasks run after training (rosa/evaluation/lm_eval.py); the names are
+    # checked as the run is built. Added after runs existed: their config.yaml lacks them
+    lm_eval: Optional[list[str]] = field(
+        metadata={
+            **check(lambda v: v and all(n.strip() for n in v), "a non-empty list of task names, e.g. [gsm8k_local]"),
+            **neutral(None),
+        }
+    )
+    lm_eval_limit: Optional[int] = field(metadata={**at_least_1, **neutral(None)})
 
 
 @dataclass(kw_only=True)

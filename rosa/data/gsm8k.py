@@ -25,9 +25,12 @@ lm-evaluation-harness (``gsm8k.yaml`` v3).
 * ``flexible``: the last match of ``(-?[$0-9.,]{2,})|(-?[0-9]+)`` (its non-empty group).
 
 No match gives ``"[invalid]"`` (never correct).  Before comparing, both the extracted answer and
-the gold answer are normalised: ``,`` and ``$`` removed, anything up to ``"#### "`` removed, one
-trailing ``.`` removed, lower-cased.  The gold is the text after the last ``####`` of the reference
-answer (the whole reference when it has no ``####``).  Scores are fractions in 0-1.
+the whole reference answer (the gold) are normalised as lm-eval's ``exact_match`` with the task's
+``regexes_to_ignore`` and ``ignore_case``: ``,`` and ``$`` removed, anything up to the last ``"#### "``
+removed, one trailing ``.`` removed, lower-cased; nothing is stripped, so a reference whose
+``####`` has no space after it, or with whitespace after the number, matches no answer (as in lm-eval;
+no GSM8k row has either). Scores are fractions in 0-1. ``tests/evaluation/test_lm_eval.py`` checks
+both filters against lm-eval's own pipeline, answer by answer.
 """
 
 from __future__ import annotations
@@ -78,14 +81,10 @@ def normalize(answer: str) -> str:
     return answer.lower()
 
 
-def gold_answer(reference: str) -> str:
-    return reference.split("####")[-1].strip()
-
-
 def score(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
     strict = flexible = 0
     for pred, refs in zip(predictions, references, strict=True):
-        golds = {normalize(gold_answer(r)) for r in refs}
+        golds = {normalize(r) for r in refs}
         strict += normalize(extract_strict(pred)) in golds
         flexible += normalize(extract_flexible(pred)) in golds
     n = len(predictions)

@@ -255,18 +255,40 @@ EVAL_FAILED = 4  # train.py's exit status when training succeeded but its evalua
 
 
 def evaluate_after_training(run, run_dir: Path) -> int:
-    """``train.eval_at_end``: evaluate the finished run on ``eval.split`` and print the metrics. An
-    error is reported and gives exit status 4; the run itself stays ``done``."""
+    """``train.eval_at_end``: evaluate the finished run on ``eval.split`` and print the metrics;
+    ``eval.lm_eval``: run those lm-eval tasks on it. An error is reported and gives exit status 4;
+    the run itself stays ``done``."""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    status = 0
+    if run.train.eval_at_end:
+
+        def ours() -> list[str]:
+            return [summary_line(f"run {run_dir}", evaluate_run(run_dir, split=run.eval.split, force=True))]
+
+        status = _after_training(run_dir, "evaluation", ours, retry="")
+    if run.eval.lm_eval:
+        from rosa.evaluation import lm_eval
+
+        def tasks() -> list[str]:
+            checked = lm_eval.resolve_tasks(run.eval.lm_eval, key="eval.lm_eval")
+            result = lm_eval.evaluate_run_tasks(run_dir, checked, limit=run.eval.lm_eval_limit, force=True)
+            return lm_eval.summary_lines(f"run {run_dir}", result)
+
+        status = _after_training(run_dir, "lm-eval", tasks, retry=f" --lm-eval {','.join(run.eval.lm_eval)}") or status
+    return status
+
+
+def _after_training(run_dir: Path, what: str, evaluate, retry: str) -> int:
+    """Print ``evaluate()``'s lines, or its error in one line: 0, or EVAL_FAILED."""
     try:
-        result = evaluate_run(run_dir, split=run.eval.split, force=True)
+        lines = evaluate()
     except Exception as err:
         message = f"{type(err).__name__}: {err}".splitlines()[0]
         print(
-            f"run {run_dir}: trained, but evaluation failed: {message} (retry with: python eval.py {run_dir})",
+            f"run {run_dir}: trained, but {what} failed: {message} (retry with: python eval.py {run_dir}{retry})",
             file=sys.stderr,
         )
         return EVAL_FAILED
-    print(summary_line(f"run {run_dir}", result))
+    print("\n".join(lines))
     return 0

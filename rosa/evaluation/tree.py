@@ -40,8 +40,10 @@ def export_merged(run_dir: Path, directory: Path, device: str | None = None) -> 
     return 0
 
 
-def evaluate_tree(root: Path, **options) -> int:
-    """Evaluate the runs below ``root``. Exit status: 0, 1 if a run failed, 2 if there is no run."""
+def evaluate_tree(root: Path, lm_eval=None, **options) -> int:
+    """Evaluate the runs below ``root``: on their split, or with ``lm_eval`` (checked
+    :class:`rosa.evaluation.lm_eval.Tasks`) on those lm-eval tasks instead. Exit status: 0, 1 if a run
+    failed, 2 if there is no run."""
     if not root.exists():
         print(f"error: {root} does not exist", file=sys.stderr)
         return 2
@@ -53,13 +55,21 @@ def evaluate_tree(root: Path, **options) -> int:
 
     from rosa.evaluation.runner import evaluate_run, summary_line
 
+    if lm_eval is not None:
+        from rosa.evaluation.lm_eval import evaluate_run_tasks, summary_lines
+
+        evaluate = lambda run_dir, **kw: evaluate_run_tasks(run_dir, lm_eval, **kw)
+        summary = summary_lines
+    else:
+        evaluate, summary = evaluate_run, lambda name, result: [summary_line(name, result)]
+
     counts = {"evaluated": 0, "skipped": 0, "failed": 0}
     for run_dir in runs:
         name = str(run_dir)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the previous run's model is gone
         try:
-            result = evaluate_run(run_dir, **options)
+            result = evaluate(run_dir, **options)
         except Exception as err:  # report, go on with the other runs
             counts["failed"] += 1
             message = f"{type(err).__name__}: {err}".splitlines()[0]
@@ -70,7 +80,7 @@ def evaluate_tree(root: Path, **options) -> int:
         if result["state"] == "skipped":
             print(f"{name}: skipped ({result['reason']})")
         else:
-            print(summary_line(name, result))
+            print("\n".join(summary(name, result)))
             if not result.get("merged"):
                 print(f"{name}: generated unmerged ({result.get('merge_note')})")
     print(

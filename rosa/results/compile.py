@@ -1,7 +1,9 @@
 """Results tables: one per dataset, a row per evaluated run, grouped by parameter budget.
 
 Sources per run: ``config.yaml`` (method, rank, density), ``status.json`` (state, precision,
-trainable parameters, peak memory, training time) and ``metrics-<split>.json``. Rows are grouped
+trainable parameters, peak memory, training time), ``metrics-<split>.json`` and the lm-eval results
+(``lm_eval-<task>.json``, columns ``<task>/<metric>,<filter>`` after the dataset's, whatever the split;
+a run with only those is listed too: ``rosa.evaluation.lm_eval``). Rows are grouped
 as the RoSA tables are, by budget in LoRA-rank units: a run's trainable count divided by the count
 of one rank of an (all-linear) LoRA run of the same model and dataset, rounded to a power of two
 (``r~8``). Without a LoRA run to measure the unit, the group is the order of magnitude of the count
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from rosa.evaluation.lm_eval import read_metrics as read_lm_eval_metrics
 from rosa.methods import METHODS
 from rosa.provenance import changed_result_code
 from rosa.runs import find_runs, recover_status
@@ -46,6 +49,9 @@ class RunRow:
     train_time_s: float | None = None
     step_time_s: float | None = None
     metrics: dict = field(default_factory=dict)
+    lower_better: set = field(
+        default_factory=set
+    )  # metrics where lower is better that LOWER_IS_BETTER misses (lm-eval's)
     budget: str = ""
     budget_key: float = 0.0
     kind: type | None = None  # its method's class (rosa.methods.METHODS): capabilities, table label
@@ -89,13 +95,16 @@ def read_run(run_dir: Path, split: str) -> RunRow:
         error = f": {status['error']}" if status.get("error") else ""
         row.problem = f"{state}{detail}{error}"
         return row
+    lm_eval_metrics, row.lower_better = read_lm_eval_metrics(run_dir)
     path = run_dir / f"metrics-{split}.json"
     if not path.exists():
-        row.problem = f"not evaluated on {split} (run: python eval.py {run_dir} --split {split})"
+        if not lm_eval_metrics:
+            row.problem = f"not evaluated on {split} (run: python eval.py {run_dir} --split {split})"
+        row.metrics = lm_eval_metrics
         return row
     try:
         metrics = json.loads(path.read_text())["metrics"]
-        row.metrics = {k: float(v) for k, v in metrics.items()}
+        row.metrics = {k: float(v) for k, v in metrics.items()} | lm_eval_metrics
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         row.problem = f"corrupt metrics file {path} ({type(err).__name__}: {err})".splitlines()[0]
     return row
@@ -210,7 +219,8 @@ def best_values(rows: list[RunRow], metrics: list[str]) -> dict[str, float]:
     for m in metrics:
         values = [r.metrics[m] for r in rows if m in r.metrics and math.isfinite(r.metrics[m])]
         if values:
-            best[m] = min(values) if lower_is_better(m) else max(values)
+            lower = lower_is_better(m) or any(m in r.lower_better for r in rows)
+            best[m] = min(values) if lower else max(values)
     return best
 
 

@@ -65,7 +65,7 @@ def train(run: RunConfig, config_yaml: str) -> int:
         tracker = held.start(trainer, resumed=trainer.resume())
         final = trainer.fit(tracker)
         held.finish(trainer, final)
-    if held.exit_status or not (distributed.is_main() and run.train.eval_at_end):
+    if held.exit_status or not (distributed.is_main() and (run.train.eval_at_end or run.eval.lm_eval)):
         return held.exit_status
     trainer = held.trainer = None  # free the training model; the run is done whatever its evaluation gives
     from rosa.evaluation.runner import evaluate_after_training

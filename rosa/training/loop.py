@@ -120,6 +120,10 @@ class Trainer:
         report_lines.append(val_report.summary())
         if run.train.eval_at_end:  # the split scored at the end must load too, before the run folder exists
             load_examples(run.dataset, run.eval.split)
+        if run.eval.lm_eval:  # and the lm-eval tasks run at the end must exist (local ones: their files)
+            from rosa.evaluation.lm_eval import resolve_tasks
+
+            resolve_tasks(run.eval.lm_eval, key="eval.lm_eval")
         features, stats = build_train_features(
             train_examples, self.tokenizer, self.spec, run.dataset.max_length, run.train.loss_on
         )

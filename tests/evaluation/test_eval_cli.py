@@ -103,7 +103,9 @@ def test_failed_and_broken_runs_are_reported_and_others_still_run(tmp_path_facto
 def test_eval_at_end_failure_keeps_the_run_done(tmp_path_factory, tmp_path, capsys):
     run = only_run(copy_runs(tmp_path_factory, tmp_path / "runs"))
     atomic.write_text(run / "adapter" / "adapter.json", "{broken")
-    assert evaluate_after_training(read_run_config(run), run) == 4
+    config = read_run_config(run)
+    config.train.eval_at_end = True  # the shared run was trained without it
+    assert evaluate_after_training(config, run) == 4
     assert "trained, but evaluation failed" in capsys.readouterr().err
     assert read_status(run)["state"] == "done"
 

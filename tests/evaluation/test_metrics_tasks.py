@@ -69,7 +69,7 @@ def test_gsm8k_scores():
 
 
 def test_gsm8k_gold_and_postprocess():
-    assert gsm8k.gold_answer(GOLD) == "72" and gsm8k.gold_answer("1,000") == "1,000"
+    assert gsm8k.normalize(GOLD) == "72" and gsm8k.normalize("... #### 1,000") == "1000"  # the gold: whole reference
     assert postprocess("gsm8k", " Step 1.\n#### 4\n\nQuestion: next one") == "Step 1.\n#### 4"
 
 
