@@ -1,7 +1,8 @@
 """Evaluate finished runs: ``python eval.py runs/`` (every run below) or ``python eval.py runs/e2e/lora/<run>``.
 
 Writes ``predictions-<split>.jsonl`` and ``metrics-<split>.json`` into each run folder, logs the metrics
-to the run's TensorBoard and prints one line per run. ``python eval.py <run> --export-merged DIR`` saves
+to the run's TensorBoard and prints one line per run; ``--checkpoint best`` evaluates the run's best adapter
+(``train.keep_best``) instead, into ``predictions-<split>-best.jsonl`` and ``metrics-<split>-best.json``. ``python eval.py <run> --export-merged DIR`` saves
 the run's merged model as a standard HF checkpoint instead. Exit status: 0, 1 if any run failed to evaluate,
 2 for bad input (no runs below the folder). See docs/evaluation.md.
 """
@@ -14,6 +15,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate finished runs on a split.")
     parser.add_argument("path", help="a run folder, or a folder holding runs (searched recursively)")
     parser.add_argument("--split", choices=["validation", "test"], default="test")
+    parser.add_argument(
+        "--checkpoint",
+        choices=["last", "best"],  # rosa.runs.CHECKPOINT_NAMES
+        default="last",
+        help="the final adapter (last) or the best one kept by train.keep_best (best)",
+    )
     parser.add_argument("--limit", type=int, help="evaluate only the first N (unique-prompt) examples")
     parser.add_argument("--batch-size", type=int, help="default: the run's eval.batch_size")
     parser.add_argument("--force", action="store_true", help="re-evaluate runs that already have metrics")
@@ -39,10 +46,11 @@ def main(argv=None) -> int:
     from rosa.evaluation.tree import evaluate_tree, export_merged
 
     if args.export_merged:
-        return export_merged(Path(args.path), Path(args.export_merged), device=args.device)
+        return export_merged(Path(args.path), Path(args.export_merged), device=args.device, checkpoint=args.checkpoint)
     return evaluate_tree(
         Path(args.path),
         split=args.split,
+        checkpoint=args.checkpoint,
         limit=args.limit,
         batch_size=args.batch_size,
         force=args.force,
