@@ -214,3 +214,22 @@ def test_a_language_modelling_perplexity_is_the_validation_losss(tmp_path):
         "best_value": best["bits_per_token"],
         "best_is": "min",
     }
+
+
+def test_a_restart_starts_the_best_afresh(tmp_path, monkeypatch):
+    """RoSA's restart trains over from the pretrained weights: a best from the warm-up before it (here
+    the lowest validation loss of the run) does not count; the best is the restarted run's."""
+
+    def validation_loss(self):  # phase_step falls behind step at the restart
+        loss = 1.0 if self.phase_step == self.step else 5.0 - 0.1 * self.step
+        return {"loss": loss, "ppl": math.exp(loss)}
+
+    monkeypatch.setattr(loop.Trainer, "validation_loss", validation_loss)
+    robust = ["fnmodel=rosa-robust", "fnmodel.warmup_steps=2", "fnmodel.density=0.05", "fnmodel.rank=4"]
+    code, run_dir = faults.train(
+        tmp_path, *robust, "train.max_steps=3", "train.eval_every=1", "train.keep_best=val_loss"
+    )
+    assert code == 0
+    state = final_state(run_dir)
+    assert state["phase_step"] < state["step"]  # it restarted
+    assert read_status(run_dir)["best_step"] == state["step"]  # the last step: 5.0 - 0.1 * step falls
