@@ -5,7 +5,7 @@ Layout (one folder per checkpoint, the newest named in ``latest.json``)::
     <run>/checkpoints/step-000050/
         adapter.safetensors   trainable parameters and method buffers (masks, indices, factors)
         trainer.pt            optimizer, grad scaler, RNG states (read with weights_only=True)
-        state.json            step counters, method bookkeeping, metrics so far
+        state.json            step counters, method bookkeeping, metrics so far, the best so far
         once-<tag>.safetensors   tensors a method changes only at rare events (ROSA's W_fixed: tag =
                               its sampling), written once per tag and hard-linked into later
                               checkpoints (``Method.write_once_keys``); loaded with the adapter

@@ -226,7 +226,7 @@ class Trainer:
             "method": self.method.extra_state(),
             "history": self.history,
             "val_history": self.val_history,
-            **({"selection": self.selection.state()} if self.selection is not None else {}),
+            **({"best_so_far": self.selection.state()} if self.selection is not None else {}),
         }
         keep = self.last_good
         if keep is not None and keep.name == ckpt.checkpoint_name(self.step):
@@ -300,7 +300,7 @@ class Trainer:
         self.history, self.val_history = state["history"], state["val_history"]
         log.info("resumed from %s (step %d, %s)", path, self.step, self.method.describe())
         if self.selection is not None:
-            self.selection.load_state(state.get("selection"))
+            self.selection.load_state(state.get("best_so_far"))
             self.restore_best()
         return True
 

@@ -17,11 +17,11 @@ At each validation :meth:`Selection.observe` compares the value with the best so
   step, with :attr:`Selection.stopped` (step and reason) in status.json as ``stopped_early``; the final
   adapter is the last one and ``total_steps`` stays the planned length.
 
-The best value, its step, the patience counter and the stop are part of every checkpoint (state.json),
-so a resume continues exactly where the killed run was. As the checkpoint that records a new best is
-written before ``<run>/best``, a kill between the two leaves a checkpoint of the best step itself, and
-the resume writes ``<run>/best`` again from it (``Trainer.restore_best``). RoSA's restart starts the run
-over: the best and the counter start afresh (:meth:`Selection.reset`).
+The best value, its step, the patience counter and the stop are part of every checkpoint (state.json's
+``best_so_far``), so a resume continues exactly where the killed run was. As the checkpoint that records
+a new best is written before ``<run>/best``, a kill between the two leaves a checkpoint of the best step
+itself, and the resume writes ``<run>/best`` again from it (``Trainer.restore_best``). RoSA's restart
+starts the run over: the best and the counter start afresh (:meth:`Selection.reset`).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def outcome(run_dir) -> dict:
         "status": {k: status.get(k) for k in ("state", "steps", "total_steps", "best_step", "best_value")},
         "stopped_early": status.get("stopped_early"),
         "record": json.loads((run_dir / "best" / "best-record.json").read_text()),
-        "selection": state["selection"],
+        "best_so_far": state["best_so_far"],
         "losses": [h["loss"] for h in state["history"]],
         "validated": [h["step"] for h in state["val_history"]],
     }
@@ -69,7 +69,7 @@ def test_the_best_adapter_and_its_step_are_kept_and_the_run_stops_early(straight
     assert seen["stopped_early"]["step"] == 5
     assert "val_loss has not improved by more than 0.05 in 3 validation(s)" in seen["stopped_early"]["reason"]
     assert seen["record"] == {"best_step": 4, "best_metric": "val_loss", "best_value": 3.98, "best_is": "min"}
-    assert seen["selection"]["bad_validations"] == 3 and seen["validated"] == [1, 2, 3, 4, 5]
+    assert seen["best_so_far"]["bad_validations"] == 3 and seen["validated"] == [1, 2, 3, 4, 5]
     assert len(seen["losses"]) == 5  # trained 5 of the planned 10 steps
     # <run>/best is the adapter of step 4 (its checkpoint is kept as the one before the last), the
     # final adapter that of step 5, where the run stopped
@@ -121,9 +121,9 @@ def test_a_killed_run_resumes_to_the_same_best_and_stop(straight, tmp_path, kill
                 faults.train(tmp_path, *faults.SELECTED)
         run_dir = run_dir_for(faults.config(tmp_path, *faults.SELECTED))
         state = final_state(run_dir)
-        assert state["step"] == killed_at and state["selection"]["bad_validations"] == bad_validations
+        assert state["step"] == killed_at and state["best_so_far"]["bad_validations"] == bad_validations
         if kill is kill_between_checkpoint_and_best:  # the checkpoint is ahead of <run>/best
-            assert state["selection"]["best_step"] == 4
+            assert state["best_so_far"]["best_step"] == 4
             assert json.loads((run_dir / "best" / "best-record.json").read_text())["best_step"] == 2
         code, resumed = faults.train(tmp_path, *faults.SELECTED)
     assert code == 0 and resumed == run_dir
@@ -190,7 +190,7 @@ def test_a_new_best_at_the_final_validation_is_checkpointed_and_survives_a_kill(
     assert code == 0
     assert sorted(p.name for p in (straight / "checkpoints").glob("step-*")) == ["step-0000002", "step-0000004"]
     state = final_state(straight)
-    assert [h["step"] for h in state["val_history"]] == [2, 4] and state["selection"]["best_step"] == 4
+    assert [h["step"] for h in state["val_history"]] == [2, 4] and state["best_so_far"]["best_step"] == 4
     assert same_tensors(tensors(straight / "best"), tensors(straight / "adapter"))
     assert outcome(resumed) == outcome(straight) and read_status(resumed)["best_step"] == 4
     assert same_tensors(tensors(resumed / "best"), tensors(straight / "best"))

@@ -32,6 +32,11 @@ def test_a_loss_is_minimised_and_the_best_step_kept():
     assert (sel.best_value, sel.best_step, sel.stopped) == (1.0, 4, None)  # no early stop without the key
 
 
+def test_an_equal_value_is_no_new_best():
+    sel = selection("train.keep_best=slot_f1", "dataset=viggo")
+    assert feed(sel, [0.0, 0.0, 0.0]) == [True, False, False] and sel.best_step == 1  # the first stays
+
+
 def test_a_task_metric_is_maximised():
     sel = selection("dataset=viggo", "train.keep_best=slot_f1")
     assert not sel.minimize
