@@ -1,9 +1,11 @@
 """Evaluate finished runs: ``python eval.py runs/`` (every run below) or ``python eval.py runs/e2e/lora/<run>``.
 
 Writes ``predictions-<split>.jsonl`` and ``metrics-<split>.json`` into each run folder, logs the metrics
-to the run's TensorBoard and prints one line per run. ``python eval.py <run> --export-merged DIR`` saves
-the run's merged model as a standard HF checkpoint instead; ``--lm-eval TASK[,TASK]`` runs lm-evaluation-harness
-tasks on each run's model instead (``lm_eval-<task>.json``). Exit status: 0, 1 if any run failed to evaluate,
+to the run's TensorBoard and prints one line per run; ``--checkpoint best`` evaluates the run's best adapter
+(``train.keep_best``) instead, into ``predictions-<split>-best.jsonl`` and ``metrics-<split>-best.json``.
+``python eval.py <run> --export-merged DIR`` saves the run's merged model as a standard HF checkpoint instead;
+``--lm-eval TASK[,TASK]`` runs lm-evaluation-harness tasks on each run's model instead (``lm_eval-<task>.json``,
+the final adapter). Exit status: 0, 1 if any run failed to evaluate,
 2 for bad input (no runs below the folder). See docs/evaluation.md.
 """
 
@@ -15,6 +17,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate finished runs on a split.")
     parser.add_argument("path", help="a run folder, or a folder holding runs (searched recursively)")
     parser.add_argument("--split", choices=["validation", "test"], default="test")
+    parser.add_argument(
+        "--checkpoint",
+        choices=["last", "best"],  # rosa.runs.CHECKPOINT_NAMES
+        default="last",
+        help="the final adapter (last) or the best one kept by train.keep_best (best)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        choices=["last", "best"],  # rosa.runs.CHECKPOINT_NAMES
+        default="last",
+        help="the final adapter (last) or the best one kept by train.keep_best (best)",
+    )
     parser.add_argument("--limit", type=int, help="evaluate only the first N (unique-prompt) examples")
     parser.add_argument("--batch-size", type=int, help="default: the run's eval.batch_size")
     parser.add_argument("--force", action="store_true", help="re-evaluate runs that already have metrics")
@@ -52,6 +66,8 @@ def main(argv=None) -> int:
     else:
         ours = ("limit", "num_beams", "max_new_tokens", "generate", "export_merged")
         wrong = [f"--{n} does not apply to --lm-eval tasks" for n in ours if getattr(args, n)]
+        if args.checkpoint != "last":  # lm-eval's results files hold the final adapter's numbers only
+            wrong.append("--checkpoint best does not apply to --lm-eval tasks (they evaluate the final adapter)")
     if wrong:
         parser.exit(2, f"error: {wrong[0].replace('_', '-')}\n")
 
@@ -60,7 +76,7 @@ def main(argv=None) -> int:
     from rosa.evaluation.tree import evaluate_tree, export_merged
 
     if args.export_merged:
-        return export_merged(Path(args.path), Path(args.export_merged), device=args.device)
+        return export_merged(Path(args.path), Path(args.export_merged), device=args.device, checkpoint=args.checkpoint)
     # both evaluations: which model (device, merged or not), how many prompts at once, redo or skip
     common = dict(
         batch_size=args.batch_size, force=args.force, device=args.device, merge=False if args.no_merge else None
@@ -79,6 +95,7 @@ def main(argv=None) -> int:
     return evaluate_tree(
         Path(args.path),
         split=args.split,
+        checkpoint=args.checkpoint,
         limit=args.limit,
         generate_lm=args.generate,
         num_beams=args.num_beams,

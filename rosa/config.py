@@ -136,6 +136,16 @@ class OptimizerConfig:
     momentum: float = field(metadata={**non_negative, **neutral(0.0)})
 
 
+def _eval_period_ok(value: Any) -> bool:
+    return value == "epoch" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+@dataclass(kw_only=True)
+class EarlyStopConfig:
+    patience: int = field(metadata=at_least_1)  # evaluations without an improvement before the run stops
+    min_delta: float = field(metadata=non_negative)  # the least change that counts as an improvement
+
+
 @dataclass(kw_only=True)
 class TrainConfig:
     epochs: int = field(metadata=int_range(1, MAX_EPOCHS))
@@ -152,12 +162,21 @@ class TrainConfig:
     # shared_prefix: how the same loss is computed (to float rounding, as threads and device), not what
     # is trained; docs/shared-prefix.md measures its one difference, adapter dropout on the prefix
     shared_prefix: str = field(metadata={**one_of("auto", "off"), **NOT_IDENTITY})
-    eval_every: int = field(metadata={**non_negative, **NOT_IDENTITY})
+    eval_every: Any = field(
+        metadata={**check(_eval_period_ok, "an integer >= 0 (steps; 0: only at the end) or 'epoch'"), **NOT_IDENTITY}
+    )
     eval_batches: Optional[int] = field(metadata={**at_least_1, **NOT_IDENTITY})
     checkpoint_every: int = field(metadata={**at_least_1, **NOT_IDENTITY})
     log_every: int = field(metadata={**at_least_1, **NOT_IDENTITY})
     eval_at_end: bool = field(metadata=NOT_IDENTITY)
     sample_at_eval: bool = field(metadata=NOT_IDENTITY)
+    # The best adapter and early stopping (rosa/training/selection.py). keep_best and eval_limit choose
+    # what is kept beside the final adapter, not what is trained. early_stop decides how long the run
+    # trains, so its final adapter: it is in the identity (a run that may stop early has its own folder,
+    # never reported done in place of the full run); null, the default, keeps every existing hash.
+    keep_best: Optional[str] = field(metadata={**NOT_IDENTITY, **neutral(None)})  # checked in _check_cross_field
+    eval_limit: Optional[int] = field(metadata={**at_least_1, **NOT_IDENTITY, **neutral(None)})
+    early_stop: Optional[EarlyStopConfig] = field(metadata=neutral(None))
 
 
 @dataclass(kw_only=True)
@@ -505,4 +524,25 @@ def _check_cross_field(run: RunConfig) -> None:
             f"precision=nf4 with fnmodel={run.fnmodel.name} is not allowed: 4-bit base weights cannot "
             f"be trained by it; choose one of: {', '.join(able)}"
         )
+    _check_selection(run)
     run.fnmodel.check_run(run)
+
+
+def _check_selection(run: RunConfig) -> None:
+    """train.keep_best names val_loss or a metric of the dataset; it and train.early_stop need validations."""
+    t = run.train
+    if t.keep_best is not None:
+        from rosa.data import get_spec
+
+        allowed = ["val_loss", *get_spec(run.dataset.name).metrics]
+        if t.keep_best not in allowed:
+            raise ConfigError(
+                f"train.keep_best={t.keep_best!r} is not allowed{did_you_mean(t.keep_best, allowed)}; choose one of: "
+                f"null, {', '.join(allowed)} (val_loss or a metric of dataset {run.dataset.name})"
+            )
+    for key, value in (("train.keep_best", t.keep_best), ("train.early_stop", t.early_stop)):
+        if value is not None and t.eval_every == 0:
+            raise ConfigError(
+                f"{key} needs validations during training, but train.eval_every=0; "
+                "allowed: train.eval_every=N (steps) or train.eval_every=epoch"
+            )

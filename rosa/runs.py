@@ -42,6 +42,9 @@ from rosa import atomic
 STATUS_FILE = "status.json"
 LOCK_FILE = ".lock"
 FINAL_RECORD = Path("adapter") / "run-record.json"  # the finished run's status, saved with its adapter
+BEST_ADAPTER = Path("best")  # train.keep_best: the best adapter so far (rosa/training/selection.py)
+BEST_RECORD = BEST_ADAPTER / "best-record.json"  # its step, metric and value, saved with it
+CHECKPOINT_NAMES = ("last", "best")  # the adapters a finished run may be evaluated with: final, best
 log = logging.getLogger("rosa")
 
 
@@ -119,6 +122,12 @@ def readable_name(run) -> str:
 
 def run_dir_for(run) -> Path:
     return Path(run.output.path) / run.dataset.name / run.fnmodel.name / f"{readable_name(run)}-{run_hash(run)}"
+
+
+def result_name(split: str, checkpoint: str = "last") -> str:
+    """What names a result file (``metrics-<it>.json``, ``predictions-<it>.jsonl``): the split for the
+    final adapter (the names from before best adapters existed), ``<split>-best`` for the best one."""
+    return split if checkpoint == "last" else f"{split}-{checkpoint}"
 
 
 def read_status(run_dir: Path) -> dict | None:

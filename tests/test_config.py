@@ -38,6 +38,37 @@ def rejected(capsys, *args) -> str:
         (["dataset.source=web"], "dataset.source='web' is not allowed; choose one of: sample, local, hub"),
         (["precision=fp8"], "precision.name='fp8' is unknown"),
         (["-m", "train.lr=1e-3,-1"], "train.lr=-1.0 is out of range"),
+        (
+            ["train.eval_every=2", "train.keep_best=blue"],
+            "train.keep_best='blue' is not allowed (did you mean 'bleu'?); choose one of: null, val_loss, bleu, nist",
+        ),
+        (  # the metrics are the dataset's own
+            ["dataset=viggo", "train.eval_every=2", "train.keep_best=bleu"],
+            "train.keep_best='bleu' is not allowed; choose one of: null, val_loss, exact_match, slot_precision",
+        ),
+        (
+            ["train.keep_best=val_loss"],
+            "train.keep_best needs validations during training, but train.eval_every=0; allowed: "
+            "train.eval_every=N (steps) or train.eval_every=epoch",
+        ),
+        (
+            ["train.early_stop={patience: 2, min_delta: 0.0}"],
+            "train.early_stop needs validations during training, but train.eval_every=0",
+        ),
+        (
+            ["train.eval_every=1", "train.early_stop={patience: 0, min_delta: 0.0}"],
+            "train.early_stop.patience=0 is out of range; allowed: an integer >= 1",
+        ),
+        (
+            ["train.eval_every=1", "train.early_stop={patience: 2, min_delta: -0.1}"],
+            "train.early_stop.min_delta=-0.1 is out of range; allowed: a number >= 0",
+        ),
+        (["train.eval_every=1", "train.early_stop.patience=2"], "train.early_stop.min_delta: missing value"),
+        (["train.eval_every=ep"], "train.eval_every='ep' is not allowed; allowed: an integer >= 0 (steps; 0: only"),
+        (  # the masks are chosen during the run: a patience could end it in the warm-up
+            ["fnmodel=rosa-robust", "train.eval_every=1", "train.early_stop={patience: 2, min_delta: 0.0}"],
+            "train.early_stop is not allowed with fnmodel.mask_criterion=grad-fisher: its patience would count",
+        ),
     ],
 )
 def test_bad_input_one_line_exit_2(capsys, args, expected):
@@ -307,6 +338,19 @@ def test_a_key_added_at_its_neutral_value_keeps_every_identity():
     assert run_hash(run) != old
 
 
+def test_a_config_yaml_from_before_the_best_adapter_keys_still_validates():
+    """A run folder's config.yaml written before train.keep_best, eval_limit and early_stop (eval.py and
+    a resume read it again): the missing keys take their neutral values, and its hash is unchanged."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(compose([]))
+    for key in ("keep_best", "eval_limit", "early_stop"):
+        del data["train"][key]
+    old = validate(data)
+    assert (old.train.keep_best, old.train.eval_limit, old.train.early_stop) == (None, None, None)
+    assert run_hash(old) == run_hash(validate(compose([])))
+
+
 def test_training_settings_change_the_identity_and_the_rest_does_not():
     base = run_hash(validate(compose([])))
     changes = [
@@ -318,6 +362,7 @@ def test_training_settings_change_the_identity_and_the_rest_does_not():
         ["train.optimizer.momentum=0.5", "train.optimizer.name=sgd"],
         ["precision=bf16"],
         ["train.max_steps=3"],
+        ["train.early_stop={patience: 2, min_delta: 0.0}", "train.eval_every=5"],  # how long it trains
     ]
     hashes = {run_hash(validate(compose(c))) for c in changes}
     assert base not in hashes and len(hashes) == len(changes)
@@ -328,6 +373,7 @@ def test_training_settings_change_the_identity_and_the_rest_does_not():
         ["eval.limit=3"],
         ["device=cpu"],
         ["train.checkpoint_every=7"],
+        ["train.eval_every=epoch", "train.keep_best=val_loss", "train.eval_limit=3"],  # what is kept beside it
     ):
         assert run_hash(validate(compose(same))) == base, same
 

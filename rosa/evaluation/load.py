@@ -2,7 +2,8 @@
 
 The run's own ``config.yaml`` (the resolved Hydra config that trained it) is validated again,
 the tokenizer and base model are loaded as in training (same precision), the method prepares the
-model exactly as training did, and ``<run>/adapter`` is loaded into it. Then the adapter is folded
+model exactly as training did, and ``<run>/adapter`` (the final adapter, ``checkpoint="last"``) or
+``<run>/best`` (``checkpoint="best"``: the best one of ``train.keep_best``) is loaded into it. Then the adapter is folded
 into the base weights when the method allows it (``Method.mergeable``), since a merged model
 generates faster; otherwise the model runs unmerged and ``LoadedRun.merge_note`` says why. On a
 4-bit (NF4) base, merging dequantises each adapted weight, adds the adapter's change and keeps the
@@ -24,6 +25,7 @@ from rosa.methods import Method, build_model
 from rosa.methods.base import AdaptedLayer
 from rosa.models import resolve_device, resolve_precision, set_threads
 from rosa.models.quantize import dequantize_model
+from rosa.runs import BEST_ADAPTER, FINAL_RECORD
 
 log = logging.getLogger("rosa")
 
@@ -53,10 +55,17 @@ def read_run_config(run_dir: Path) -> RunConfig:
     return validate(OmegaConf.load(path))
 
 
-def load_run(run_dir: Path, device: str | None = None, merge: bool | None = None) -> LoadedRun:
+def load_run(
+    run_dir: Path, device: str | None = None, merge: bool | None = None, checkpoint: str = "last"
+) -> LoadedRun:
     run_dir = Path(run_dir)
     run = read_run_config(run_dir)
-    adapter = run_dir / "adapter"
+    adapter = run_dir / (BEST_ADAPTER if checkpoint == "best" else FINAL_RECORD.parent)
+    if checkpoint == "best" and not adapter.is_dir():
+        raise EvalError(
+            f"{adapter} does not exist: the run kept no best adapter (train.keep_best={run.train.keep_best}); "
+            "allowed: --checkpoint last, or train.keep_best set when training"
+        )
     if not (adapter / "adapter.json").exists():
         raise EvalError(f"{adapter} holds no adapter.json (was the run saved?)")
     try:  # a truncated file is named before any model is loaded
@@ -90,7 +99,7 @@ def load_run(run_dir: Path, device: str | None = None, merge: bool | None = None
             model = method.merge(model)
         except Exception as err:  # a half-merged model is unusable: rebuild it unmerged
             log.warning("merge failed (%s: %s); evaluating unmerged", type(err).__name__, err)
-            loaded = load_run(run_dir, device, merge=False)
+            loaded = load_run(run_dir, device, merge=False, checkpoint=checkpoint)
             loaded.merge_note = f"merge failed: {type(err).__name__}: {err}".splitlines()[0]
             return loaded
     return LoadedRun(run, model, tokenizer, method, dev, precision, merged=not note, merge_note=note)

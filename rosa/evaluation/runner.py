@@ -2,8 +2,11 @@
 
 Per run and split (all written atomically):
     predictions-<split>.jsonl   id, prompt, generated (cut at the stop string), prediction (scored), references
-    metrics-<split>.json        metrics, n examples, decoding, merged or not, times
-and the metrics go to the run's TensorBoard as ``eval/<split>/<metric>`` at the run's last step.
+    metrics-<split>.json        metrics, n examples, decoding, merged or not, times, the checkpoint
+and the metrics go to the run's TensorBoard as ``eval/<split>/<metric>`` at the run's last step. The
+best adapter (``checkpoint="best"``, ``<run>/best`` of ``train.keep_best``) has its own files,
+``predictions-<split>-best.jsonl`` and ``metrics-<split>-best.json``, and ``eval/<split>-best/<metric>``
+at its step, so the results of both adapters stay side by side.
 
 Generation datasets: one output per unique prompt (``eval_examples``: E2E groups its rows by MR),
 scored by :func:`rosa.evaluation.scoring.compute_metrics` with the dataset's own metrics (its spec).
@@ -31,21 +34,22 @@ from rosa.data.features import tokenize
 from rosa.evaluation.generate import decoding_for, generate
 from rosa.evaluation.load import EvalError, LoadedRun, load_run
 from rosa.provenance import code_version
-from rosa.runs import recover_status
+from rosa.runs import BEST_RECORD, CHECKPOINT_NAMES, recover_status, result_name
 
 SPLITS = ("validation", "test")
 PROGRESS_EVERY_S = 10.0
 log = logging.getLogger("rosa")
 
 
-def metrics_path(run_dir: Path, split: str) -> Path:
-    return Path(run_dir) / f"metrics-{split}.json"
+def metrics_path(run_dir: Path, split: str, checkpoint: str = "last") -> Path:
+    return Path(run_dir) / f"metrics-{result_name(split, checkpoint)}.json"
 
 
 def summary_line(name: str, record: dict) -> str:
     scores = " ".join(f"{k}={v:.4g}" for k, v in record["metrics"].items())
     merged = "merged" if record.get("merged") else "unmerged"
-    return f"{name}: {record['split']} {scores} (n={record['n_examples']}, {merged}, {record['time_s']:.1f}s)"
+    best = f" best (step {record['checkpoint_step']})" if record.get("checkpoint") == "best" else ""
+    return f"{name}:{best} {record['split']} {scores} (n={record['n_examples']}, {merged}, {record['time_s']:.1f}s)"
 
 
 def evaluate_run(
@@ -58,19 +62,23 @@ def evaluate_run(
     merge: bool | None = None,
     generate_lm: bool = False,
     progress: bool = True,
+    checkpoint: str = "last",
     **decoding,
 ) -> dict:
-    """Evaluate ``run_dir`` on ``split``. Returns ``{"state": "evaluated" | "skipped", ...}``; a
-    run that cannot be evaluated raises (EvalError or the underlying error)."""
+    """Evaluate ``run_dir``'s final adapter (``checkpoint="last"``) or its best (``"best"``) on ``split``.
+    Returns ``{"state": "evaluated" | "skipped", ...}``; a run that cannot be evaluated raises
+    (EvalError or the underlying error)."""
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise EvalError(f"split {split!r}; allowed: {', '.join(SPLITS)}")
+    if checkpoint not in CHECKPOINT_NAMES:
+        raise EvalError(f"checkpoint {checkpoint!r}; allowed: {', '.join(CHECKPOINT_NAMES)}")
     status = recover_status(run_dir)  # a finished run's lost status.json comes back from its adapter folder
     state = (status or {}).get("state", "not started")
     if state != "done":
         error = (status or {}).get("error")
         return {"run": str(run_dir), "state": "skipped", "reason": f"{state}" + (f": {error}" if error else "")}
-    out = metrics_path(run_dir, split)
+    out = metrics_path(run_dir, split, checkpoint)
     if out.exists() and not force:
         problem = metrics_problem(out, split)
         if problem is None:
@@ -82,15 +90,14 @@ def evaluate_run(
         print(f"warning: {out} is not a metrics record ({problem}); evaluating the run again", file=sys.stderr)
 
     started = time.time()
-    loaded = load_run(run_dir, device=device, merge=merge)
+    loaded = load_run(run_dir, device=device, merge=merge, checkpoint=checkpoint)
+    step = (status or {}).get("steps", 0)
+    if checkpoint == "best":
+        step = atomic.read_json(Path(run_dir) / BEST_RECORD)["best_step"]
     run = loaded.run
     spec = get_spec(run.dataset.name)
     examples, _report = load_examples(run.dataset, split)
-    examples = eval_examples(spec, examples)
-    if spec.eval_kind != "lm" and decoding.get("max_new_tokens") is None and run.eval.max_new_tokens is None:
-        decoding["max_new_tokens"] = max_new_tokens_from_data(loaded.tokenizer, examples, spec.max_new_tokens)
-    if limit or run.eval.limit:
-        examples = examples[: limit or run.eval.limit]
+    examples = _scored_examples(loaded, spec, examples, limit or run.eval.limit, decoding)
     log.info("%s: evaluating %d %s examples (eval.limit caps them)", run_dir.name, len(examples), split)
     batch = batch_size or run.eval.batch_size
     bar = ProgressLog(
@@ -101,6 +108,8 @@ def evaluate_run(
     )
     record = {
         "split": split,
+        "checkpoint": checkpoint,  # the final adapter (last) or train.keep_best's (best)
+        "checkpoint_step": step,
         "dataset": spec.name,
         "method": run.fnmodel.name,
         "merged": loaded.merged,
@@ -122,14 +131,34 @@ def evaluate_run(
         bar.close()
     predictions = record.pop("predictions", None)
     if predictions is not None:
-        atomic.write_text(Path(run_dir) / f"predictions-{split}.jsonl", predictions)
+        atomic.write_text(Path(run_dir) / f"predictions-{result_name(split, checkpoint)}.jsonl", predictions)
     record["time_s"] = time.time() - started
     record["evaluated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     record["code"] = code_version()  # the evaluation's code
     record["trained_with"] = (status or {}).get("trained_with")  # the training's (status.json)
     atomic.write_json(out, record)
-    _log_tensorboard(run_dir, split, record["metrics"], (status or {}).get("steps", 0))
+    _log_tensorboard(run_dir, result_name(split, checkpoint), record["metrics"], step)
     return {"run": str(run_dir), "state": "evaluated", **record}
+
+
+def validation_scores(loaded: LoadedRun, examples: list, limit: int | None) -> dict:
+    """The dataset's metrics of the generations of a model being trained for the first ``limit`` unique
+    prompts of the validation ``examples`` it loaded: the selection, decoding and scoring of
+    :func:`evaluate_run`, nothing written (training's ``train.keep_best``; ELI5: answers to the titles)."""
+    spec = get_spec(loaded.run.dataset.name)
+    decoding: dict = {}
+    examples = _scored_examples(loaded, spec, examples, limit, decoding)
+    bar = ProgressLog(tqdm(total=len(examples), disable=True), "validation")
+    return _evaluate_generation(loaded, spec, examples, loaded.run.eval.batch_size, decoding, bar)["metrics"]
+
+
+def _scored_examples(loaded: LoadedRun, spec, examples: list, limit: int | None, decoding: dict) -> list:
+    """One example per unique prompt, the first ``limit``; sets ``decoding``'s max_new_tokens from the
+    whole split's references when neither the call nor the run sets it."""
+    examples = eval_examples(spec, examples)
+    if spec.eval_kind != "lm" and decoding.get("max_new_tokens") is None and loaded.run.eval.max_new_tokens is None:
+        decoding["max_new_tokens"] = max_new_tokens_from_data(loaded.tokenizer, examples, spec.max_new_tokens)
+    return examples[:limit] if limit else examples
 
 
 def metrics_problem(path: Path, split: str) -> str | None:
@@ -255,18 +284,19 @@ EVAL_FAILED = 4  # train.py's exit status when training succeeded but its evalua
 
 
 def evaluate_after_training(run, run_dir: Path) -> int:
-    """``train.eval_at_end``: evaluate the finished run on ``eval.split`` and print the metrics;
-    ``eval.lm_eval``: run those lm-eval tasks on it. An error is reported and gives exit status 4;
-    the run itself stays ``done``."""
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    """``train.eval_at_end``: evaluate the finished run on ``eval.split`` and print the metrics: its
+    final adapter, and its best one too with ``train.keep_best``; ``eval.lm_eval``: run those lm-eval
+    tasks on it (the final adapter). An error is reported and gives exit status 4; the run itself stays
+    ``done``."""
     status = 0
     if run.train.eval_at_end:
+        for checkpoint in ("last", "best") if run.train.keep_best else ("last",):
 
-        def ours() -> list[str]:
-            return [summary_line(f"run {run_dir}", evaluate_run(run_dir, split=run.eval.split, force=True))]
+            def ours(checkpoint=checkpoint) -> list[str]:
+                result = evaluate_run(run_dir, split=run.eval.split, force=True, checkpoint=checkpoint)
+                return [summary_line(f"run {run_dir}", result)]
 
-        status = _after_training(run_dir, "evaluation", ours, retry="")
+            status = _after_training(run_dir, "evaluation", ours, retry=f" --checkpoint {checkpoint}") or status
     if run.eval.lm_eval:
         from rosa.evaluation import lm_eval
 
@@ -281,6 +311,8 @@ def evaluate_after_training(run, run_dir: Path) -> int:
 
 def _after_training(run_dir: Path, what: str, evaluate, retry: str) -> int:
     """Print ``evaluate()``'s lines, or its error in one line: 0, or EVAL_FAILED."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     try:
         lines = evaluate()
     except Exception as err:

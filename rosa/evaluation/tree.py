@@ -14,8 +14,8 @@ from rosa.runs import find_runs
 log = logging.getLogger("rosa")
 
 
-def export_merged(run_dir: Path, directory: Path, device: str | None = None) -> int:
-    """``eval.py <run> --export-merged DIR``: the run's merged model as a plain HF checkpoint."""
+def export_merged(run_dir: Path, directory: Path, device: str | None = None, checkpoint: str = "last") -> int:
+    """``eval.py <run> --export-merged DIR [--checkpoint best]``: the run's merged model as a plain HF checkpoint."""
     from rosa.evaluation.load import EvalError, load_run, save_merged
 
     if not (run_dir / "config.yaml").exists():
@@ -24,7 +24,7 @@ def export_merged(run_dir: Path, directory: Path, device: str | None = None) -> 
         )
         return 2
     try:
-        loaded = load_run(run_dir, device, merge=True)
+        loaded = load_run(run_dir, device, merge=True, checkpoint=checkpoint)
     except EvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -9,5 +9,14 @@
 - ``perplexity``: perplexity and bits per token from a mean token NLL.
 
 The dataset modules (``rosa/data/<name>.py``) build their scoring from these; evaluation reads it
-from each dataset's spec (``rosa.evaluation.scoring.compute_metrics``).
+from each dataset's spec (``rosa.evaluation.scoring.compute_metrics``). :func:`lower_is_better` is a
+metric's direction, for the tables' best values and training's best checkpoint alike.
 """
+
+LOWER_IS_BETTER = ("ppl", "bits_per_token", "loss")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of ``metric`` is better: a loss or a perplexity (every other metric a
+    dataset reports is a score: BLEU, exact match, slot F1, ...)."""
+    return metric in LOWER_IS_BETTER or metric.endswith(("_ppl", "_loss"))

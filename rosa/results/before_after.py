@@ -16,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from rosa.results.compile import BASE, lower_is_better, metric_order, read_run
+from rosa.metrics import lower_is_better
+from rosa.results.compile import BASE, metric_order, read_run
 from rosa.runs import find_runs, recover_status
 
 
@@ -51,7 +52,7 @@ def before_after(root: Path, split: str = "test") -> str:
         before, after = scores[base.path].get(metric), scores[trained.path].get(metric)
         if before is None or after is None:
             continue
-        better = after < before if lower_is_better(metric) or metric == "val_loss" else after > before
+        better = after < before if lower_is_better(metric) else after > before
         lines.append(f"{metric:<12} {before:>10.4g} {after:>{width}.4g}" + ("   better" if better else ""))
     sample_before, sample_after = first_prediction(base.path, split), first_prediction(trained.path, split)
     if sample_before and sample_after:

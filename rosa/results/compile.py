@@ -3,7 +3,9 @@
 Sources per run: ``config.yaml`` (method, rank, density), ``status.json`` (state, precision,
 trainable parameters, peak memory, training time), ``metrics-<split>.json`` and the lm-eval results
 (``lm_eval-<task>.json``, columns ``<task>/<metric>,<filter>`` after the dataset's, whatever the split;
-a run with only those is listed too: ``rosa.evaluation.lm_eval``). Rows are grouped
+a run with only those is listed too: ``rosa.evaluation.lm_eval``); a run whose best adapter
+(``train.keep_best``) was evaluated too (``metrics-<split>-best.json``) has a second row, its method shown
+as ``<method> (best@<step>)`` (lm-eval's columns are the final adapter's: on the first row only). Rows are grouped
 as the RoSA tables are, by budget in LoRA-rank units: a run's trainable count divided by the count
 of one rank of an (all-linear) LoRA run of the same model and dataset, rounded to a power of two
 (``r~8``). Without a LoRA run to measure the unit, the group is the order of magnitude of the count
@@ -28,10 +30,10 @@ import yaml
 
 from rosa.evaluation.lm_eval import read_metrics as read_lm_eval_metrics
 from rosa.methods import METHODS
+from rosa.metrics import lower_is_better
 from rosa.provenance import changed_result_code
-from rosa.runs import find_runs, recover_status
+from rosa.runs import find_runs, recover_status, result_name
 
-LOWER_IS_BETTER = ("ppl", "bits_per_token", "loss")
 BASE = "base"  # a run of 0 steps: the pretrained model as it is
 
 
@@ -58,14 +60,11 @@ class RunRow:
     code: str = "unknown"  # the code that trained it (code_label)
     code_key: str | None = None  # its committed code fingerprint, None if unknown, dirty or resumed (code_key)
     problem: str | None = None  # why the run is not in the table
+    checkpoint: str = "last"  # the adapter evaluated: the final one, or the best (train.keep_best)
 
 
-def lower_is_better(metric: str) -> bool:
-    return metric in LOWER_IS_BETTER or metric.endswith("_ppl")
-
-
-def read_run(run_dir: Path, split: str) -> RunRow:
-    row = RunRow(run_dir)
+def read_run(run_dir: Path, split: str, checkpoint: str = "last") -> RunRow:
+    row = RunRow(run_dir, checkpoint=checkpoint)
     try:
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         fn = cfg.get("fnmodel") or {}
@@ -95,16 +94,18 @@ def read_run(run_dir: Path, split: str) -> RunRow:
         error = f": {status['error']}" if status.get("error") else ""
         row.problem = f"{state}{detail}{error}"
         return row
-    lm_eval_metrics, row.lower_better = read_lm_eval_metrics(run_dir)
-    path = run_dir / f"metrics-{split}.json"
+    lm_eval_metrics, row.lower_better = read_lm_eval_metrics(run_dir) if checkpoint == "last" else ({}, set())
+    path = run_dir / f"metrics-{result_name(split, checkpoint)}.json"
     if not path.exists():
         if not lm_eval_metrics:
             row.problem = f"not evaluated on {split} (run: python eval.py {run_dir} --split {split})"
         row.metrics = lm_eval_metrics
         return row
     try:
-        metrics = json.loads(path.read_text())["metrics"]
-        row.metrics = {k: float(v) for k, v in metrics.items()} | lm_eval_metrics
+        record = json.loads(path.read_text())
+        row.metrics = {k: float(v) for k, v in record["metrics"].items()} | lm_eval_metrics
+        if checkpoint != "last":
+            row.method += f" ({checkpoint}@{record.get('checkpoint_step', '?')})"
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         row.problem = f"corrupt metrics file {path} ({type(err).__name__}: {err})".splitlines()[0]
     return row
@@ -237,7 +238,9 @@ class Table:
 
 
 def build_tables(root: Path, split: str = "test") -> tuple[list[Table], list[str]]:
-    rows = [read_run(p, split) for p in find_runs(root)]
+    runs = find_runs(root)
+    rows = [read_run(p, split) for p in runs]
+    rows += [read_run(p, split, "best") for p in runs if (p / f"metrics-{result_name(split, 'best')}.json").exists()]
     assign_budgets([r for r in rows if r.problem is None])
     orphans = [f"{r.path}: {r.problem}" for r in rows if r.dataset == "?"]
     tables = []
@@ -300,6 +303,7 @@ def build_tables(root: Path, split: str = "test") -> tuple[list[Table], list[str
                     "model": r.model,
                     "budget": r.budget,
                     "method": r.method,
+                    "checkpoint": r.checkpoint,
                     "rank": r.rank,
                     "density": r.density,
                     "precision": r.precision,

@@ -5,7 +5,7 @@ Layout (one folder per checkpoint, the newest named in ``latest.json``)::
     <run>/checkpoints/step-000050/
         adapter.safetensors   trainable parameters and method buffers (masks, indices, factors)
         trainer.pt            optimizer, grad scaler, RNG states (read with weights_only=True)
-        state.json            step counters, method bookkeeping, metrics so far
+        state.json            step counters, method bookkeeping, metrics so far, the best so far
         once-<tag>.safetensors   tensors a method changes only at rare events (ROSA's W_fixed: tag =
                               its sampling), written once per tag and hard-linked into later
                               checkpoints (``Method.write_once_keys``); loaded with the adapter
@@ -63,6 +63,11 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def checkpoint_name(step: int) -> str:
+    """The folder name of the checkpoint of ``step``."""
+    return f"step-{step:07d}"
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -77,7 +82,7 @@ def save_checkpoint(
     ``write_once = (tag, names)``: those tensors go to ``once-<tag>.safetensors``, hard-linked from an
     existing checkpoint that holds the same tag (not written again) when there is one."""
     root = Path(run_dir) / CHECKPOINTS
-    final = root / f"step-{step:07d}"
+    final = root / checkpoint_name(step)
     tag, once_names = write_once or (None, set())
 
     def write(tmp: Path) -> None:

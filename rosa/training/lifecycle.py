@@ -171,6 +171,7 @@ class HeldRun:
             train_time_s=train_time,
             step_time_s=sum(seconds) / len(seconds) if seconds else None,
             peak_mem_gb=peak_memory_gb(trainer.device),
+            **trainer.best_status(),  # best_step, best_metric, best_value; stopped_early (step, reason)
         )
         _save_adapter(trainer, summary)
         self.tracker.hparams(
@@ -179,9 +180,12 @@ class HeldRun:
         self.tracker.close()
         if self.main:
             update_status(self.run_dir, **summary)
+            best, stopped = "", summary.get("stopped_early")
+            if summary.get("best_step") is not None:
+                best = f", best {summary['best_metric']} {summary['best_value']:.4g} at step {summary['best_step']}"
             print(
                 f"run {self.run_dir}: done in {trainer.step} steps, val loss {final['loss']:.4f}, "
-                f"val ppl {final['ppl']:.2f}"
+                f"val ppl {final['ppl']:.2f}{best}" + (f" (stopped early: {stopped['reason']})" if stopped else "")
             )
 
     def __enter__(self) -> HeldRun:
@@ -272,16 +276,8 @@ def _save_adapter(trainer: Trainer, summary: dict) -> None:
     """``<run>/adapter`` with the final status record (written into ``adapter.tmp``, then renamed): a
     finished run is recognised from it even if status.json is lost. Every rank calls it (sharded
     state is gathered on rank 0); rank 0 writes."""
-    tensors = trainer.adapter_state()
-    if not distributed.is_main():
-        return
-    record = {**(read_status(trainer.run_dir) or {}), **summary}
-
-    def write(folder: Path) -> None:
-        trainer.method.save_adapter(trainer.model, folder, {"base_model": trainer.run.model.name}, tensors=tensors)
-        atomic.write_json(folder / FINAL_RECORD.name, record)
-
-    atomic.replace_dir(trainer.run_dir / "adapter", write, needed_bytes=atomic.tensor_bytes(tensors))
+    record = {**(read_status(trainer.run_dir) or {}), **summary} if distributed.is_main() else {}
+    trainer.write_adapter(trainer.run_dir / FINAL_RECORD.parent, FINAL_RECORD.name, record)
 
 
 def _record_status(run_dir: Path, **fields) -> str:

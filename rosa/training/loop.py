@@ -13,7 +13,8 @@ parameters) or a restart (RoSA's restart after mask selection).
 Every rank of a distributed job runs this same code; ``self.parallel`` (replicated, or FSDP-sharded
 for full fine-tuning) supplies the few operations that differ, and only rank 0 writes checkpoints.
 The run folder around the loop (lock, logs, status, exit statuses) is ``rosa/training/lifecycle.py``;
-the numbers go to a tracker (``rosa/training/tracker.py``).
+the numbers go to a tracker (``rosa/training/tracker.py``). The best adapter (``train.keep_best``) and
+early stopping (``train.early_stop``) are decided at each validation (``rosa/training/selection.py``).
 """
 
 from __future__ import annotations
@@ -29,18 +30,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rosa import distributed
+from rosa import atomic, distributed
 from rosa.config import RunConfig
 from rosa.data import DataError, build_train_features, get_spec, load_examples
 from rosa.data.batches import Batches
 from rosa.data.features import collate_batch, prompt_ids
 from rosa.methods import LoopRequest, StepContext, build_model, cast_trainable
+from rosa.metrics.perplexity import LM_METRICS, lm_metrics
 from rosa.models import resolve_device, resolve_precision, set_threads, shared_prefix
 from rosa.models.loss import batches_token_loss, example_mean_loss, token_loss_sum
-from rosa.runs import update_status
+from rosa.runs import BEST_ADAPTER, BEST_RECORD, update_status
 from rosa.training import checkpoint as ckpt
 from rosa.training import preemption
 from rosa.training.optim import build_optimizer, lr_factor, rebuild_optimizer, set_learning_rates
+from rosa.training.selection import VAL_LOSS, Selection
 from rosa.training.tracker import Tracker
 
 log = logging.getLogger("rosa")
@@ -96,6 +99,8 @@ class Trainer:
         if self.shared_prefix == "auto":
             log.info("shared prefix (train.shared_prefix=auto): %s", self.describe_shared_prefix())
         self.total_steps = t.max_steps if t.max_steps is not None else t.epochs * self.batches.steps_per_epoch
+        self.eval_every = self.batches.steps_per_epoch if t.eval_every == "epoch" else t.eval_every
+        self.selection = Selection.for_run(t)  # the best adapter and early stopping (None: neither)
 
         self.optimizer = build_optimizer(self.method.param_groups(self.model, t), t)
         scaler_on = self.precision["autocast"] == torch.float16
@@ -203,6 +208,8 @@ class Trainer:
             self.cast_trainable()
             self.optimizer = build_optimizer(groups, self.run.train)
             self.phase_step = 0
+            if self.selection is not None:  # the run starts over: a best of before the restart does not count
+                self.selection.reset()
         elif request.rebuild_optimizer:
             self.cast_trainable()
             self.optimizer = rebuild_optimizer(self.optimizer, groups, self.run.train)
@@ -223,16 +230,60 @@ class Trainer:
             "method": self.method.extra_state(),
             "history": self.history,
             "val_history": self.val_history,
+            **({"best_so_far": self.selection.state()} if self.selection is not None else {}),
         }
+        keep = self.last_good
+        if keep is not None and keep.name == ckpt.checkpoint_name(self.step):
+            # this step again (its final validation gave a new best): keep the good checkpoint before it
+            keep = next((p for p in ckpt.checkpoints(self.run_dir) if p != keep), None)
         self.last_good = ckpt.save_checkpoint(
             self.run_dir,
             self.step,
             tensors,
             trainer_state,
             state,
-            keep=self.last_good,
+            keep=keep,
             write_once=self.method.write_once_keys(tensors),
         )
+
+    def write_adapter(self, directory: Path, record_file: str, record: dict) -> None:
+        """``directory`` (``<run>/adapter``, ``<run>/best``): the adapter as the method saves it, with
+        ``record`` in ``record_file`` beside it, written into ``<directory>.tmp`` and renamed. Every
+        rank calls it (sharded state is gathered on rank 0); rank 0 writes."""
+        tensors = self.adapter_state()
+        if not distributed.is_main():
+            return
+
+        def write(folder: Path) -> None:
+            self.method.save_adapter(self.model, folder, {"base_model": self.run.model.name}, tensors=tensors)
+            atomic.write_json(folder / record_file, record)
+
+        atomic.replace_dir(directory, write, needed_bytes=atomic.tensor_bytes(tensors))
+
+    def save_best(self) -> None:
+        """``<run>/best``: the adapter of this step, the selection's new best (its checkpoint is saved)."""
+        self.write_adapter(self.run_dir / BEST_ADAPTER, BEST_RECORD.name, self.selection.record())
+
+    def restore_best(self) -> None:
+        """After a resume, ``<run>/best`` as the checkpoint says (rosa/training/selection.py): written
+        again when the checkpoint is of the best step itself (a kill may have come before its write)."""
+        best = self.selection
+        if best is None or not best.keep_best or best.best_step is None:
+            return
+        if best.best_step == self.step:
+            self.save_best()
+            return
+        path = self.run_dir / BEST_RECORD
+        try:
+            found = atomic.read_json(path)
+        except (OSError, ValueError):
+            found = None
+        if distributed.is_main() and (found or {}).get("best_step") != best.best_step:
+            log.warning(  # only after a fallback to the previous checkpoint: the newest one was unreadable
+                "warning: %s is not of step %d, the checkpoint's best; the replayed steps write it again",
+                path if found else self.run_dir / BEST_ADAPTER,
+                best.best_step,
+            )
 
     def resume(self) -> bool:
         """Continue from the newest checkpoint that loads (an unreadable newer one is named in a
@@ -252,6 +303,9 @@ class Trainer:
         self.step, self.phase_step = state["step"], state["phase_step"]
         self.history, self.val_history = state["history"], state["val_history"]
         log.info("resumed from %s (step %d, %s)", path, self.step, self.method.describe())
+        if self.selection is not None:
+            self.selection.load_state(state.get("best_so_far"))
+            self.restore_best()
         return True
 
     # -- one optimizer step
@@ -329,7 +383,7 @@ class Trainer:
     def fit(self, tracker: Tracker) -> dict:
         t = self.run.train
         last_saved, last_line = self.step, 0.0
-        while self.phase_step < self.total_steps:
+        while self.phase_step < self.total_steps and not self.stopped_early:
             self.handle(self.method.before_step(self.context()))
             started = time.perf_counter()
             stats = self.train_step()
@@ -366,28 +420,79 @@ class Trainer:
                     elapsed,
                     tokens_per_s,
                 )
-            if t.eval_every and self.step % t.eval_every == 0 and self.phase_step < self.total_steps:
-                self.log_validation(tracker)
+            new_best = False
+            if self.eval_every and self.step % self.eval_every == 0 and self.phase_step < self.total_steps:
+                new_best = self.validate(tracker)[1]
             self.stop_signal = distributed.agree_stop(self.stop_signal)
-            if self.step % t.checkpoint_every == 0 or self.stop_signal is not None:
+            # a new best is saved at once: the checkpoint that records it, then <run>/best (selection.py)
+            if new_best or self.stopped_early or self.step % t.checkpoint_every == 0 or self.stop_signal is not None:
                 self.save()
                 last_saved = self.step
                 if distributed.is_main():
-                    update_status(self.run_dir, steps=self.step, total_steps=self.total_steps)
+                    update_status(self.run_dir, steps=self.step, total_steps=self.total_steps, **self.best_status())
+                if new_best:
+                    self.save_best()
             if self.stop_signal is not None:
                 raise InterruptedError(
                     f"stopped by signal {preemption.describe(self.stop_signal)} at step {self.step}; checkpoint saved"
                 )
-        final = self.log_validation(tracker)
-        if last_saved != self.step:
+        if self.val_history and self.val_history[-1]["step"] == self.step:
+            # validated at this step already: an early stop, or a resume from the checkpoint that the
+            # final validation's new best saved
+            return {k: v for k, v in self.val_history[-1].items() if k != "step"}
+        final, new_best = self.validate(tracker, can_stop=False)
+        if last_saved != self.step or new_best:
             self.save()
+        if new_best:
+            self.save_best()
         return final
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.selection is not None and self.selection.stopped is not None
+
+    def best_status(self) -> dict:
+        """status.json's fields of the selection: the best so far, and the early stop once there is one."""
+        if self.selection is None:
+            return {}
+        stopped = {"stopped_early": self.selection.stopped} if self.selection.stopped else {}
+        return {**{k: v for k, v in self.selection.record().items() if k != "best_is"}, **stopped}
+
+    def validate(self, tracker: Tracker, can_stop: bool = True) -> tuple[dict, bool]:
+        """A validation (``log_validation``) counted by the selection: (its metrics, whether it is a new
+        best to keep in ``<run>/best``). ``can_stop``: false at the last step."""
+        metrics = self.log_validation(tracker)
+        if self.selection is None:
+            return metrics, False
+        new_best = self.selection.observe(self.step, self.selection.value(metrics, self.spec), can_stop)
+        if self.selection.stopped is not None:
+            log.info("early stop at step %d of %d: %s", self.step, self.total_steps, self.selection.stopped["reason"])
+        return metrics, new_best and self.selection.keep_best
 
     def log_validation(self, tracker: Tracker) -> dict:
         metrics = self.validation_loss()
-        tracker.scalars(self.step, {"val/loss": metrics["loss"], "val/ppl": metrics["ppl"]})
+        watched = self.selection.metric if self.selection is not None else VAL_LOSS
+        if watched in LM_METRICS:  # a language-modelling dataset: its perplexities are the validation loss's
+            metrics = {**lm_metrics(metrics["loss"]), **metrics}
+        elif watched != VAL_LOSS:
+            metrics.update(self.validation_scores())
+        shown = "" if watched == VAL_LOSS else f", {watched} {self.selection.value(metrics, self.spec):.4g}"
+        tracker.scalars(self.step, {f"val/{name}": value for name, value in metrics.items()})
         self.val_history.append({"step": self.step, **metrics})
         if self.run.train.sample_at_eval:
             tracker.text("val/sample", self.sample_text(), self.step)
-        log.info("step %d: val loss %.4f, ppl %.2f", self.step, metrics["loss"], metrics["ppl"])
+        log.info("step %d: val loss %.4f, ppl %.2f%s", self.step, metrics["loss"], metrics["ppl"], shown)
         return metrics
+
+    def validation_scores(self) -> dict:
+        """The dataset's metrics of generations for the first ``train.eval_limit`` unique validation
+        prompts, as eval.py scores them, under their own RNG state: generating must not change the
+        training that follows."""
+        from rosa.evaluation.load import LoadedRun
+        from rosa.evaluation.runner import validation_scores
+
+        loaded = LoadedRun(
+            self.run, self.model, self.tokenizer, self.method, self.device, self.precision, False, "training"
+        )
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            return validation_scores(loaded, self.val_examples, self.run.train.eval_limit)

@@ -195,3 +195,78 @@ def test_an_unmergeable_method_is_evaluated_unmerged(runs, monkeypatch):
     loaded = load_run(only_run(runs), "cpu")
     assert not loaded.merged and loaded.merge_note == "method lora cannot be merged"
     assert any(type(m).__name__ == "LoRALayer" for m in loaded.model.modules())
+
+
+# ----------------------------------------------------------------------------- the best adapter (train.keep_best)
+@pytest.fixture(scope="module")
+def best_tree(tmp_path_factory):
+    """A tiny run that kept its best adapter (step 4) and stopped early at step 5 (the crafted validation
+    losses of tests/training/faults.py); evaluation settles for 2 test prompts of 8 new tokens."""
+    from tests.training import faults
+
+    root = tmp_path_factory.mktemp("best-run") / "runs"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        faults.crafted_validation(monkeypatch)
+        code, _run_dir = faults.train(root, *faults.SELECTED, "eval.limit=2", "eval.max_new_tokens=8")
+    assert code == 0
+    return root
+
+
+@pytest.fixture
+def best_run(best_tree, tmp_path):
+    return only_run(shutil.copytree(best_tree, tmp_path / "runs"))
+
+
+def test_the_best_adapter_is_evaluated_into_its_own_files(best_run, eval_main, capsys):
+    """At the end of training both adapters are evaluated (keep_best is set); eval.py --checkpoint best
+    writes the best one's files again and leaves the final adapter's alone."""
+    run = best_run
+    assert evaluate_after_training(read_run_config(run), run) == 0
+    assert f"run {run}: best (step 4) test bleu=" in capsys.readouterr().out
+    best, last = (json.loads((run / f"metrics-{name}.json").read_text()) for name in ("test-best", "test"))
+    assert (best["checkpoint"], best["checkpoint_step"], last["checkpoint"], last["checkpoint_step"]) == (
+        "best",
+        4,
+        "last",
+        5,
+    )
+    assert (run / "predictions-test-best.jsonl").exists() and (run / "predictions-test.jsonl").exists()
+
+    (run / "metrics-test-best.json").unlink()
+    untouched = (run / "metrics-test.json").read_bytes()
+    assert eval_main([str(run), "--checkpoint", "best", *FAST]) == 0
+    assert f"{run}: best (step 4) test bleu=" in capsys.readouterr().out
+    assert json.loads((run / "metrics-test-best.json").read_text())["checkpoint"] == "best"
+    assert (run / "metrics-test.json").read_bytes() == untouched
+    assert eval_main([str(run), "--checkpoint", "best", *FAST]) == 0
+    assert "skipped (already evaluated: metrics-test-best.json exists" in capsys.readouterr().out
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("eval/test-best/bleu")][-1] == 4
+    assert [e.step for e in acc.Scalars("eval/test/bleu")] == [5]
+
+
+def test_checkpoint_best_loads_the_best_adapter(best_run):
+    from safetensors.torch import load_file
+
+    from rosa.evaluation.load import load_run
+
+    loaded = load_run(best_run, "cpu", merge=False, checkpoint="best")
+    state = loaded.method.state_dict(loaded.model)
+    best, final = (load_file(best_run / name / "adapter.safetensors") for name in ("best", "adapter"))
+    assert all(torch.equal(state[k], best[k]) for k in best)
+    assert not all(torch.equal(state[k], final[k]) for k in final)
+
+
+def test_checkpoint_best_of_a_run_without_one_is_one_clear_line(runs, eval_main, capsys):
+    run = only_run(runs)
+    assert eval_main([str(runs), "--checkpoint", "best", *FAST]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{run}: FAILED EvalError: {run / 'best'} does not exist: the run kept no best adapter "
+        "(train.keep_best=None); allowed: --checkpoint last, or train.keep_best set when training"
+    ) in err
+    assert not list(run.glob("*-best.json*"))

@@ -146,3 +146,25 @@ def test_rows_from_different_code_are_flagged(tree, tmp_path):
     assert "ccccccc (1 run)" in build_tables(root)[0][0].warning
     update_status(runs["c"], trained_with=[{"commit": "c" * 40, "dirty": ["rosa/x.py"], "code": "f1", "from_step": 0}])
     assert "ccccccc+dirty (1 run)" in build_tables(root)[0][0].warning
+
+
+def test_a_best_adapter_evaluated_too_has_its_own_row(tree, tmp_path, capsys):
+    """eval.py --checkpoint best (metrics-test-best.json): a second row of the run, its method naming
+    the adapter and its step; the CSV says which adapter each row is."""
+    root, runs = tree
+    atomic.write_json(
+        runs["a"] / "metrics-test-best.json",
+        {"split": "test", "checkpoint": "best", "checkpoint_step": 2, "metrics": {"bleu": 0.45}, "n_examples": 3},
+    )
+    out = tmp_path / "out"
+    assert compile_main([str(root), "--out", str(out)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|") and "a/e2e/" in line]
+    assert len(rows) == 2
+    best = next(line for line in rows if "| lora (best@2) |" in line)
+    assert "**0.45**" in best and "| lora |" in next(line for line in rows if line != best)
+    records = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert sorted((r["checkpoint"], r["method"], r["bleu"]) for r in records if "/a/" in r["run"]) == [
+        ("best", "lora (best@2)", "0.45"),
+        ("last", "lora", "0.3"),
+    ]
+    assert {r["checkpoint"] for r in records if "/a/" not in r["run"]} == {"last"}

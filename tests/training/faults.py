@@ -1,7 +1,9 @@
-"""Helpers of the fault tests: a tiny in-process run and a deterministic "kill" at a chosen step."""
+"""Helpers of the fault tests: a tiny in-process run, a deterministic "kill" at a chosen step, and a
+crafted sequence of validation losses for the best adapter and early stopping (tests/training/test_best.py)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from rosa.config import compose, validate
@@ -64,3 +66,26 @@ def history(checkpoint: Path) -> list[float]:
     import json
 
     return [h["loss"] for h in json.loads((checkpoint / "state.json").read_text())["history"]]
+
+
+# validation losses by step: step 4 is the best (3.98; by less than min_delta 0.05 below step 2's 4.0),
+# step 5 the third validation in a row without an improvement by more than 0.05: patience 3 stops there.
+# Later steps (4.3) are reached only when the early stop fails.
+CRAFTED = {1: 5.0, 2: 4.0, 3: 4.5, 4: 3.98, 5: 4.2}
+SELECTED = [
+    "train.max_steps=10",
+    "train.eval_every=1",
+    "train.checkpoint_every=3",
+    "train.keep_best=val_loss",
+    "train.early_stop={patience: 3, min_delta: 0.05}",
+]
+
+
+def crafted_validation(monkeypatch) -> None:
+    """Make the loop's validation loss ``CRAFTED``'s value of the step (4.3 after step 5)."""
+
+    def validation_loss(self):
+        loss = CRAFTED.get(self.step, 4.3)
+        return {"loss": loss, "ppl": math.exp(loss)}
+
+    monkeypatch.setattr(loop.Trainer, "validation_loss", validation_loss)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from rosa.methods.base import MethodConfig
-from rosa.methods.rosa_robust.masks import nnz_for
+from rosa.methods.rosa_robust.masks import GRADIENT_CRITERIA, nnz_for
 from rosa.schema import TARGET_MODULES, ConfigError, at_least_1, check, one_of, positive, probability, unit_interval
 
 non_negative_int = check(lambda v: v >= 0, "an integer >= 0")
@@ -63,6 +63,14 @@ class RosaRobustConfig(MethodConfig):
             raise ConfigError(
                 f"fnmodel.density={self.density!r} with fnmodel.rank=0 trains nothing; "
                 "allowed: density > 0 when rank is 0"
+            )
+        chooses_masks = self.density != 0 and self.mask_path is None and self.mask_criterion in GRADIENT_CRITERIA
+        if run.train.early_stop is not None and chooses_masks:  # the loop cannot tell a warm-up from the end
+            raise ConfigError(
+                f"train.early_stop is not allowed with fnmodel.mask_criterion={self.mask_criterion}: its patience "
+                "would count the validations before the masks are chosen and could end the run there; allowed: "
+                "train.early_stop=null, or masks fixed from the start (fnmodel.mask_path, or mask_criterion "
+                "weight or random)"
             )
 
 
