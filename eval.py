@@ -23,12 +23,6 @@ def main(argv=None) -> int:
         default="last",
         help="the final adapter (last) or the best one kept by train.keep_best (best)",
     )
-    parser.add_argument(
-        "--checkpoint",
-        choices=["last", "best"],  # rosa.runs.CHECKPOINT_NAMES
-        default="last",
-        help="the final adapter (last) or the best one kept by train.keep_best (best)",
-    )
     parser.add_argument("--limit", type=int, help="evaluate only the first N (unique-prompt) examples")
     parser.add_argument("--batch-size", type=int, help="default: the run's eval.batch_size")
     parser.add_argument("--force", action="store_true", help="re-evaluate runs that already have metrics")

@@ -220,8 +220,9 @@ def best_run(best_tree, tmp_path):
 def test_the_best_adapter_is_evaluated_into_its_own_files(best_run, eval_main, capsys):
     """At the end of training both adapters are evaluated (keep_best is set); eval.py --checkpoint best
     writes the best one's files again and leaves the final adapter's alone."""
-    run = best_run
-    assert evaluate_after_training(read_run_config(run), run) == 0
+    run, config = best_run, read_run_config(best_run)
+    config.train.eval_at_end = True  # trained without it (tests/training/faults.py)
+    assert evaluate_after_training(config, run) == 0
     assert f"run {run}: best (step 4) test bleu=" in capsys.readouterr().out
     best, last = (json.loads((run / f"metrics-{name}.json").read_text()) for name in ("test-best", "test"))
     assert (best["checkpoint"], best["checkpoint_step"], last["checkpoint"], last["checkpoint_step"]) == (
