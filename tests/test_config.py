@@ -38,6 +38,10 @@ def rejected(capsys, *args) -> str:
         (["dataset.source=web"], "dataset.source='web' is not allowed; choose one of: sample, local, hub"),
         (["precision=fp8"], "precision.name='fp8' is unknown"),
         (["-m", "train.lr=1e-3,-1"], "train.lr=-1.0 is out of range"),
+        (["tracker=mlfow"], "tracker.name='mlfow' is unknown (did you mean 'mlflow'?); choose one of: mlflow, "),
+        (["tracker=wandb", "tracker.mode=onlin"], "tracker.mode='onlin' is not allowed (did you mean 'online'?)"),
+        (["tracker=mlflow", "tracker.experimnt=x"], "tracker.experimnt: unknown key (did you mean 'experiment'?)"),
+        (["tracker.dir=x"], "tracker.dir: unknown key; allowed keys under tracker: name"),
     ],
 )
 def test_bad_input_one_line_exit_2(capsys, args, expected):
@@ -328,8 +332,19 @@ def test_training_settings_change_the_identity_and_the_rest_does_not():
         ["eval.limit=3"],
         ["device=cpu"],
         ["train.checkpoint_every=7"],
+        ["tracker=mlflow"],
+        ["tracker=wandb", "tracker.project=x"],
     ):
         assert run_hash(validate(compose(same))) == base, same
+
+
+def test_a_run_from_before_trackers_validates_as_tensorboard():
+    from omegaconf import OmegaConf
+
+    old = OmegaConf.to_container(compose([]), resolve=True)
+    del old["tracker"]  # a config.yaml written before the key
+    run = validate(old)
+    assert run.tracker.name == "tensorboard" and run_hash(run) == run_hash(validate(compose([])))
 
 
 def test_nan_and_inf_are_refused_for_every_float_key():

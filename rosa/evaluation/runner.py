@@ -3,7 +3,8 @@
 Per run and split (all written atomically):
     predictions-<split>.jsonl   id, prompt, generated (cut at the stop string), prediction (scored), references
     metrics-<split>.json        metrics, n examples, decoding, merged or not, times
-and the metrics go to the run's TensorBoard as ``eval/<split>/<metric>`` at the run's last step.
+and the metrics go to the run's tracker (TensorBoard, and MLflow or W&B when the run chose one:
+``rosa.tracking``) as ``eval/<split>/<metric>`` at the run's last step.
 
 Generation datasets: one output per unique prompt (``eval_examples``: E2E groups its rows by MR),
 scored by :func:`rosa.evaluation.scoring.compute_metrics` with the dataset's own metrics (its spec).
@@ -32,6 +33,7 @@ from rosa.evaluation.generate import decoding_for, generate
 from rosa.evaluation.load import EvalError, LoadedRun, load_run
 from rosa.provenance import code_version
 from rosa.runs import recover_status
+from rosa.tracking import open_tracker
 
 SPLITS = ("validation", "test")
 PROGRESS_EVERY_S = 10.0
@@ -128,7 +130,7 @@ def evaluate_run(
     record["code"] = code_version()  # the evaluation's code
     record["trained_with"] = (status or {}).get("trained_with")  # the training's (status.json)
     atomic.write_json(out, record)
-    _log_tensorboard(run_dir, split, record["metrics"], (status or {}).get("steps", 0))
+    _log_to_tracker(run, run_dir, split, record["metrics"], (status or {}).get("steps", 0))
     return {"run": str(run_dir), "state": "evaluated", **record}
 
 
@@ -241,14 +243,19 @@ def _evaluate_lm(loaded: LoadedRun, spec, examples, batch: int, bar) -> dict:
     }
 
 
-def _log_tensorboard(run_dir: Path, split: str, metrics: dict, step: int) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(log_dir=str(run_dir))
-    for name, value in metrics.items():
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            writer.add_scalar(f"eval/{split}/{name}", value, step)
-    writer.close()
+def _log_to_tracker(run, run_dir: Path, split: str, metrics: dict, step: int) -> None:
+    tracker = open_tracker(run, run_dir, start=step)
+    try:
+        tracker.results(
+            step,
+            {
+                f"eval/{split}/{name}": value
+                for name, value in metrics.items()
+                if isinstance(value, (int, float)) and math.isfinite(value)
+            },
+        )
+    finally:
+        tracker.close()
 
 
 EVAL_FAILED = 4  # train.py's exit status when training succeeded but its evaluation did not

@@ -13,7 +13,7 @@ parameters) or a restart (RoSA's restart after mask selection).
 Every rank of a distributed job runs this same code; ``self.parallel`` (replicated, or FSDP-sharded
 for full fine-tuning) supplies the few operations that differ, and only rank 0 writes checkpoints.
 The run folder around the loop (lock, logs, status, exit statuses) is ``rosa/training/lifecycle.py``;
-the numbers go to a tracker (``rosa/training/tracker.py``).
+the numbers go to a tracker (``rosa/tracking``).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from rosa.methods import LoopRequest, StepContext, build_model, cast_trainable
 from rosa.models import resolve_device, resolve_precision, set_threads, shared_prefix
 from rosa.models.loss import batches_token_loss, example_mean_loss, token_loss_sum
 from rosa.runs import update_status
+from rosa.tracking import Tracker
 from rosa.training import checkpoint as ckpt
 from rosa.training import preemption
 from rosa.training.optim import build_optimizer, lr_factor, rebuild_optimizer, set_learning_rates
-from rosa.training.tracker import Tracker
 
 log = logging.getLogger("rosa")
 PROGRESS_EVERY_S = 10.0

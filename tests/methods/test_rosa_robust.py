@@ -592,7 +592,7 @@ DP = [
 
 def _fit(run_dir: Path) -> dict:
     from rosa.training.loop import Trainer
-    from rosa.training.tracker import Tracker
+    from rosa.tracking import Tracker
 
     trainer = Trainer(validate(compose(DP)), run_dir)
     trainer.fit(Tracker())
