@@ -2,7 +2,7 @@
 
 One W&B run per run folder: named after it, its config the flat run config, its id kept in the run's
 ``status.json`` (``wandb_run_id``). Each process that logs (the training, each resume, an evaluation)
-writes its own folder ``<tracker.dir or the run folder>/wandb/offline-run-<time>-<id>``; ``wandb sync``
+writes its own folder ``<tracker.dir or the run folder>/wandb/offline-run-<time>-<id>[-<n>]``; ``wandb sync``
 uploads the folders of one id into one run, in the order they started. A run that starts again from
 step 0 removes its earlier attempt's offline folders and takes a new id.
 
@@ -17,6 +17,7 @@ summary, W&B's place for a run's final values, not to its history at a step alre
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import shutil
 import struct
@@ -85,8 +86,17 @@ class WandbTracker(Tracker):
 
 
 def run_files(folder: Path, run_id: str) -> list[Path]:
-    """The W&B files of run ``run_id`` below ``folder`` (one per process that logged), oldest first."""
-    return sorted(Path(folder).glob(f"wandb/*run-*-{run_id}/run-{run_id}.wandb"))
+    """The W&B files of run ``run_id`` below ``folder`` (one per process that logged), oldest first.
+
+    W&B names a process's folder ``[offline-]run-<YYYYmmdd_HHMMSS>-<id>``, with ``-<n>`` added when a
+    folder of that name exists (a second process of the run in the same second)."""
+    name = re.compile(rf"(?:offline-)?run-(\d{{8}}_\d{{6}})-{re.escape(run_id)}(?:-(\d+))?")
+    found = []
+    for path in Path(folder).glob(f"wandb/*/run-{run_id}.wandb"):
+        match = name.fullmatch(path.parent.name)
+        if match:
+            found.append(((match[1], int(match[2] or 0)), path))
+    return [path for _, path in sorted(found)]
 
 
 def remove_offline_runs(folder: Path, run_id: str) -> None:

@@ -13,8 +13,17 @@ from rosa.config import MlflowConfig
 from rosa.evaluation.load import read_run_config
 from rosa.runs import update_status
 from rosa.tracking import flat_hparams
-from rosa.tracking.mlflow_store import RUN_ID_KEY, MlflowTracker, tracking_uri
-from tests.tracking.tracked_run import STEPS, as_float32, status, tensorboard_scalars, tensorboard_texts, tracked_run
+from rosa.tracking.mlflow_store import RUN_ID_KEY, MlflowTracker
+from tests.tracking.logged import (
+    STEPS,
+    as_float32,
+    mlflow_client,
+    mlflow_history,
+    status,
+    tensorboard_scalars,
+    tensorboard_texts,
+    tracked_run,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +36,8 @@ def file_store_allowed(monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses a file store without it
 
 
-def client_of(store):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri(str(store)))
-
-
-def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
-
-
 def test_the_mlflow_run_holds_what_tensorboard_holds(run_dir):
-    client = client_of(run_dir.parents[2] / "mlruns")  # the default store: ${output.path}/mlruns
+    client = mlflow_client(run_dir.parents[2] / "mlruns")  # the default store: ${output.path}/mlruns
     run = client.get_run(status(run_dir)[RUN_ID_KEY])
     assert run.info.run_name == run_dir.name and run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == "rosa-harness"
@@ -48,7 +47,7 @@ def test_the_mlflow_run_holds_what_tensorboard_holds(run_dir):
     assert {"train/loss", "val/loss", "eval/test/slot_f1", "hparam/val_loss"} <= set(board)
     assert set(board["train/loss"]) == set(STEPS) and set(board["val/loss"]) == {2, 4}
     for tag, points in board.items():
-        logged = history(client, run.info.run_id, tag)
+        logged = mlflow_history(client, run.info.run_id, tag)
         if tag.startswith("hparam/"):  # TensorBoard's hparams plugin puts them at step 0; MLflow at the last step
             assert [(step, as_float32(v)) for step, v in logged] == [(STEPS[-1], points[0])], tag
         else:
@@ -83,12 +82,18 @@ def test_a_resume_goes_on_in_the_same_mlflow_run_without_a_step_twice(tmp_path):
     resumed.results(8, {"eval/test/bleu": 0.25})  # a re-evaluation at a step MLflow holds is logged too
     resumed.close()
 
-    client = client_of(tmp_path / "mlruns")
-    assert history(client, run_id, "train/loss") == [(s, float(s)) for s in range(1, 6)] + [
+    client = mlflow_client(tmp_path / "mlruns")
+    assert mlflow_history(client, run_id, "train/loss") == [(s, float(s)) for s in range(1, 6)] + [
         (s, 100.0 + s) for s in range(6, 9)
     ]
-    assert [s for s, _ in history(client, run_id, "train/new")] == [4, 5, 6, 7, 8]  # a new tag starts where it is
-    assert history(client, run_id, "eval/test/bleu") == [(8, 0.25), (8, 0.5)]
+    assert [s for s, _ in mlflow_history(client, run_id, "train/new")] == [
+        4,
+        5,
+        6,
+        7,
+        8,
+    ]  # a new tag starts where it is
+    assert mlflow_history(client, run_id, "eval/test/bleu") == [(8, 0.25), (8, 0.5)]
     assert client.get_run(run_id).info.status == "FINISHED"
 
     again = MlflowTracker(cfg, run_dir, start=None)  # started again from step 0: the old MLflow run goes

@@ -15,45 +15,22 @@ from rosa.evaluation.load import read_run_config
 from rosa.runs import update_status
 from rosa.tracking import flat_hparams
 from rosa.tracking.wandb_offline import FILE_HEADER, RUN_ID_KEY, WandbTracker, history_steps, read_records, run_files
-from tests.tracking.tracked_run import STEPS, as_float32, status, tensorboard_scalars, tensorboard_texts, tracked_run
+from tests.tracking.logged import (
+    STEPS,
+    as_float32,
+    status,
+    tensorboard_scalars,
+    tensorboard_texts,
+    tracked_run,
+    wandb_history,
+    wandb_items,
+    wandb_summary,
+)
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     return tracked_run(tmp_path_factory, "wandb")
-
-
-def items(updates) -> dict:
-    """W&B's key/value items (history, summary or config updates) as one dict (nested keys nested)."""
-    out: dict = {}
-    for item in updates:
-        *parents, leaf = [item.key] if item.key else list(item.nested_key)
-        node = out
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = json.loads(item.value_json)
-    return out
-
-
-def history(paths) -> dict[str, dict[int, object]]:
-    """The W&B history of these files: ``{key: {step: value}}``, W&B's own keys (``_step``, ...) left out."""
-    out: dict[str, dict[int, object]] = {}
-    for path in paths:
-        for record in read_records(path, "history"):
-            for key, value in items(record.history.item).items():
-                if not key.startswith("_"):
-                    assert record.history.step.num not in out.get(key, {}), (key, record.history.step.num)
-                    out.setdefault(key, {})[record.history.step.num] = value
-    return out
-
-
-def summary(paths) -> dict:
-    """The run's summary after every update of these files, in order."""
-    out: dict = {}
-    for path in paths:
-        for record in read_records(path, "summary"):
-            out.update(items(record.summary.update))
-    return out
 
 
 def test_the_wandb_offline_run_holds_what_tensorboard_holds(run_dir):
@@ -62,11 +39,11 @@ def test_the_wandb_offline_run_holds_what_tensorboard_holds(run_dir):
     assert all(path.parent.name.startswith("offline-run-") for path in files)
     (run,) = [record.run for record in read_records(training, "run")]
     assert run.run_id == run_id and run.display_name == run_dir.name and run.project == "rosa-harness"
-    config = {k: v for k, v in items(run.config.update).items() if not k.startswith("_")}
+    config = {k: v for k, v in wandb_items(run.config.update).items() if not k.startswith("_")}
     assert config == flat_hparams(read_run_config(run_dir))
 
     board = tensorboard_scalars(run_dir)
-    logged = history(files)
+    logged = wandb_history(files)
     assert set(logged) == {tag for tag in board if tag.startswith(("train/", "val/"))} | {"val/sample"}
     assert set(logged["train/loss"]) == set(STEPS) and set(logged["val/loss"]) == {2, 4}
     for tag in set(logged) - {"val/sample"}:
@@ -78,12 +55,12 @@ def test_the_wandb_offline_run_holds_what_tensorboard_holds(run_dir):
         table_file = json.loads((training.parent / "files" / table["path"]).read_text())
         assert table_file["columns"] == ["text"] and table_file["data"] == [[texts[step]]]
 
-    final = summary(files)  # the final numbers: the hyperparameters' metrics and the evaluation's
+    final = wandb_summary(files)  # the final numbers: the hyperparameters' metrics and the evaluation's
     finals = {tag for tag in board if tag.startswith(("hparam/", "eval/"))}
     assert {"hparam/val_loss", "eval/test/slot_f1"} <= finals
     for tag in finals:
         assert as_float32(final[tag]) == board[tag][0 if tag.startswith("hparam/") else STEPS[-1]], tag
-    assert not history([evaluation])  # the evaluation's process logs no history row
+    assert not wandb_history([evaluation])  # the evaluation's process logs no history row
 
 
 def test_a_resume_goes_on_in_the_same_wandb_run_without_a_step_twice(tmp_path):
@@ -108,8 +85,8 @@ def test_a_resume_goes_on_in_the_same_wandb_run_without_a_step_twice(tmp_path):
 
     files = run_files(run_dir, run_id)
     assert len(files) == 2 and history_steps(run_dir, run_id) == list(range(1, 9))
-    assert history(files) == {"train/loss": {**{s: s for s in range(1, 6)}, **{s: 100 + s for s in range(6, 9)}}}
-    assert summary(files)["eval/test/bleu"] == 0.5
+    assert wandb_history(files) == {"train/loss": {**{s: s for s in range(1, 6)}, **{s: 100 + s for s in range(6, 9)}}}
+    assert wandb_summary(files)["eval/test/bleu"] == 0.5
 
     again = WandbTracker(cfg, run_dir, start=None, config={})  # started again from step 0: a new id
     again.close()
@@ -126,10 +103,31 @@ def test_a_torn_last_record_ends_the_reading(tmp_path):
     tracker.close()
     (path,) = run_files(tmp_path / "elsewhere", status(tmp_path / "run")[RUN_ID_KEY])  # tracker.dir holds them
     whole = path.read_bytes()
-    assert whole.startswith(FILE_HEADER) and history([path]) == {"train/loss": {1: 1, 2: 2, 3: 3}}
+    assert whole.startswith(FILE_HEADER) and wandb_history([path]) == {"train/loss": {1: 1, 2: 2, 3: 3}}
     records = len(list(read_records(path)))
     path.write_bytes(whole[:-3])  # the last record (W&B's exit record) cut short
     assert len(list(read_records(path))) == records - 1
-    assert history([path]) == {"train/loss": {1: 1, 2: 2, 3: 3}}
+    assert wandb_history([path]) == {"train/loss": {1: 1, 2: 2, 3: 3}}
     with pytest.raises(ValueError, match="not a W&B file"):
         list(read_records(Path(__file__)))
+
+
+def test_run_files_are_a_runs_own_oldest_first_with_wandbs_same_second_suffix(tmp_path):
+    names = [  # W&B adds -<n> to a folder name taken by a process of the same run in the same second
+        "offline-run-20260101_000001-abc-2",
+        "offline-run-20260101_000001-abc",
+        "offline-run-20260101_000001-abc-10",
+        "run-20260101_000000-abc",  # an online process's
+        "offline-run-20260101_000000-abcd",  # another run's
+        "offline-run-20260101_000000-xabc",
+        "latest-run",  # W&B's link to the newest
+    ]
+    for name in names:
+        (tmp_path / "wandb" / name).mkdir(parents=True)
+        (tmp_path / "wandb" / name / "run-abc.wandb").touch()
+    assert [path.parent.name for path in run_files(tmp_path, "abc")] == [
+        "run-20260101_000000-abc",
+        "offline-run-20260101_000001-abc",
+        "offline-run-20260101_000001-abc-2",
+        "offline-run-20260101_000001-abc-10",
+    ]
