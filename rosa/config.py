@@ -326,10 +326,24 @@ def _is_group(key: str) -> bool:
 def expand_sweeps(overrides: list[str], limit: int = 256) -> list[list[str]]:
     """Every combination of a multirun command line (at most ``limit``)."""
     options = [
-        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        [f"{o.get_key_element()}={v}" for v in _sweep_values(o)] if o.is_sweep_override() else [o.input_line]
         for o in parse_overrides(overrides)
     ]
     return [list(c) for c in itertools.islice(itertools.product(*options), limit)]
+
+
+def _sweep_values(override) -> list[str]:
+    """The values of a sweep override; one line for one that cannot be listed (``interval(...)``: a
+    search space for a Hydra sweeper such as Optuna's, which ``train.py -m`` does not run)."""
+    from hydra.errors import HydraException
+
+    try:
+        return list(override.sweep_string_iterator())
+    except HydraException:
+        raise ConfigError(
+            f"{override.input_line}: a sweep train.py cannot list; allowed: a comma list, range(...) or "
+            "choice(...) (train.py -m trains every combination itself: no Hydra sweeper, Optuna's included)"
+        ) from None
 
 
 def compose_sweep(overrides: list[str], limit: int = 256) -> list[tuple[RunConfig, str]]:

@@ -42,6 +42,9 @@ def rejected(capsys, *args) -> str:
         (["tracker=wandb", "tracker.mode=onlin"], "tracker.mode='onlin' is not allowed (did you mean 'online'?)"),
         (["tracker=mlflow", "tracker.experimnt=x"], "tracker.experimnt: unknown key (did you mean 'experiment'?)"),
         (["tracker.dir=x"], "tracker.dir: unknown key; allowed keys under tracker: name"),
+        (["-m", "train.lr=interval(1e-4,1e-2)"], "train.lr=interval(1e-4,1e-2): a sweep train.py cannot list"),
+        (["-m", "hydra/sweeper=optuna", "train.lr=1e-3,1e-4"], "hydra/sweeper=optuna: Hydra sweepers are not used"),
+        (["-m", "hydra.sweeper.n_trials=2"], "hydra.sweeper.n_trials=2: Hydra sweepers are not used"),
     ],
 )
 def test_bad_input_one_line_exit_2(capsys, args, expected):
