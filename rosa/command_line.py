@@ -59,6 +59,7 @@ def check_command_line(argv: list[str]) -> CommandLine:
                 print(f"{old} -> {new}", file=sys.stderr)
             args[i] = new
         check_launcher_overrides(rewritten)  # hydra/launcher=slurm, hydra.launcher.<key>=...
+        check_no_sweeper(rewritten)
         job = [o for o in rewritten if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
         if parsed.multirun:
             runs = compose_sweep(job)
@@ -112,6 +113,18 @@ def check_launcher_overrides(overrides: list[str]) -> None:
         if leaf not in known and not key.startswith("+"):
             raise ConfigError(
                 f"{key}: unknown key{did_you_mean(leaf, known)}; allowed keys under hydra.launcher: {', '.join(known)}"
+            )
+
+
+def check_no_sweeper(overrides: list[str]) -> None:
+    """One line for ``hydra/sweeper=...`` (or ``hydra.sweeper.<key>``): a sweep is composed, validated and
+    launched here, every combination of it, never by a Hydra sweeper, which would otherwise be ignored."""
+    for override in overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        if key == "hydra/sweeper" or key.startswith("hydra.sweeper."):
+            raise ConfigError(
+                f"{override}: Hydra sweepers are not used (train.py -m composes, checks and trains every "
+                "combination itself: rosa/launch.py); allowed: sweeps of comma lists, range(...) or choice(...)"
             )
 
 

@@ -1,7 +1,7 @@
 """A run's configuration: Hydra composes ``conf/``, this module checks the result.
 
 One source per default: the YAML files of ``conf/`` (groups model, dataset, fnmodel, precision,
-experiment) hold every default value, each with its comment. The dataclasses below, and each method's
+tracker, experiment) hold every default value, each with its comment. The dataclasses below, and each method's
 own next to its code (``rosa/methods/<name>.py``), hold each key's type, allowed range and run-identity
 class (``rosa/runs.py``), no values. :func:`validate` merges a composed config into them as
 OmegaConf structured configs (OmegaConf checks keys and types), checks each field's allowed values,
@@ -20,6 +20,7 @@ rosa-orthogonal), and ``e2e_nlg`` -> ``e2e``.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import logging
@@ -49,7 +50,7 @@ from rosa.schema import (
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUP_KEYS = ("fnmodel", "dataset", "precision")  # `<group>.name=X` selects group X
+GROUP_KEYS = ("fnmodel", "dataset", "precision", "tracker")  # `<group>.name=X` selects group X
 FREE_MAPPINGS = tuple(
     f"fnmodel.{key}."
     for method in METHODS.values()  # keys Hydra may add below a method's
@@ -209,6 +210,33 @@ class OutputConfig:
     )
 
 
+def _non_empty(what: str) -> dict:
+    return check(lambda v: v.strip() != "", what)
+
+
+@dataclass(kw_only=True)
+class TensorBoardConfig:  # TensorBoard only (every tracker writes its event files: rosa/tracking)
+    name: str
+
+
+@dataclass(kw_only=True)
+class MlflowConfig:
+    name: str
+    tracking_uri: str = field(metadata=_non_empty("a folder (MLflow's file store) or an MLflow tracking URI"))
+    experiment: str = field(metadata=_non_empty("an MLflow experiment name"))
+
+
+@dataclass(kw_only=True)
+class WandbConfig:
+    name: str
+    project: str = field(metadata=_non_empty("a W&B project name"))
+    dir: Optional[str]
+    mode: str = field(metadata=one_of("offline", "online"))
+
+
+TRACKERS = {"tensorboard": TensorBoardConfig, "mlflow": MlflowConfig, "wandb": WandbConfig}  # conf/tracker/
+
+
 @dataclass(kw_only=True)
 class RunConfig:
     model: ModelConfig
@@ -227,6 +255,8 @@ class RunConfig:
     )
     threads: Optional[int] = field(metadata={**at_least_1, **NOT_IDENTITY})
     experiment: Optional[str] = field(metadata=NOT_IDENTITY)
+    # the config class of the tracker named by tracker.name; a run from before trackers used TensorBoard
+    tracker: Any = field(metadata={**NOT_IDENTITY, **neutral({"name": "tensorboard"})})
 
 
 # ----------------------------------------------------------------------------- command line
@@ -324,10 +354,24 @@ def _is_group(key: str) -> bool:
 def expand_sweeps(overrides: list[str], limit: int = 256) -> list[list[str]]:
     """Every combination of a multirun command line (at most ``limit``)."""
     options = [
-        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        [f"{o.get_key_element()}={v}" for v in _sweep_values(o)] if o.is_sweep_override() else [o.input_line]
         for o in parse_overrides(overrides)
     ]
     return [list(c) for c in itertools.islice(itertools.product(*options), limit)]
+
+
+def _sweep_values(override) -> list[str]:
+    """The values of a sweep override; one line for one that cannot be listed (``interval(...)``: a
+    search space for a Hydra sweeper such as Optuna's, which ``train.py -m`` does not run)."""
+    from hydra.errors import HydraException
+
+    try:
+        return list(override.sweep_string_iterator())
+    except HydraException:
+        raise ConfigError(
+            f"{override.input_line}: a sweep train.py cannot list; allowed: a comma list, range(...) or "
+            "choice(...) (train.py -m trains every combination itself: no Hydra sweeper, Optuna's included)"
+        ) from None
 
 
 def compose_sweep(overrides: list[str], limit: int = 256) -> list[tuple[RunConfig, str]]:
@@ -399,35 +443,47 @@ def validate(cfg) -> RunConfig:
             "allowed: a value, or ${...} naming an existing key or a set environment variable"
         ) from None
     data.pop("hydra", None)
-    method = (data.get("fnmodel") or {}).get("name")
-    if method not in METHODS:
-        raise ConfigError(f"fnmodel.name={method!r} is unknown; choose one of: {', '.join(sorted(METHODS))}")
-    method_schema = METHODS[method].config_class
+    _fill_neutral(RunConfig, data, data)
     schema = OmegaConf.structured(RunConfig)
-    schema.fnmodel = OmegaConf.structured(method_schema)
-    _fill_neutral(RunConfig, data, method_schema)
+    for name in CHOSEN_SECTIONS:
+        schema[name] = OmegaConf.structured(_chosen_schema(data, name))
     try:  # OmegaConf types it: unknown keys, missing values, types; then each field's allowed values
         run = OmegaConf.to_object(OmegaConf.merge(schema, data))
     except OmegaConfBaseException as err:
-        raise ConfigError(_one_line(err, method_schema)) from None
+        raise ConfigError(_one_line(err, data)) from None
     _check_values(run)
     _check_cross_field(run)
     return run
 
 
-def _field_type(schema: type, name: str, method_schema: type):
-    """The type of ``schema``'s field ``name``; ``RunConfig.fnmodel`` is the chosen method's config class."""
-    return method_schema if schema is RunConfig and name == "fnmodel" else get_type_hints(schema)[name]
+CHOSEN_SECTIONS = ("fnmodel", "tracker")  # RunConfig's sections whose config class their ``name`` chooses
 
 
-def _fill_neutral(schema: type, data: dict, method_schema: type) -> None:
+def _chosen_schema(data: dict, section: str) -> type:
+    """The config class that ``<section>.name`` chooses in the composed ``data`` (the method's, the tracker's)."""
+    classes = TRACKERS if section == "tracker" else {name: method.config_class for name, method in METHODS.items()}
+    name = (data.get(section) or {}).get("name")
+    if name not in classes:
+        raise ConfigError(f"{section}.name={name!r} is unknown; choose one of: {', '.join(sorted(classes))}")
+    return classes[name]
+
+
+def _field_type(schema: type, name: str, data: dict):
+    """The type of ``schema``'s field ``name``; a chosen section of RunConfig (``fnmodel``, ``tracker``)
+    is the config class its name chooses in ``data``."""
+    return (
+        _chosen_schema(data, name) if schema is RunConfig and name in CHOSEN_SECTIONS else get_type_hints(schema)[name]
+    )
+
+
+def _fill_neutral(schema: type, data: dict, root: dict) -> None:
     """A key added after runs existed is missing from their config.yaml: its neutral value (rosa.schema)."""
     for f in fields(schema):
         if f.name not in data and "neutral" in f.metadata:
-            data[f.name] = f.metadata["neutral"]
-        section = _field_type(schema, f.name, method_schema)
+            data[f.name] = copy.deepcopy(f.metadata["neutral"])
+        section = _field_type(schema, f.name, root)
         if isinstance(data.get(f.name), dict) and hasattr(section, "__dataclass_fields__"):
-            _fill_neutral(section, data[f.name], method_schema)
+            _fill_neutral(section, data[f.name], root)
 
 
 _EXPECTED = {  # OmegaConf's words for a value of the wrong type -> ours
@@ -440,7 +496,7 @@ _EXPECTED = {  # OmegaConf's words for a value of the wrong type -> ours
 }
 
 
-def _one_line(err, method_schema: type) -> str:
+def _one_line(err, data: dict) -> str:
     """An OmegaConf error as our one line: the key, the bad value and what is allowed."""
     from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
 
@@ -449,7 +505,7 @@ def _one_line(err, method_schema: type) -> str:
     if isinstance(err, ConfigKeyError):
         section = RunConfig
         for part in filter(None, parent.split(".")):
-            section = _field_type(section, part, method_schema)
+            section = _field_type(section, part, data)
         known = [f.name for f in fields(section)]
         return (
             f"{key}: unknown key{did_you_mean(leaf, known)}; allowed keys"

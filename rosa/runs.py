@@ -206,11 +206,12 @@ def update_status(run_dir: Path, **fields) -> dict:
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Every run folder below ``root`` (a folder holding config.yaml), ``root`` itself included."""
+    """Every run folder below ``root`` (a folder holding config.yaml), ``root`` itself included; not
+    hidden folders, nor W&B's own (``wandb/``, whose run folders hold a config.yaml of W&B's)."""
     root = Path(root)
     found = [
         p.parent
         for p in root.rglob("config.yaml")
-        if not any(part.startswith(".") for part in p.parent.relative_to(root).parts)
+        if not any(part.startswith(".") or part == "wandb" for part in p.parent.relative_to(root).parts)
     ]
     return sorted(set(found))

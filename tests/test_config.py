@@ -69,6 +69,13 @@ def rejected(capsys, *args) -> str:
             ["fnmodel=rosa-robust", "train.eval_every=1", "train.early_stop={patience: 2, min_delta: 0.0}"],
             "train.early_stop is not allowed with fnmodel.mask_criterion=grad-fisher: its patience would count",
         ),
+        (["tracker=mlfow"], "tracker.name='mlfow' is unknown (did you mean 'mlflow'?); choose one of: mlflow, "),
+        (["tracker=wandb", "tracker.mode=onlin"], "tracker.mode='onlin' is not allowed (did you mean 'online'?)"),
+        (["tracker=mlflow", "tracker.experimnt=x"], "tracker.experimnt: unknown key (did you mean 'experiment'?)"),
+        (["tracker.dir=x"], "tracker.dir: unknown key; allowed keys under tracker: name"),
+        (["-m", "train.lr=interval(1e-4,1e-2)"], "train.lr=interval(1e-4,1e-2): a sweep train.py cannot list"),
+        (["-m", "hydra/sweeper=optuna", "train.lr=1e-3,1e-4"], "hydra/sweeper=optuna: Hydra sweepers are not used"),
+        (["-m", "hydra.sweeper.n_trials=2"], "hydra.sweeper.n_trials=2: Hydra sweepers are not used"),
     ],
 )
 def test_bad_input_one_line_exit_2(capsys, args, expected):
@@ -374,8 +381,19 @@ def test_training_settings_change_the_identity_and_the_rest_does_not():
         ["device=cpu"],
         ["train.checkpoint_every=7"],
         ["train.eval_every=epoch", "train.keep_best=val_loss", "train.eval_limit=3"],  # what is kept beside it
+        ["tracker=mlflow"],
+        ["tracker=wandb", "tracker.project=x"],
     ):
         assert run_hash(validate(compose(same))) == base, same
+
+
+def test_a_run_from_before_trackers_validates_as_tensorboard():
+    from omegaconf import OmegaConf
+
+    old = OmegaConf.to_container(compose([]), resolve=True)
+    del old["tracker"]  # a config.yaml written before the key
+    run = validate(old)
+    assert run.tracker.name == "tensorboard" and run_hash(run) == run_hash(validate(compose([])))
 
 
 def test_nan_and_inf_are_refused_for_every_float_key():

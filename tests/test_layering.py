@@ -13,7 +13,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "rosa"
-LEAVES = {"rosa.atomic", "rosa.runs", "rosa.distributed", "rosa.schema", "rosa.metrics"}
+LEAVES = {"rosa.atomic", "rosa.runs", "rosa.distributed", "rosa.schema", "rosa.metrics", "rosa.tracking"}
 BELOW_TRAINING = {
     "rosa.data",
     "rosa.models",

@@ -3,8 +3,9 @@
 Per run and split (all written atomically):
     predictions-<split>.jsonl   id, prompt, generated (cut at the stop string), prediction (scored), references
     metrics-<split>.json        metrics, n examples, decoding, merged or not, times, the checkpoint
-and the metrics go to the run's TensorBoard as ``eval/<split>/<metric>`` at the run's last step. The
-best adapter (``checkpoint="best"``, ``<run>/best`` of ``train.keep_best``) has its own files,
+and the metrics go to the run's tracker (TensorBoard, and MLflow or W&B when the run chose one:
+``rosa.tracking``) as ``eval/<split>/<metric>`` at the run's last step. The best adapter
+(``checkpoint="best"``, ``<run>/best`` of ``train.keep_best``) has its own files,
 ``predictions-<split>-best.jsonl`` and ``metrics-<split>-best.json``, and ``eval/<split>-best/<metric>``
 at its step, so the results of both adapters stay side by side.
 
@@ -35,6 +36,7 @@ from rosa.evaluation.generate import decoding_for, generate
 from rosa.evaluation.load import EvalError, LoadedRun, load_run
 from rosa.provenance import code_version
 from rosa.runs import BEST_RECORD, CHECKPOINT_NAMES, recover_status, result_name
+from rosa.tracking import open_tracker
 
 SPLITS = ("validation", "test")
 PROGRESS_EVERY_S = 10.0
@@ -137,7 +139,9 @@ def evaluate_run(
     record["code"] = code_version()  # the evaluation's code
     record["trained_with"] = (status or {}).get("trained_with")  # the training's (status.json)
     atomic.write_json(out, record)
-    _log_tensorboard(run_dir, result_name(split, checkpoint), record["metrics"], step)
+    _log_to_tracker(
+        run, run_dir, result_name(split, checkpoint), record["metrics"], step, (status or {}).get("steps", 0)
+    )
     return {"run": str(run_dir), "state": "evaluated", **record}
 
 
@@ -270,14 +274,21 @@ def _evaluate_lm(loaded: LoadedRun, spec, examples, batch: int, bar) -> dict:
     }
 
 
-def _log_tensorboard(run_dir: Path, split: str, metrics: dict, step: int) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(log_dir=str(run_dir))
-    for name, value in metrics.items():
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            writer.add_scalar(f"eval/{split}/{name}", value, step)
-    writer.close()
+def _log_to_tracker(run, run_dir: Path, name: str, metrics: dict, step: int, last_step: int) -> None:
+    """``eval/<name>/<metric>`` at ``step`` (the evaluated adapter's) in the run's tracker, which goes on
+    from the run's last step."""
+    tracker = open_tracker(run, run_dir, start=last_step)
+    try:
+        tracker.results(
+            step,
+            {
+                f"eval/{name}/{metric}": value
+                for metric, value in metrics.items()
+                if isinstance(value, (int, float)) and math.isfinite(value)
+            },
+        )
+    finally:
+        tracker.close()
 
 
 EVAL_FAILED = 4  # train.py's exit status when training succeeded but its evaluation did not

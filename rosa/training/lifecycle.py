@@ -30,11 +30,11 @@ from rosa.data import DataError
 from rosa.models import ModelSourceError, resolve_device
 from rosa.provenance import code_version
 from rosa.runs import FINAL_RECORD, RunLocked, lock_run, read_status, recover_status, run_dir_for, update_status
+from rosa.tracking import Tracker, flat_hparams, open_tracker
 from rosa.training import checkpoint as ckpt
 from rosa.training import preemption
 from rosa.training.loop import Trainer, peak_memory_gb
 from rosa.training.preflight import PreflightError, check_same_settings
-from rosa.training.tracker import Tracker, flat_hparams, open_tracker
 
 log = logging.getLogger("rosa")
 
@@ -154,7 +154,7 @@ class HeldRun:
                 **({} if resumed else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}),
             )
         preemption.install(trainer, self.startup_handlers)
-        self.tracker = open_tracker(self.run_dir, trainer.step if resumed else None, self.main)
+        self.tracker = open_tracker(trainer.run, self.run_dir, trainer.step if resumed else None, self.main)
         return self.tracker
 
     def finish(self, trainer: Trainer, final: dict) -> None:
@@ -175,7 +175,7 @@ class HeldRun:
         )
         _save_adapter(trainer, summary)
         self.tracker.hparams(
-            flat_hparams(trainer.run), {"hparam/val_loss": final["loss"], "hparam/val_ppl": final["ppl"]}
+            flat_hparams(trainer.run), {"hparam/val_loss": final["loss"], "hparam/val_ppl": final["ppl"]}, trainer.step
         )
         self.tracker.close()
         if self.main:
@@ -193,6 +193,8 @@ class HeldRun:
 
     def __exit__(self, kind, err, _traceback) -> bool:
         """Record how the run ended and set ``exit_status``; release everything held."""
+        if self.tracker is not None:  # after a failure or a stop too: its records flushed, its end recorded
+            _close_tracker(self.tracker, ok=err is None)
         try:
             if err is None:
                 return False
@@ -278,6 +280,14 @@ def _save_adapter(trainer: Trainer, summary: dict) -> None:
     state is gathered on rank 0); rank 0 writes."""
     record = {**(read_status(trainer.run_dir) or {}), **summary} if distributed.is_main() else {}
     trainer.write_adapter(trainer.run_dir / FINAL_RECORD.parent, FINAL_RECORD.name, record)
+
+
+def _close_tracker(tracker: Tracker, ok: bool) -> None:
+    """Close the tracker as the run ends; a tracker that cannot close is a warning, never the run's error."""
+    try:
+        tracker.close(ok)
+    except Exception as err:
+        log.warning("the tracker could not be closed: %s", f"{type(err).__name__}: {err}".splitlines()[0])
 
 
 def _record_status(run_dir: Path, **fields) -> str:

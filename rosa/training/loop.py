@@ -13,7 +13,7 @@ parameters) or a restart (RoSA's restart after mask selection).
 Every rank of a distributed job runs this same code; ``self.parallel`` (replicated, or FSDP-sharded
 for full fine-tuning) supplies the few operations that differ, and only rank 0 writes checkpoints.
 The run folder around the loop (lock, logs, status, exit statuses) is ``rosa/training/lifecycle.py``;
-the numbers go to a tracker (``rosa/training/tracker.py``). The best adapter (``train.keep_best``) and
+the numbers go to a tracker (``rosa/tracking``). The best adapter (``train.keep_best``) and
 early stopping (``train.early_stop``) are decided at each validation (``rosa/training/selection.py``).
 """
 
@@ -40,11 +40,11 @@ from rosa.metrics.perplexity import LM_METRICS, lm_metrics
 from rosa.models import resolve_device, resolve_precision, set_threads, shared_prefix
 from rosa.models.loss import batches_token_loss, example_mean_loss, token_loss_sum
 from rosa.runs import BEST_ADAPTER, BEST_RECORD, update_status
+from rosa.tracking import Tracker
 from rosa.training import checkpoint as ckpt
 from rosa.training import preemption
 from rosa.training.optim import build_optimizer, lr_factor, rebuild_optimizer, set_learning_rates
 from rosa.training.selection import VAL_LOSS, Selection
-from rosa.training.tracker import Tracker
 
 log = logging.getLogger("rosa")
 PROGRESS_EVERY_S = 10.0

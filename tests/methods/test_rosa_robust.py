@@ -591,8 +591,8 @@ DP = [
 
 
 def _fit(run_dir: Path) -> dict:
+    from rosa.tracking import Tracker
     from rosa.training.loop import Trainer
-    from rosa.training.tracker import Tracker
 
     trainer = Trainer(validate(compose(DP)), run_dir)
     trainer.fit(Tracker())
