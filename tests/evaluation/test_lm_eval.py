@@ -111,7 +111,7 @@ def test_gsm8k_local_is_lm_evals_gsm8k_task_over_the_shared_files():
     assert ours["metric_list"] == theirs["metric_list"] and ours["test_split"] == "test"
     assert ours["task"] == "gsm8k_local" and ours["dataset_path"] == "json"
     files = ours["dataset_kwargs"]["data_files"]
-    assert files == {split: str(SHARED_DATA / "gsm8k" / f"{split}.jsonl") for split in ("train", "test")}
+    assert files == {split: str((SHARED_DATA / "gsm8k" / f"{split}.jsonl").resolve()) for split in ("train", "test")}
 
 
 def test_task_names_are_checked_in_one_line(tmp_path, monkeypatch):

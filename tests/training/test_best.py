@@ -57,8 +57,15 @@ def straight(tmp_path_factory):
     root = tmp_path_factory.mktemp("straight")
     with pytest.MonkeyPatch.context() as monkeypatch:
         faults.crafted_validation(monkeypatch)
-        monkeypatch.setattr(logging.getLogger("rosa"), "level", logging.INFO)  # train.log's lines, as train.py
-        code, run_dir = faults.train(root, *faults.SELECTED)
+        # train.log's lines, as train.py; setLevel (not the attribute) also clears the logger's cached
+        # isEnabledFor answers, which an earlier test's INFO line may have left False
+        rosa_log = logging.getLogger("rosa")
+        level = rosa_log.level
+        rosa_log.setLevel(logging.INFO)
+        try:
+            code, run_dir = faults.train(root, *faults.SELECTED)
+        finally:
+            rosa_log.setLevel(level)
     assert code == 0
     return run_dir
 
