@@ -147,3 +147,13 @@ def test_a_rerun_without_a_committed_cell_is_one_line_and_status_2(folder, tmp_p
         mini_report.verify(tmp_path / "runs" / "viggo" / "lora" / "nothing", folder / "grid")
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1 and "no committed cell" in err
+
+
+def test_rankings_from_fewer_than_three_seeds_say_so(folder, tmp_path_factory):
+    assert "Rankings from fewer than 3 seeds" not in mini_report.render(folder, figures=None)
+    one_seed = tmp_path_factory.mktemp("one-seed")
+    cell(one_seed, "lora", 1, 0.5)
+    cell(one_seed, "rosa-robust", 1, 0.9)
+    text = mini_report.render(one_seed, figures=None)
+    assert "- rosa-robust > lora on exact match: +0." in text
+    assert "Rankings from fewer than 3 seeds hold for those seeds" in text
