@@ -253,10 +253,20 @@ def _sample_line(sample: dict) -> str:
 
 def record_problem(path: Path) -> str | None:
     """Why ``path`` is not a complete lm-eval record (None when it is one)."""
+    return _read_record(path)[1]
+
+
+def _read_record(path: Path) -> tuple[dict | None, str | None]:
+    """(the record, None), or (None, why ``path`` is not a complete lm-eval record): one read."""
     try:
         record = atomic.read_json(path)
     except (OSError, ValueError) as err:
-        return f"{type(err).__name__}: {err}".splitlines()[0]
+        return None, f"{type(err).__name__}: {err}".splitlines()[0]
+    problem = _content_problem(record)
+    return (None, problem) if problem else (record, None)
+
+
+def _content_problem(record) -> str | None:
     if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
         return "no metrics"
     if not all(isinstance(m, dict) for m in record["metrics"].values()):
@@ -290,10 +300,10 @@ def read_metrics(run_dir: Path) -> tuple[dict[str, float], set[str]]:
     columns: dict[str, float] = {}
     lower: set[str] = set()
     for path in sorted(Path(run_dir).glob(f"{PREFIX}*.json")):
-        if record_problem(path) is not None:
-            log.warning("%s is not an lm-eval record (%s); left out of the table", path, record_problem(path))
+        record, problem = _read_record(path)
+        if problem is not None:
+            log.warning("%s is not an lm-eval record (%s); left out of the table", path, problem)
             continue
-        record = atomic.read_json(path)
         for task, metrics in record["metrics"].items():
             better = (record.get("higher_is_better") or {}).get(task) or {}
             for key, value in metrics.items():
