@@ -97,6 +97,7 @@ def test_the_page_shows_seeds_intervals_and_only_resolved_rankings(folder):
     assert "| rosa-robust | 3 | +0." in text  # the difference table
     assert "0.934 (RoSA r=4, d=0.45%)" in text  # the paper beside ours
     assert "2.25 h of wall time for 9 cells" in text  # 9 x 900 s
+    assert "median wall time of its method's cells: 2.25 h" in text
     assert "0 of 17 cells" in text and "committed but not in the grids" in text
 
 
@@ -157,3 +158,14 @@ def test_rankings_from_fewer_than_three_seeds_say_so(folder, tmp_path_factory):
     text = mini_report.render(one_seed, figures=None)
     assert "- rosa-robust > lora on exact match: +0." in text
     assert "Rankings from fewer than 3 seeds hold for those seeds" in text
+
+
+def test_the_median_total_discounts_one_slowed_seed(folder):
+    """A cell slowed by other work counts at its method's median: 8 x 900 s + 900 s, not 8 x 900 + 9,000."""
+    status = folder / "grid" / "viggo" / "spa" / "smollm2-135m-spa-s2" / "status.json"
+    record = json.loads(status.read_text())
+    record["started"] = "2026-12-05T07:45:00"  # 9,000 s before its evaluation ended
+    status.write_text(json.dumps(record))
+    text = mini_report.render(folder, figures=None)
+    assert "4.50 h of wall time for 9 cells" in text  # 8 x 900 + 9,000 s
+    assert "median wall time of its method's cells: 2.25 h" in text
