@@ -5,6 +5,7 @@ ranking only where an interval excludes 0, a warning when the cells come from di
 from __future__ import annotations
 
 import json
+import math
 import random
 import sys
 from pathlib import Path
@@ -169,3 +170,41 @@ def test_the_median_total_discounts_one_slowed_seed(folder):
     text = mini_report.render(folder, figures=None)
     assert "4.50 h of wall time for 9 cells" in text  # 8 x 900 + 9,000 s
     assert "median wall time of its method's cells: 2.25 h" in text
+
+
+def test_each_claim_gets_the_verdict_its_interval_supports():
+    from rosa.results.stats import Difference
+
+    above, below, zero = (Difference("bleu", 3, m, m - 0.01, m + 0.01) for m in (0.05, -0.05, 0.0))
+    assert mini_report.claim_verdict(">=", above) == "holds, resolved"
+    assert mini_report.claim_verdict(">=", zero) == "consistent: not resolved"
+    assert mini_report.claim_verdict(">=", below) == "contradicted, resolved"
+    assert mini_report.claim_verdict("<", below) == "holds, resolved"
+    assert mini_report.claim_verdict("<", above) == "contradicted, resolved"
+    assert mini_report.claim_verdict(">", zero) == "not resolved"
+    assert mini_report.claim_verdict("=", zero) == "holds: no resolved difference"
+    assert mini_report.claim_verdict("=", above) == "not reproduced: above LoRA, resolved"
+
+
+def test_the_page_tests_the_papers_claims(folder):
+    text = mini_report.render(folder, figures=None)
+    claims = {
+        line.split(" | ")[1]: line
+        for line in text.splitlines()
+        if line.startswith("| RoSA |") or line.startswith("| ROSA |")
+    }
+    assert claims["RoSA ≥ LoRA (93.4 vs 90.5)"].endswith("| 3 | holds, resolved |")
+    assert claims["SpA < LoRA (72.6 vs 90.5)"].endswith("| 3 | not resolved |")  # the same rate here
+    assert claims["FFT < LoRA (82.1 vs 90.5)"].endswith("| – | not tested |")  # no fft cell
+    assert claims["ROSA ≈ LoRA at equal rank (bits per token)"].endswith("| not tested |")
+
+
+def test_the_e2e_table_gives_rosas_metric_in_bits_per_token(tmp_path):
+    metrics = {"bleu": 0.5, "nist": 7.0, "meteor": 0.4, "rouge_l": 0.6, "cider": 1.7}
+    lora = mini_report.Cell(
+        tmp_path, "e2e", "lora", 1, 200, 2, metrics, 2442240, 3.0, 600.0, 4.0, 900.0, "f1", "f1", 630,
+        val_loss=2 * math.log(2),
+    )  # fmt: skip
+    table, diffs = mini_report.e2e_tables([lora])
+    assert table[-1] == "| lora | 1 | 630 | 2,442,240 | 0.5000 | 7.0000 | 0.4000 | 0.6000 | 1.7000 | 2.0000 | 600 |"
+    assert diffs == {}
