@@ -291,10 +291,11 @@ def viggo_tables(cells: list[Cell]) -> tuple[list[str], dict]:
                 + " |"
             )
         lines += ["", "Reading (a ranking only where the interval excludes 0):", ""]
-        if min(d[shown[0]].seeds for d in diffs.values()) < 3:  # the interval is the rows' noise given the seeds
+        few = [method for method, d in diffs.items() if d[shown[0]].seeds < 3]
+        if few:  # the interval is the rows' noise given the seeds
             lines += [
-                "Rankings from fewer than 3 seeds hold for those seeds: their interval covers the rows' "
-                "sampling noise, not a new seed's.",
+                f"Rankings from fewer than 3 seeds ({', '.join(few)}) hold for those seeds: their interval "
+                "covers the rows' sampling noise, not a new seed's.",
                 "",
             ]
         lines += [f"- {verdict(method, d[m])}" for method, d in diffs.items() for m in ("exact_match", "slot_f1")]

@@ -158,7 +158,7 @@ def test_rankings_from_fewer_than_three_seeds_say_so(folder, tmp_path_factory):
     cell(one_seed, "rosa-robust", 1, 0.9)
     text = mini_report.render(one_seed, figures=None)
     assert "- rosa-robust > lora on exact match: +0." in text
-    assert "Rankings from fewer than 3 seeds hold for those seeds" in text
+    assert "Rankings from fewer than 3 seeds (rosa-robust) hold for those seeds" in text
 
 
 def test_the_median_total_discounts_one_slowed_seed(folder):
